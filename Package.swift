@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// MARK: - System libraries (apt: libopenblas-dev, libzstd-dev; found through pkg-config)
+
+let systemLibraries: [Target] = [
+    .systemLibrary(
+        name: "COpenBLAS",
+        pkgConfig: "openblas",
+        providers: [.apt(["libopenblas-dev"])]
+    ),
+    .systemLibrary(
+        name: "CZstd",
+        pkgConfig: "libzstd",
+        providers: [.apt(["libzstd-dev"])]
+    ),
+]
+
+// MARK: - Library, CLI, tests
+
+let package = Package(
+    name: "QuantDrift",
+    products: [
+        .library(name: "QuantDrift", targets: ["QuantDrift"]),
+        .executable(name: "quantdrift", targets: ["quantdrift"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: systemLibraries + [
+        .target(
+            name: "QuantDrift",
+            dependencies: ["COpenBLAS", "CZstd"]
+        ),
+        .executableTarget(
+            name: "quantdrift",
+            dependencies: [
+                "QuantDrift",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "QuantDriftTests",
+            dependencies: ["QuantDrift"],
+            resources: [.copy("Fixtures")]
+        ),
+    ]
+)

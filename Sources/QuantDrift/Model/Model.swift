@@ -1,0 +1,168 @@
+import Foundation
+
+/// A loaded model: configuration, FP32 weights and tokenizer.
+public final class Model: @unchecked Sendable {
+    public let name: String
+    public let path: String
+    public let config: ModelConfig
+    public let weights: ModelWeights
+    public let tokenizer: Tokenizer
+    /// Storage type of each weight tensor in the source file (for `inspect`).
+    public let sourceTensorTypes: [(name: String, type: String, shape: [Int])]
+
+    public init(name: String, path: String, config: ModelConfig, weights: ModelWeights, tokenizer: Tokenizer,
+                sourceTensorTypes: [(name: String, type: String, shape: [Int])]) {
+        self.name = name
+        self.path = path
+        self.config = config
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.sourceTensorTypes = sourceTensorTypes
+    }
+
+    /// Loads a GGUF file, or an HF folder (`config.json`, `*.safetensors`, `tokenizer.json`).
+    public static func load(path: String) throws -> Model {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw QuantDriftError.invalidInput("\(path): no such file or directory")
+        }
+        if isDir.boolValue { return try SafetensorsModelLoader.load(directory: path) }
+        return try GGUFModelLoader.load(path: path)
+    }
+}
+
+// MARK: - GGUF
+
+enum GGUFModelLoader {
+    static func load(path: String) throws -> Model {
+        let g = try GGUFFile(path: path)
+        let archName = try g.string("general.architecture")
+        guard let arch = Architecture(rawValue: archName) else {
+            throw QuantDriftError.unsupported("\(path): architecture '\(archName)' is not supported (supported: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        let p = archName + "."
+        let dim = try g.int(p + "embedding_length")
+        let heads = try g.int(p + "attention.head_count")
+        let kvHeads = g.metadata[p + "attention.head_count_kv"] != nil ? try g.int(p + "attention.head_count_kv") : heads
+        guard heads > 0 else { throw QuantDriftError.invalidInput("\(path): head count must be positive") }
+        let headDim = g.metadata[p + "attention.key_length"] != nil ? try g.int(p + "attention.key_length") : dim / heads
+        if let rd = g.metadata[p + "rope.dimension_count"]?.intValue, rd != headDim {
+            throw QuantDriftError.unsupported("\(path): partial RoPE (\(rd) of \(headDim) dimensions) is not supported")
+        }
+        guard let embd = g.tensor("token_embd.weight"), embd.dims.count == 2 else {
+            throw QuantDriftError.invalidInput("\(path): missing tensor token_embd.weight")
+        }
+        let vocab = g.metadata[p + "vocab_size"]?.intValue ?? embd.dims[1]
+        let config = ModelConfig(
+            architecture: arch,
+            layerCount: try g.int(p + "block_count"),
+            dim: dim,
+            hiddenDim: try g.int(p + "feed_forward_length"),
+            headCount: heads,
+            kvHeadCount: kvHeads,
+            headDim: headDim,
+            vocabSize: vocab,
+            contextLength: try g.int(p + "context_length"),
+            ropeBase: Float(g.metadata[p + "rope.freq_base"]?.doubleValue ?? 10000),
+            normEps: Float(try g.double(p + "attention.layer_norm_rms_epsilon")),
+            ropeStyle: arch == .qwen2 ? .rotateHalf : .adjacentPairs,
+            tiedOutput: g.tensor("output.weight") == nil)
+        try config.validate(source: path)
+
+        var types: [(name: String, type: String, shape: [Int])] = []
+        func load(_ name: String, _ shape: [Int]) throws -> [Float] {
+            guard let t = g.tensor(name) else {
+                throw QuantDriftError.invalidInput("\(path): missing tensor \(name)")
+            }
+            // GGUF lists dims innermost first; `shape` is given outermost first.
+            guard t.dims == Array(shape.reversed()) else {
+                throw QuantDriftError.invalidInput("\(path): tensor \(name) has shape \(Array(t.dims.reversed())), expected \(shape)")
+            }
+            types.append((name, t.type.name, shape))
+            return try g.floats(t)
+        }
+        func optional(_ name: String, _ shape: [Int]) throws -> [Float]? {
+            g.tensor(name) == nil ? nil : try load(name, shape)
+        }
+        let c = config
+        let tokenEmbedding = try load("token_embd.weight", [c.vocabSize, c.dim])
+        var layers: [LayerWeights] = []
+        for i in 0..<c.layerCount {
+            let b = "blk.\(i)."
+            layers.append(LayerWeights(
+                attnNorm: try load(b + "attn_norm.weight", [c.dim]),
+                wq: try load(b + "attn_q.weight", [c.qDim, c.dim]),
+                wk: try load(b + "attn_k.weight", [c.kvDim, c.dim]),
+                wv: try load(b + "attn_v.weight", [c.kvDim, c.dim]),
+                wo: try load(b + "attn_output.weight", [c.dim, c.qDim]),
+                bq: try optional(b + "attn_q.bias", [c.qDim]),
+                bk: try optional(b + "attn_k.bias", [c.kvDim]),
+                bv: try optional(b + "attn_v.bias", [c.kvDim]),
+                ffnNorm: try load(b + "ffn_norm.weight", [c.dim]),
+                wGate: try load(b + "ffn_gate.weight", [c.hiddenDim, c.dim]),
+                wUp: try load(b + "ffn_up.weight", [c.hiddenDim, c.dim]),
+                wDown: try load(b + "ffn_down.weight", [c.dim, c.hiddenDim])))
+        }
+        let weights = ModelWeights(
+            tokenEmbedding: tokenEmbedding,
+            layers: layers,
+            outputNorm: try load("output_norm.weight", [c.dim]),
+            output: try optional("output.weight", [c.vocabSize, c.dim]))
+        let tokenizer = try Tokenizer(spec: tokenizerSpec(g))
+        guard tokenizer.vocabSize <= c.vocabSize else {
+            throw QuantDriftError.invalidInput("\(path): tokenizer has \(tokenizer.vocabSize) tokens, model vocabulary \(c.vocabSize)")
+        }
+        let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        return Model(name: name, path: path, config: config, weights: weights, tokenizer: tokenizer, sourceTensorTypes: types)
+    }
+
+    static func tokenizerSpec(_ g: GGUFFile) throws -> TokenizerSpec {
+        let path = g.path
+        let modelName = try g.string("tokenizer.ggml.model")
+        guard let kind = TokenizerSpec.Kind(rawValue: modelName) else {
+            throw QuantDriftError.unsupported("\(path): tokenizer model '\(modelName)' is not supported (supported: gpt2, llama)")
+        }
+        let tokens = try g.strings("tokenizer.ggml.tokens")
+        var types = [TokenizerSpec.TokenType](repeating: .normal, count: tokens.count)
+        if let a = g.metadata["tokenizer.ggml.token_type"]?.arrayValue {
+            guard a.count == tokens.count else {
+                throw QuantDriftError.invalidInput("\(path): \(a.count) token types for \(tokens.count) tokens")
+            }
+            for (i, v) in a.enumerated() {
+                guard let raw = v.intValue, let t = TokenizerSpec.TokenType(rawValue: raw) else {
+                    throw QuantDriftError.invalidInput("\(path): token \(i) has an invalid token type")
+                }
+                types[i] = t
+            }
+        }
+        var scores: [Float] = []
+        if let a = g.metadata["tokenizer.ggml.scores"]?.arrayValue {
+            guard a.count == tokens.count else {
+                throw QuantDriftError.invalidInput("\(path): \(a.count) token scores for \(tokens.count) tokens")
+            }
+            scores = a.map { Float($0.doubleValue ?? 0) }
+        }
+        let merges = g.metadata["tokenizer.ggml.merges"] != nil ? try g.strings("tokenizer.ggml.merges") : []
+        func id(_ key: String) throws -> Int? {
+            guard let v = g.metadata[key] else { return nil }
+            guard let i = v.intValue, i >= 0, i < tokens.count else {
+                throw QuantDriftError.invalidInput("\(path): \(key) is not a valid token id")
+            }
+            return i
+        }
+        return TokenizerSpec(
+            kind: kind,
+            pre: g.metadata["tokenizer.ggml.pre"]?.stringValue ?? "default",
+            tokens: tokens,
+            tokenTypes: types,
+            scores: scores,
+            merges: merges,
+            bosID: try id("tokenizer.ggml.bos_token_id"),
+            eosID: try id("tokenizer.ggml.eos_token_id"),
+            eotID: try id("tokenizer.ggml.eot_token_id"),
+            unknownID: try id("tokenizer.ggml.unknown_token_id"),
+            addBOS: g.metadata["tokenizer.ggml.add_bos_token"]?.boolValue ?? (kind == .sentencePiece),
+            addSpacePrefix: g.metadata["tokenizer.ggml.add_space_prefix"]?.boolValue ?? (kind == .sentencePiece),
+            chatTemplate: g.metadata["tokenizer.chat_template"]?.stringValue)
+    }
+}

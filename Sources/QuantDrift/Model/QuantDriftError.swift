@@ -1,0 +1,24 @@
+/// Errors the library throws. The CLI maps `.invalidInput` and `.unsupported` to exit code 2
+/// (the user's file, text or option is at fault) and `.internalError` to exit code 1.
+public enum QuantDriftError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// Input that is malformed, inconsistent or out of range (a corrupt file, a bad option).
+    case invalidInput(String)
+    /// Input that is well-formed but names something this build does not handle.
+    case unsupported(String)
+    /// A bug or an environment failure (allocation, write error) not caused by the input.
+    case internalError(String)
+
+    public var description: String {
+        switch self {
+        case .invalidInput(let m), .unsupported(let m), .internalError(let m): return m
+        }
+    }
+
+    /// True when the user's input is at fault (exit code 2).
+    public var isBadInput: Bool {
+        switch self {
+        case .invalidInput, .unsupported: return true
+        case .internalError: return false
+        }
+    }
+}

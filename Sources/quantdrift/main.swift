@@ -1,0 +1,2 @@
+import QuantDrift
+print("quantdrift")
