@@ -1,0 +1,29 @@
+import COpenBLAS
+import Foundation
+
+/// Thin wrappers over OpenBLAS for the row-major products of the forward pass.
+public enum BLAS {
+    /// Sets OpenBLAS's thread count (1 is often fastest on a loaded 2-core machine).
+    public static func setThreads(_ n: Int) {
+        openblas_set_num_threads(Int32(max(1, n)))
+    }
+
+    /// OpenBLAS's build description, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
+    public static var configuration: String {
+        guard let c = openblas_get_config() else { return "OpenBLAS" }
+        return String(cString: c).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// y(rows, outDim) = x(rows, inDim) · Wᵀ where W is row-major (outDim, inDim).
+    /// One row uses sgemv, several use sgemm.
+    @inline(__always)
+    public static func linear(_ x: UnsafePointer<Float>, rows: Int, inDim: Int,
+                              weight w: UnsafePointer<Float>, outDim: Int, into y: UnsafeMutablePointer<Float>) {
+        if rows == 1 {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outDim), Int32(inDim), 1, w, Int32(inDim), x, 1, 0, y, 1)
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outDim), Int32(inDim),
+                        1, x, Int32(inDim), w, Int32(inDim), 0, y, Int32(outDim))
+        }
+    }
+}

@@ -1,0 +1,292 @@
+import COpenBLAS
+import Foundation
+
+/// Which rows of a forward pass need logits.
+public enum LogitsRows: Sendable {
+    case none, last, all
+}
+
+/// The FP32 forward pass of a llama/qwen2 decoder on OpenBLAS, with its KV cache and run state
+/// allocated once. `forward` takes a batch of tokens at the next positions: a prompt is one
+/// sgemm-based prefill (in chunks of `maxBatch`), decode is the same path with one row (sgemv).
+public final class Transformer: @unchecked Sendable {
+    public let config: ModelConfig
+    public let weights: ModelWeights
+    /// Positions the KV cache holds (≤ the model's context length).
+    public let contextLength: Int
+    /// Most tokens in one forward chunk.
+    public let maxBatch: Int
+    /// Tokens already in the cache: the position of the next token.
+    public private(set) var position = 0
+
+    // Run state, (maxBatch, …) rows.
+    let x: FloatBuffer        // (maxBatch, dim) residual stream
+    let xb: FloatBuffer       // (maxBatch, dim) normed input of a block
+    let q: FloatBuffer        // (maxBatch, qDim)
+    let k: FloatBuffer        // (maxBatch, kvDim)
+    let v: FloatBuffer        // (maxBatch, kvDim)
+    let attOut: FloatBuffer   // (maxBatch, qDim) attention output before wo
+    let proj: FloatBuffer     // (maxBatch, dim) output of wo / w_down
+    let hb: FloatBuffer       // (maxBatch, hiddenDim) gate, then SwiGLU
+    let hb2: FloatBuffer      // (maxBatch, hiddenDim) up
+    let scores: FloatBuffer   // (maxBatch, contextLength) attention scores of one head
+    let ropeCos: FloatBuffer  // (contextLength, headDim/2)
+    let ropeSin: FloatBuffer  // (contextLength, headDim/2)
+    let logitsBuffer: FloatBuffer  // (maxBatch, vocab) when all rows are requested, else (1, vocab)
+    let logitsCapacityRows: Int
+    /// KV cache, one flat (layers, contextLength, kvDim) array each.
+    public let keyCache: FloatBuffer
+    public let valueCache: FloatBuffer
+
+    /// - Parameters:
+    ///   - contextLength: positions to allocate the KV cache for (default: the model's limit).
+    ///   - maxBatch: tokens per prefill chunk.
+    ///   - allLogits: whether `forward(…, logits: .all)` will be used (allocates (maxBatch, vocab)).
+    public init(model: Model, contextLength: Int? = nil, maxBatch: Int = 512, allLogits: Bool = false) throws {
+        let c = model.config
+        let ctx = contextLength ?? c.contextLength
+        guard ctx >= 1 else { throw QuantDriftError.invalidInput("context length must be at least 1") }
+        guard ctx <= c.contextLength else {
+            throw QuantDriftError.invalidInput("context length \(ctx) exceeds the model's limit of \(c.contextLength)")
+        }
+        self.config = c
+        self.weights = model.weights
+        self.contextLength = ctx
+        self.maxBatch = max(1, min(maxBatch, ctx))
+        let b = self.maxBatch
+        x = FloatBuffer(count: b * c.dim)
+        xb = FloatBuffer(count: b * c.dim)
+        q = FloatBuffer(count: b * c.qDim)
+        k = FloatBuffer(count: b * c.kvDim)
+        v = FloatBuffer(count: b * c.kvDim)
+        attOut = FloatBuffer(count: b * c.qDim)
+        proj = FloatBuffer(count: b * c.dim)
+        hb = FloatBuffer(count: b * c.hiddenDim)
+        hb2 = FloatBuffer(count: b * c.hiddenDim)
+        scores = FloatBuffer(count: b * ctx)
+        logitsCapacityRows = allLogits ? b : 1
+        logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
+        keyCache = FloatBuffer(count: c.layerCount * ctx * c.kvDim)
+        valueCache = FloatBuffer(count: c.layerCount * ctx * c.kvDim)
+        let half = c.headDim / 2
+        ropeCos = FloatBuffer(count: ctx * half)
+        ropeSin = FloatBuffer(count: ctx * half)
+        for pos in 0..<ctx {
+            for i in 0..<half {
+                let freq = pow(Double(c.ropeBase), -2.0 * Double(i) / Double(c.headDim))
+                let angle = Double(pos) * freq
+                ropeCos[pos * half + i] = Float(cos(angle))
+                ropeSin[pos * half + i] = Float(sin(angle))
+            }
+        }
+    }
+
+    /// Forgets the cached context.
+    public func reset() { position = 0 }
+
+    /// Rolls the cache back to `position` (e.g. to re-run a suffix).
+    public func truncate(to newPosition: Int) {
+        precondition(newPosition >= 0 && newPosition <= position)
+        position = newPosition
+    }
+
+    /// Runs `tokens` at the next positions and returns the logits of the requested rows:
+    /// `.last` gives (1, vocab) for the final token, `.all` gives (tokens.count, vocab) when the
+    /// batch fits one chunk. The buffer is valid until the next call.
+    @discardableResult
+    public func forward(_ tokens: some Collection<Int>, logits rows: LogitsRows = .last) throws -> UnsafeBufferPointer<Float> {
+        let n = tokens.count
+        guard n > 0 else { throw QuantDriftError.invalidInput("no tokens to run") }
+        guard position + n <= contextLength else {
+            throw QuantDriftError.invalidInput("context full: \(position) + \(n) tokens exceed the context length \(contextLength)")
+        }
+        for t in tokens where t < 0 || t >= config.vocabSize {
+            throw QuantDriftError.invalidInput("token id \(t) out of range 0..<\(config.vocabSize)")
+        }
+        if rows == .all {
+            guard logitsCapacityRows >= n, n <= maxBatch else {
+                throw QuantDriftError.internalError("all-row logits need a Transformer made with allLogits and a batch ≤ maxBatch")
+            }
+        }
+        var start = tokens.startIndex
+        var remaining = n
+        while remaining > 0 {
+            let chunk = min(remaining, maxBatch)
+            let end = tokens.index(start, offsetBy: chunk)
+            let isLast = remaining == chunk
+            runChunk(tokens[start..<end], logits: isLast ? rows : .none)
+            start = end
+            remaining -= chunk
+        }
+        switch rows {
+        case .none: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: 0)
+        case .last: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: config.vocabSize)
+        case .all: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: n * config.vocabSize)
+        }
+    }
+
+    // MARK: - One chunk
+
+    private func runChunk(_ tokens: some Collection<Int>, logits rows: LogitsRows) {
+        let c = config
+        let n = tokens.count
+        let dim = c.dim, qDim = c.qDim, kvDim = c.kvDim, hd = c.headDim, hidden = c.hiddenDim
+        let pos0 = position
+
+        // Token embeddings into the residual stream.
+        weights.tokenEmbedding.withUnsafeBufferPointer { emb in
+            for (r, t) in tokens.enumerated() {
+                (x.pointer + r * dim).update(from: emb.baseAddress! + t * dim, count: dim)
+            }
+        }
+
+        for (l, lw) in weights.layers.enumerated() {
+            // Attention block.
+            rmsNorm(x.pointer, lw.attnNorm, rows: n, into: xb.pointer)
+            linear(xb.pointer, n, dim, lw.wq, qDim, q.pointer, bias: lw.bq)
+            linear(xb.pointer, n, dim, lw.wk, kvDim, k.pointer, bias: lw.bk)
+            linear(xb.pointer, n, dim, lw.wv, kvDim, v.pointer, bias: lw.bv)
+            for r in 0..<n {
+                rope(q.pointer + r * qDim, heads: c.headCount, position: pos0 + r)
+                rope(k.pointer + r * kvDim, heads: c.kvHeadCount, position: pos0 + r)
+            }
+            let layerK = keyCache.pointer + l * contextLength * kvDim
+            let layerV = valueCache.pointer + l * contextLength * kvDim
+            (layerK + pos0 * kvDim).update(from: k.pointer, count: n * kvDim)
+            (layerV + pos0 * kvDim).update(from: v.pointer, count: n * kvDim)
+            attention(layerK: layerK, layerV: layerV, rows: n, pos0: pos0)
+            linear(attOut.pointer, n, qDim, lw.wo, dim, proj.pointer, bias: nil)
+            addInPlace(x.pointer, proj.pointer, count: n * dim)
+
+            // Feed-forward block (SwiGLU).
+            rmsNorm(x.pointer, lw.ffnNorm, rows: n, into: xb.pointer)
+            linear(xb.pointer, n, dim, lw.wGate, hidden, hb.pointer, bias: nil)
+            linear(xb.pointer, n, dim, lw.wUp, hidden, hb2.pointer, bias: nil)
+            for i in 0..<(n * hidden) {
+                let g = hb.pointer[i]
+                hb.pointer[i] = g / (1 + exp(-g)) * hb2.pointer[i]
+            }
+            linear(hb.pointer, n, hidden, lw.wDown, dim, proj.pointer, bias: nil)
+            addInPlace(x.pointer, proj.pointer, count: n * dim)
+        }
+        position += n
+
+        switch rows {
+        case .none: return
+        case .last:
+            rmsNorm(x.pointer + (n - 1) * dim, weights.outputNorm, rows: 1, into: xb.pointer)
+            linear(xb.pointer, 1, dim, weights.head, c.vocabSize, logitsBuffer.pointer, bias: nil)
+        case .all:
+            rmsNorm(x.pointer, weights.outputNorm, rows: n, into: xb.pointer)
+            linear(xb.pointer, n, dim, weights.head, c.vocabSize, logitsBuffer.pointer, bias: nil)
+        }
+    }
+
+    // MARK: - Pieces
+
+    @inline(__always)
+    private func linear(_ input: UnsafePointer<Float>, _ rows: Int, _ inDim: Int, _ w: [Float], _ outDim: Int,
+                        _ out: UnsafeMutablePointer<Float>, bias: [Float]?) {
+        w.withUnsafeBufferPointer { wp in
+            BLAS.linear(input, rows: rows, inDim: inDim, weight: wp.baseAddress!, outDim: outDim, into: out)
+        }
+        if let bias {
+            bias.withUnsafeBufferPointer { b in
+                for r in 0..<rows {
+                    let o = out + r * outDim
+                    for i in 0..<outDim { o[i] += b[i] }
+                }
+            }
+        }
+    }
+
+    /// out = x / sqrt(mean(x²) + eps) · w, row by row; the sum of squares in Double (as ggml does).
+    private func rmsNorm(_ input: UnsafePointer<Float>, _ w: [Float], rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let dim = config.dim
+        let eps = Double(config.normEps)
+        w.withUnsafeBufferPointer { wp in
+            for r in 0..<rows {
+                let xr = input + r * dim, o = out + r * dim
+                var ss = 0.0
+                for i in 0..<dim { ss += Double(xr[i]) * Double(xr[i]) }
+                let scale = Float(1.0 / (ss / Double(dim) + eps).squareRoot())
+                for i in 0..<dim { o[i] = xr[i] * scale * wp[i] }
+            }
+        }
+    }
+
+    /// Rotates every head of one row in place.
+    private func rope(_ v: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
+        let hd = config.headDim, half = hd / 2
+        let cs = ropeCos.pointer + position * half, sn = ropeSin.pointer + position * half
+        for h in 0..<heads {
+            let p = v + h * hd
+            switch config.ropeStyle {
+            case .adjacentPairs:
+                for i in 0..<half {
+                    let a = p[2 * i], b = p[2 * i + 1]
+                    p[2 * i] = a * cs[i] - b * sn[i]
+                    p[2 * i + 1] = a * sn[i] + b * cs[i]
+                }
+            case .rotateHalf:
+                for i in 0..<half {
+                    let a = p[i], b = p[i + half]
+                    p[i] = a * cs[i] - b * sn[i]
+                    p[i + half] = a * sn[i] + b * cs[i]
+                }
+            }
+        }
+    }
+
+    /// Causal GQA attention of `rows` queries at positions pos0…pos0+rows-1 over the cache.
+    private func attention(layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int, pos0: Int) {
+        let c = config
+        let hd = c.headDim, qDim = c.qDim, kvDim = c.kvDim
+        let group = c.headCount / c.kvHeadCount
+        let keys = pos0 + n              // keys visible to the last row
+        let scale = 1 / Float(hd).squareRoot()
+        let s = scores.pointer
+        for h in 0..<c.headCount {
+            let kvh = h / group
+            let qh = q.pointer + h * hd
+            let kh = layerK + kvh * hd
+            let vh = layerV + kvh * hd
+            // scores(n, keys) = scale · Q_h · K_hᵀ
+            if n == 1 {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(keys), Int32(hd), scale, kh, Int32(kvDim), qh, 1, 0, s, 1)
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(keys), Int32(hd),
+                            scale, qh, Int32(qDim), kh, Int32(kvDim), 0, s, Int32(keys))
+            }
+            // Causal softmax per row: row r sees keys 0…pos0+r.
+            for r in 0..<n {
+                let row = s + r * keys
+                let visible = pos0 + r + 1
+                var mx = -Float.infinity
+                for j in 0..<visible where row[j] > mx { mx = row[j] }
+                var sum: Float = 0
+                for j in 0..<visible {
+                    let e = exp(row[j] - mx)
+                    row[j] = e
+                    sum += e
+                }
+                let inv = 1 / sum
+                for j in 0..<visible { row[j] *= inv }
+                for j in visible..<keys { row[j] = 0 }
+            }
+            // out(n, hd) = P · V_h
+            let oh = attOut.pointer + h * hd
+            if n == 1 {
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(keys), Int32(hd), 1, vh, Int32(kvDim), s, 1, 0, oh, 1)
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(hd), Int32(keys),
+                            1, s, Int32(keys), vh, Int32(kvDim), 0, oh, Int32(qDim))
+            }
+        }
+    }
+
+    @inline(__always)
+    private func addInPlace(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { a[i] += b[i] }
+    }
+}
