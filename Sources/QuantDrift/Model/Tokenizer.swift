@@ -27,3 +27,13 @@ public final class Tokenizer: @unchecked Sendable {
     /// True for tokens that end a generation (EOS, EOT, `<|im_end|>`, `<|endoftext|>`).
     public func isEndOfGeneration(_ id: Int) -> Bool { id == spec.eosID || id == spec.eotID }
 }
+
+extension Tokenizer {
+    public func chatPrompt(user: String, system: String? = nil) -> String { fatalError("placeholder") }
+}
+
+public struct StreamingDecoder {
+    public init(tokenizer: Tokenizer) { fatalError("placeholder") }
+    public mutating func append(_ id: Int) -> String { fatalError("placeholder") }
+    public mutating func finish() -> String { fatalError("placeholder") }
+}

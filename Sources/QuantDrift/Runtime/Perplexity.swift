@@ -1,0 +1,71 @@
+import Foundation
+
+/// llama.cpp's perplexity statistics for one run.
+public struct PerplexityResult: Sendable, Codable {
+    public var nCtx: Int
+    public var chunks: Int
+    public var tokensScored: Int
+    public var ppl: Double
+    public var pplSE: Double
+    public var seconds: Double
+    /// Every token processed (chunks × n_ctx) per second.
+    public var tokensPerSecond: Double
+}
+
+/// Numerically careful log-softmax helpers over one row of logits.
+public enum LogSoftmax {
+    /// log Σ exp(x) in Double.
+    public static func logSumExp(_ row: UnsafeBufferPointer<Float>) -> Double {
+        var mx = -Float.infinity
+        for v in row where v > mx { mx = v }
+        var sum = 0.0
+        for v in row { sum += Foundation.exp(Double(v - mx)) }
+        return Double(mx) + Foundation.log(sum)
+    }
+}
+
+public enum Perplexity {
+    /// llama.cpp's `llama-perplexity` protocol: the text's tokens are cut into chunks of `nCtx`
+    /// (a trailing partial chunk is dropped); each chunk is evaluated from an empty cache (its
+    /// first token replaced by BOS when the model adds BOS); the second half of each chunk is
+    /// scored (predictions of tokens nCtx/2+1 … nCtx-1).
+    public static func run(model: Model, tokens: [Int], nCtx: Int,
+                           progress: (Int, Int) -> Void = { _, _ in }) throws -> PerplexityResult {
+        guard nCtx >= 4 else { throw QuantDriftError.invalidInput("--ctx must be at least 4, got \(nCtx)") }
+        guard nCtx <= model.config.contextLength else {
+            throw QuantDriftError.invalidInput("--ctx \(nCtx) exceeds the model's context length \(model.config.contextLength)")
+        }
+        let chunks = tokens.count / nCtx
+        guard chunks >= 1 else {
+            throw QuantDriftError.invalidInput("the text has \(tokens.count) tokens, fewer than one chunk of \(nCtx)")
+        }
+        let t = try Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
+        let vocab = model.config.vocabSize
+        let first = nCtx / 2
+        var nll = 0.0, nll2 = 0.0
+        var count = 0
+        let start = monotonicSeconds()
+        for c in 0..<chunks {
+            var chunk = Array(tokens[(c * nCtx)..<((c + 1) * nCtx)])
+            if model.tokenizer.spec.addBOS, let bos = model.tokenizer.spec.bosID { chunk[0] = bos }
+            t.reset()
+            let logits = try t.forward(chunk, logits: .all)
+            for j in first..<(nCtx - 1) {
+                let row = UnsafeBufferPointer(rebasing: logits[(j * vocab)..<((j + 1) * vocab)])
+                let target = chunk[j + 1]
+                let lp = Double(row[target]) - LogSoftmax.logSumExp(row)
+                nll -= lp
+                nll2 += lp * lp
+                count += 1
+            }
+            progress(c + 1, chunks)
+        }
+        let seconds = monotonicSeconds() - start
+        let meanNLL = nll / Double(count)
+        let ppl = Foundation.exp(meanNLL)
+        let variance = nll2 / Double(count) - meanNLL * meanNLL
+        let se = variance > 0 && count > 1 ? (variance / Double(count - 1)).squareRoot() * ppl : 0
+        return PerplexityResult(nCtx: nCtx, chunks: chunks, tokensScored: count, ppl: ppl, pplSE: se,
+                                seconds: seconds, tokensPerSecond: Double(chunks * nCtx) / seconds)
+    }
+}
