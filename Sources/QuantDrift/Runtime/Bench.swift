@@ -48,18 +48,6 @@ public enum Bench {
         return median(rates)
     }
 
-    /// Bytes of weights a single decode step reads: every matrix and vector of every layer, the
-    /// final norm and the output head (the embedding lookup reads one row).
-    public static func fp32WeightBytesPerToken(_ w: ModelWeights, dim: Int) -> Int {
-        var n = w.outputNorm.count + w.head.count + dim
-        for l in w.layers {
-            n += l.attnNorm.count + l.wq.count + l.wk.count + l.wv.count + l.wo.count + l.ffnNorm.count
-            n += l.wGate.count + l.wUp.count + l.wDown.count
-            n += (l.bq?.count ?? 0) + (l.bk?.count ?? 0) + (l.bv?.count ?? 0)
-        }
-        return n * MemoryLayout<Float>.size
-    }
-
     /// FLOPs of a prefill of `n` tokens: 2 per weight per token for the layer matrices,
     /// attention's two products over the causal triangle, and the head for the last row.
     public static func prefillFlops(_ c: ModelConfig, tokens n: Int) -> Double {
@@ -102,7 +90,7 @@ public enum Bench {
             decode.append(monotonicSeconds() - t1)
         }
         let prefillSeconds = median(prefill), decodeSeconds = median(decode)
-        let bytes = fp32WeightBytesPerToken(model.weights, dim: c.dim)
+        let bytes = t.weights.bytesPerToken(dim: c.dim)
         let decodeRate = Double(decodeTokens) / decodeSeconds
         return BenchResult(
             scheme: "fp32", threads: threads, prefillTokens: prefillTokens,

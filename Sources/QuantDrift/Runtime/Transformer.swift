@@ -11,7 +11,7 @@ public enum LogitsRows: Sendable {
 /// sgemm-based prefill (in chunks of `maxBatch`), decode is the same path with one row (sgemv).
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
-    public let weights: ModelWeights
+    public let weights: RuntimeWeights
     /// Positions the KV cache holds (≤ the model's context length).
     public let contextLength: Int
     /// Most tokens in one forward chunk.
@@ -34,15 +34,19 @@ public final class Transformer: @unchecked Sendable {
     let ropeSin: FloatBuffer  // (contextLength, headDim/2)
     let logitsBuffer: FloatBuffer  // (maxBatch, vocab) when all rows are requested, else (1, vocab)
     let logitsCapacityRows: Int
-    /// KV cache, one flat (layers, contextLength, kvDim) array each.
-    public let keyCache: FloatBuffer
-    public let valueCache: FloatBuffer
+    let scratch: LinearScratch
+    /// Keys and values of past positions.
+    public let cache: any KVCache
 
     /// - Parameters:
     ///   - contextLength: positions to allocate the KV cache for (default: the model's limit).
     ///   - maxBatch: tokens per prefill chunk.
     ///   - allLogits: whether `forward(…, logits: .all)` will be used (allocates (maxBatch, vocab)).
-    public init(model: Model, contextLength: Int? = nil, maxBatch: Int = 512, allLogits: Bool = false) throws {
+    ///   - weights: the weights to run (default: the model's FP32 weights).
+    ///   - makeCache: builds the KV cache for (layers, contextLength, kvDim) (default: FP32).
+    public init(model: Model, contextLength: Int? = nil, maxBatch: Int = 512, allLogits: Bool = false,
+                weights: RuntimeWeights? = nil,
+                makeCache: ((_ layers: Int, _ contextLength: Int, _ kvDim: Int) throws -> any KVCache)? = nil) throws {
         let c = model.config
         let ctx = contextLength ?? c.contextLength
         guard ctx >= 1 else { throw QuantDriftError.invalidInput("context length must be at least 1") }
@@ -50,7 +54,7 @@ public final class Transformer: @unchecked Sendable {
             throw QuantDriftError.invalidInput("context length \(ctx) exceeds the model's limit of \(c.contextLength)")
         }
         self.config = c
-        self.weights = model.weights
+        self.weights = weights ?? RuntimeWeights(fp32: model.weights, config: c)
         self.contextLength = ctx
         self.maxBatch = max(1, min(maxBatch, ctx))
         let b = self.maxBatch
@@ -66,8 +70,8 @@ public final class Transformer: @unchecked Sendable {
         scores = FloatBuffer(count: b * ctx)
         logitsCapacityRows = allLogits ? b : 1
         logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
-        keyCache = FloatBuffer(count: c.layerCount * ctx * c.kvDim)
-        valueCache = FloatBuffer(count: c.layerCount * ctx * c.kvDim)
+        scratch = LinearScratch(maxRows: b, maxInDim: max(c.dim, c.qDim, c.hiddenDim))
+        cache = try makeCache?(c.layerCount, ctx, c.kvDim) ?? FP32KVCache(layerCount: c.layerCount, contextLength: ctx, kvDim: c.kvDim)
         let half = c.headDim / 2
         ropeCos = FloatBuffer(count: ctx * half)
         ropeSin = FloatBuffer(count: ctx * half)
@@ -150,11 +154,9 @@ public final class Transformer: @unchecked Sendable {
                 rope(q.pointer + r * qDim, heads: c.headCount, position: pos0 + r)
                 rope(k.pointer + r * kvDim, heads: c.kvHeadCount, position: pos0 + r)
             }
-            let layerK = keyCache.pointer + l * contextLength * kvDim
-            let layerV = valueCache.pointer + l * contextLength * kvDim
-            (layerK + pos0 * kvDim).update(from: k.pointer, count: n * kvDim)
-            (layerV + pos0 * kvDim).update(from: v.pointer, count: n * kvDim)
-            attention(layerK: layerK, layerV: layerV, rows: n, pos0: pos0)
+            cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer)
+            attention(layerK: cache.keys(layer: l, count: pos0 + n), layerV: cache.values(layer: l, count: pos0 + n),
+                      rows: n, pos0: pos0)
             linear(attOut.pointer, n, qDim, lw.wo, dim, proj.pointer, bias: nil)
             addInPlace(x.pointer, proj.pointer, count: n * dim)
 
@@ -185,11 +187,9 @@ public final class Transformer: @unchecked Sendable {
     // MARK: - Pieces
 
     @inline(__always)
-    private func linear(_ input: UnsafePointer<Float>, _ rows: Int, _ inDim: Int, _ w: [Float], _ outDim: Int,
+    private func linear(_ input: UnsafePointer<Float>, _ rows: Int, _ inDim: Int, _ w: any LinearLayer, _ outDim: Int,
                         _ out: UnsafeMutablePointer<Float>, bias: [Float]?) {
-        w.withUnsafeBufferPointer { wp in
-            BLAS.linear(input, rows: rows, inDim: inDim, weight: wp.baseAddress!, outDim: outDim, into: out)
-        }
+        w.forward(input, rows: rows, into: out, scratch: scratch)
         if let bias {
             bias.withUnsafeBufferPointer { b in
                 for r in 0..<rows {

@@ -1,0 +1,54 @@
+/// Scratch memory a linear layer may use during one call (e.g. quantized activations),
+/// allocated once per Transformer.
+public final class LinearScratch: @unchecked Sendable {
+    /// (maxRows, maxInDim) bytes for quantized activations.
+    public let bytes: UnsafeMutableRawPointer
+    public let byteCount: Int
+    /// (maxRows × groups) floats for activation scales.
+    public let floats: FloatBuffer
+    /// (maxRows, maxInDim) floats for a transformed copy of the input.
+    public let input: FloatBuffer
+
+    public init(maxRows: Int, maxInDim: Int) {
+        byteCount = maxRows * maxInDim + 64
+        bytes = .allocate(byteCount: byteCount, alignment: 64)
+        bytes.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        floats = FloatBuffer(count: maxRows * (maxInDim / 8 + 8))
+        input = FloatBuffer(count: maxRows * maxInDim)
+    }
+
+    deinit { bytes.deallocate() }
+}
+
+/// A weight matrix y = x · Wᵀ (+ b) in some storage: FP32 on BLAS, or a quantized format with
+/// its own kernel. The forward pass only talks to this protocol.
+public protocol LinearLayer: Sendable {
+    var inDim: Int { get }
+    var outDim: Int { get }
+    /// Bytes of weight storage read by one matrix-vector product (scales included).
+    var storageBytes: Int { get }
+    /// y(rows, outDim) = x(rows, inDim) · Wᵀ.
+    func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch)
+}
+
+/// FP32 weights through OpenBLAS (sgemv for one row, sgemm for more).
+public struct DenseLinear: LinearLayer {
+    public let weight: [Float]  // (outDim, inDim)
+    public let inDim: Int
+    public let outDim: Int
+
+    public init(weight: [Float], outDim: Int, inDim: Int) {
+        precondition(weight.count == outDim * inDim)
+        self.weight = weight
+        self.outDim = outDim
+        self.inDim = inDim
+    }
+
+    public var storageBytes: Int { weight.count * MemoryLayout<Float>.size }
+
+    public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch) {
+        weight.withUnsafeBufferPointer { w in
+            BLAS.linear(x, rows: rows, inDim: inDim, weight: w.baseAddress!, outDim: outDim, into: y)
+        }
+    }
+}
