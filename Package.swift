@@ -28,9 +28,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: systemLibraries + [
+        // Quantized SIMD kernels in C: AVX2 paths chosen at run time through target attributes,
+        // so no compiler flags (and no unsafeFlags) are needed.
+        .target(name: "CKernels"),
         .target(
             name: "QuantDrift",
-            dependencies: ["COpenBLAS", "CZstd"]
+            dependencies: ["COpenBLAS", "CZstd", "CKernels"]
         ),
         .executableTarget(
             name: "quantdrift",

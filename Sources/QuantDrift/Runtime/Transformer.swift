@@ -134,7 +134,7 @@ public final class Transformer: @unchecked Sendable {
     private func runChunk(_ tokens: some Collection<Int>, logits rows: LogitsRows) {
         let c = config
         let n = tokens.count
-        let dim = c.dim, qDim = c.qDim, kvDim = c.kvDim, hd = c.headDim, hidden = c.hiddenDim
+        let dim = c.dim, qDim = c.qDim, kvDim = c.kvDim, hidden = c.hiddenDim
         let pos0 = position
 
         // Token embeddings into the residual stream.

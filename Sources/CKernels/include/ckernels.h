@@ -1,0 +1,34 @@
+#ifndef QUANTDRIFT_CKERNELS_H
+#define QUANTDRIFT_CKERNELS_H
+#include <stdint.h>
+
+// Quantized matrix-vector products. A weight row of `in` elements is split into groups of
+// `group` elements (a multiple of 32, or the whole row); element i of row o decodes to
+//   w = scales[o*ng + g] * code + (mins ? mins[o*ng + g] : 0),   g = i / group, ng = ceil(in / group).
+// 8-bit codes are int8, row-major (out, in). 4-bit codes are unsigned 0..15, packed per block of
+// 32 elements into 16 bytes (byte j: element j in the low nibble, element j+16 in the high one);
+// a row takes ceil(in/32)*16 bytes and a partial last block is zero padded.
+// Activations are FP32, or int8 codes with one scale per activation group of `xgroup` elements
+// (one of `group` and `xgroup` divides the other) and the code sum of every 32-element block.
+// The AVX2 paths are chosen at run time when the CPU has AVX2+FMA; the portable C paths compute
+// the same sums in the same order (exactly equal integer sums).
+
+/// Whether the AVX2+FMA paths are in use.
+int qd_has_avx2(void);
+
+void qd_gemv_i8_f32(const int8_t *codes, const float *scales, const float *mins, int group,
+                    int out, int in, const float *x, float *y);
+void qd_gemv_u4_f32(const uint8_t *packed, const float *scales, const float *mins, int group,
+                    int out, int in, const float *x, float *y);
+void qd_gemv_i8_i8(const int8_t *codes, const float *scales, const float *mins, int group,
+                   int out, int in, const int8_t *xq, const float *xscales, const int32_t *xsum32,
+                   int xgroup, float *y);
+void qd_gemv_u4_i8(const uint8_t *packed, const float *scales, const float *mins, int group,
+                   int out, int in, const int8_t *xq, const float *xscales, const int32_t *xsum32,
+                   int xgroup, float *y);
+
+/// Integer dot products over `n` elements (exact), used by tests to check the integer paths.
+int32_t qd_dot_i8_i8(const int8_t *a, const int8_t *b, int n);
+int32_t qd_dot_u4_i8(const uint8_t *packed, const int8_t *b, int n);
+
+#endif

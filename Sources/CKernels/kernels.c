@@ -1,0 +1,266 @@
+// Quantized matrix-vector kernels: AVX2+FMA paths (selected per function with target
+// attributes, so the package needs no compiler flags) and portable twins. See ckernels.h.
+#include "ckernels.h"
+#include <immintrin.h>
+#include <stddef.h>
+
+#define ATTR_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+static int cpu_has_avx2 = -1;
+
+int qd_has_avx2(void) {
+    if (cpu_has_avx2 < 0) {
+        __builtin_cpu_init();
+        cpu_has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cpu_has_avx2;
+}
+
+static inline int groups_of(int in, int group) { return (in + group - 1) / group; }
+static inline int u4_code(const uint8_t *row, int i) {
+    const uint8_t b = row[(i >> 5) * 16 + (i & 15)];
+    return (i & 16) ? (b >> 4) : (b & 15);
+}
+
+// MARK: - Portable paths
+
+static int32_t dot_i8_i8_c(const int8_t *a, const int8_t *b, int n) {
+    int32_t s = 0;
+    for (int i = 0; i < n; i++) s += (int32_t)a[i] * (int32_t)b[i];
+    return s;
+}
+
+// Dot of 4-bit codes from element `start` (a multiple of 32) for n elements.
+static int32_t dot_u4_i8_c(const uint8_t *row, int start, const int8_t *b, int n) {
+    int32_t s = 0;
+    for (int i = 0; i < n; i++) s += u4_code(row, start + i) * (int32_t)b[i];
+    return s;
+}
+
+static void gemv_i8_f32_c(const int8_t *codes, const float *scales, const float *mins, int group,
+                          int out, int in, const float *x, float *y) {
+    const int ng = groups_of(in, group);
+    for (int o = 0; o < out; o++) {
+        const int8_t *w = codes + (size_t)o * in;
+        float acc = 0;
+        for (int g = 0; g < ng; g++) {
+            const int lo = g * group, hi = lo + group < in ? lo + group : in;
+            float dot = 0, xs = 0;
+            for (int i = lo; i < hi; i++) { dot += (float)w[i] * x[i]; xs += x[i]; }
+            acc += scales[(size_t)o * ng + g] * dot;
+            if (mins) acc += mins[(size_t)o * ng + g] * xs;
+        }
+        y[o] = acc;
+    }
+}
+
+static void gemv_u4_f32_c(const uint8_t *packed, const float *scales, const float *mins, int group,
+                          int out, int in, const float *x, float *y) {
+    const int ng = groups_of(in, group);
+    const size_t rowBytes = (size_t)((in + 31) / 32) * 16;
+    for (int o = 0; o < out; o++) {
+        const uint8_t *w = packed + (size_t)o * rowBytes;
+        float acc = 0;
+        for (int g = 0; g < ng; g++) {
+            const int lo = g * group, hi = lo + group < in ? lo + group : in;
+            float dot = 0, xs = 0;
+            for (int i = lo; i < hi; i++) { dot += (float)u4_code(w, i) * x[i]; xs += x[i]; }
+            acc += scales[(size_t)o * ng + g] * dot;
+            if (mins) acc += mins[(size_t)o * ng + g] * xs;
+        }
+        y[o] = acc;
+    }
+}
+
+// MARK: - AVX2 helpers
+
+ATTR_AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ATTR_AVX2 static inline int32_t hsum256i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// Σ a·b over 32 int8 pairs as 8 int32 lanes (a signed, |b| ≤ 127).
+ATTR_AVX2 static inline __m256i dot32_i8(__m256i a, __m256i b) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+// The 32 4-bit codes of a packed block as 32 unsigned bytes in element order.
+ATTR_AVX2 static inline __m256i unpack_u4(const uint8_t *p) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)p);
+    const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+    return _mm256_set_m128i(hi, lo);
+}
+
+// MARK: - AVX2: FP32 activations
+
+ATTR_AVX2 static void gemv_i8_f32_avx2(const int8_t *codes, const float *scales, const float *mins, int group,
+                                       int out, int in, const float *x, float *y) {
+    const int ng = groups_of(in, group);
+    for (int o = 0; o < out; o++) {
+        const int8_t *w = codes + (size_t)o * in;
+        float acc = 0;
+        for (int g = 0; g < ng; g++) {
+            const int lo = g * group, hi = lo + group < in ? lo + group : in;
+            __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps(), xs = _mm256_setzero_ps();
+            int i = lo;
+            for (; i + 16 <= hi; i += 16) {
+                const __m128i c = _mm_loadu_si128((const __m128i *)(w + i));
+                const __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c));
+                const __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c, 8)));
+                const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+                d0 = _mm256_fmadd_ps(w0, x0, d0);
+                d1 = _mm256_fmadd_ps(w1, x1, d1);
+                if (mins) xs = _mm256_add_ps(xs, _mm256_add_ps(x0, x1));
+            }
+            float dot = hsum256(_mm256_add_ps(d0, d1)), xsum = mins ? hsum256(xs) : 0;
+            for (; i < hi; i++) { dot += (float)w[i] * x[i]; xsum += x[i]; }
+            acc += scales[(size_t)o * ng + g] * dot;
+            if (mins) acc += mins[(size_t)o * ng + g] * xsum;
+        }
+        y[o] = acc;
+    }
+}
+
+ATTR_AVX2 static void gemv_u4_f32_avx2(const uint8_t *packed, const float *scales, const float *mins, int group,
+                                       int out, int in, const float *x, float *y) {
+    const int ng = groups_of(in, group);
+    const size_t rowBytes = (size_t)((in + 31) / 32) * 16;
+    for (int o = 0; o < out; o++) {
+        const uint8_t *w = packed + (size_t)o * rowBytes;
+        float acc = 0;
+        for (int g = 0; g < ng; g++) {
+            const int lo = g * group, hi = lo + group < in ? lo + group : in;
+            __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps(), xs = _mm256_setzero_ps();
+            int i = lo;
+            for (; i + 32 <= hi; i += 32) {
+                const __m128i b = _mm_loadu_si128((const __m128i *)(w + (i >> 5) * 16));
+                const __m128i lo4 = _mm_and_si128(b, _mm_set1_epi8(15));
+                const __m128i hi4 = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+                const __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo4));
+                const __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo4, 8)));
+                const __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi4));
+                const __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi4, 8)));
+                const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+                const __m256 x2 = _mm256_loadu_ps(x + i + 16), x3 = _mm256_loadu_ps(x + i + 24);
+                d0 = _mm256_fmadd_ps(w0, x0, d0);
+                d1 = _mm256_fmadd_ps(w1, x1, d1);
+                d0 = _mm256_fmadd_ps(w2, x2, d0);
+                d1 = _mm256_fmadd_ps(w3, x3, d1);
+                if (mins) xs = _mm256_add_ps(xs, _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)));
+            }
+            float dot = hsum256(_mm256_add_ps(d0, d1)), xsum = mins ? hsum256(xs) : 0;
+            for (; i < hi; i++) { dot += (float)u4_code(w, i) * x[i]; xsum += x[i]; }
+            acc += scales[(size_t)o * ng + g] * dot;
+            if (mins) acc += mins[(size_t)o * ng + g] * xsum;
+        }
+        y[o] = acc;
+    }
+}
+
+// MARK: - Integer activations (shared driver)
+// The row is walked in spans of min(group, xgroup) elements; each span's integer dot product is
+// exact, then scaled: y += sw·sx·dot + mw·sx·Σcodes(x).
+
+static inline int min_int(int a, int b) { return a < b ? a : b; }
+
+#define GEMV_INT_DRIVER(NAME, CODE_T, ROW_BYTES, DOT)                                                   \
+    static void NAME(const CODE_T *codes, const float *scales, const float *mins, int group, int out,   \
+                     int in, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, \
+                     float *y) {                                                                        \
+        const int ng = groups_of(in, group);                                                            \
+        const int span = min_int(group, xgroup);                                                        \
+        const size_t rowBytes = (ROW_BYTES);                                                            \
+        for (int o = 0; o < out; o++) {                                                                 \
+            const CODE_T *w = codes + (size_t)o * rowBytes;                                             \
+            float acc = 0;                                                                              \
+            for (int lo = 0; lo < in; lo += span) {                                                     \
+                const int n = min_int(span, in - lo);                                                   \
+                const int g = lo / group;                                                               \
+                const float sx = xscales[lo / xgroup];                                                  \
+                const int32_t dot = DOT;                                                                \
+                acc += scales[(size_t)o * ng + g] * sx * (float)dot;                                    \
+                if (mins) {                                                                             \
+                    int32_t xs = 0;                                                                     \
+                    for (int b = lo / 32; b < (lo + n + 31) / 32; b++) xs += xsum32[b];                 \
+                    acc += mins[(size_t)o * ng + g] * sx * (float)xs;                                   \
+                }                                                                                       \
+            }                                                                                           \
+            y[o] = acc;                                                                                 \
+        }                                                                                               \
+    }
+
+ATTR_AVX2 static int32_t dot_i8_i8_avx2(const int8_t *a, const int8_t *b, int n) {
+    __m256i acc = _mm256_setzero_si256();
+    int i = 0;
+    for (; i + 32 <= n; i += 32)
+        acc = _mm256_add_epi32(acc, dot32_i8(_mm256_loadu_si256((const __m256i *)(a + i)),
+                                             _mm256_loadu_si256((const __m256i *)(b + i))));
+    int32_t s = hsum256i(acc);
+    for (; i < n; i++) s += (int32_t)a[i] * (int32_t)b[i];
+    return s;
+}
+
+ATTR_AVX2 static int32_t dot_u4_i8_avx2(const uint8_t *row, int start, const int8_t *b, int n) {
+    __m256i acc = _mm256_setzero_si256();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256i w = unpack_u4(row + ((start + i) >> 5) * 16);
+        const __m256i p16 = _mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)(b + i)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+    }
+    int32_t s = hsum256i(acc);
+    for (; i < n; i++) s += u4_code(row, start + i) * (int32_t)b[i];
+    return s;
+}
+
+GEMV_INT_DRIVER(gemv_i8_i8_c, int8_t, (size_t)in, dot_i8_i8_c(w + lo, xq + lo, n))
+GEMV_INT_DRIVER(gemv_u4_i8_c, uint8_t, (size_t)((in + 31) / 32) * 16, dot_u4_i8_c(w, lo, xq + lo, n))
+ATTR_AVX2 GEMV_INT_DRIVER(gemv_i8_i8_avx2, int8_t, (size_t)in, dot_i8_i8_avx2(w + lo, xq + lo, n))
+ATTR_AVX2 GEMV_INT_DRIVER(gemv_u4_i8_avx2, uint8_t, (size_t)((in + 31) / 32) * 16, dot_u4_i8_avx2(w, lo, xq + lo, n))
+
+// MARK: - Dispatch
+
+void qd_gemv_i8_f32(const int8_t *codes, const float *scales, const float *mins, int group,
+                    int out, int in, const float *x, float *y) {
+    if (qd_has_avx2()) gemv_i8_f32_avx2(codes, scales, mins, group, out, in, x, y);
+    else gemv_i8_f32_c(codes, scales, mins, group, out, in, x, y);
+}
+
+void qd_gemv_u4_f32(const uint8_t *packed, const float *scales, const float *mins, int group,
+                    int out, int in, const float *x, float *y) {
+    if (qd_has_avx2()) gemv_u4_f32_avx2(packed, scales, mins, group, out, in, x, y);
+    else gemv_u4_f32_c(packed, scales, mins, group, out, in, x, y);
+}
+
+void qd_gemv_i8_i8(const int8_t *codes, const float *scales, const float *mins, int group,
+                   int out, int in, const int8_t *xq, const float *xscales, const int32_t *xsum32,
+                   int xgroup, float *y) {
+    if (qd_has_avx2()) gemv_i8_i8_avx2(codes, scales, mins, group, out, in, xq, xscales, xsum32, xgroup, y);
+    else gemv_i8_i8_c(codes, scales, mins, group, out, in, xq, xscales, xsum32, xgroup, y);
+}
+
+void qd_gemv_u4_i8(const uint8_t *packed, const float *scales, const float *mins, int group,
+                   int out, int in, const int8_t *xq, const float *xscales, const int32_t *xsum32,
+                   int xgroup, float *y) {
+    if (qd_has_avx2()) gemv_u4_i8_avx2(packed, scales, mins, group, out, in, xq, xscales, xsum32, xgroup, y);
+    else gemv_u4_i8_c(packed, scales, mins, group, out, in, xq, xscales, xsum32, xgroup, y);
+}
+
+int32_t qd_dot_i8_i8(const int8_t *a, const int8_t *b, int n) {
+    return qd_has_avx2() ? dot_i8_i8_avx2(a, b, n) : dot_i8_i8_c(a, b, n);
+}
+
+int32_t qd_dot_u4_i8(const uint8_t *packed, const int8_t *b, int n) {
+    return qd_has_avx2() ? dot_u4_i8_avx2(packed, 0, b, n) : dot_u4_i8_c(packed, 0, b, n);
+}
