@@ -1,0 +1,193 @@
+// MARK: - Parts of a scheme
+
+/// Number formats a tensor can be stored in.
+public enum NumberFormat: String, Sendable, Codable, CaseIterable {
+    case int8, int4, int3, int2, nf4, fp8e4m3, fp8e5m2, mxfp4, fp16, bf16
+    /// llama.cpp block formats (blocks of 32 along the row, fp16 scales).
+    case q8_0, q4_0, q4_1
+
+    /// Bits per stored value (scales not included).
+    public var bits: Int {
+        switch self {
+        case .int8, .fp8e4m3, .fp8e5m2, .q8_0: 8
+        case .int4, .nf4, .mxfp4, .q4_0, .q4_1: 4
+        case .int3: 3
+        case .int2: 2
+        case .fp16, .bf16: 16
+        }
+    }
+
+    public var isUniformInteger: Bool { [.int8, .int4, .int3, .int2].contains(self) }
+    public var isBlockFormat: Bool { [.q8_0, .q4_0, .q4_1].contains(self) }
+}
+
+/// Over which elements one scale (and zero point) is shared.
+public enum Granularity: Sendable, Hashable, Codable, CustomStringConvertible {
+    case tensor
+    /// One per output row of a weight (per-channel) or per head-dim channel of the K cache.
+    case channel
+    /// One per activation row (token) or per KV entry.
+    case token
+    /// Groups of N consecutive elements along the reduction (input) dimension.
+    case group(Int)
+
+    public var description: String {
+        switch self {
+        case .tensor: "tensor"
+        case .channel: "channel"
+        case .token: "token"
+        case .group(let n): "g\(n)"
+        }
+    }
+}
+
+public enum QuantMethod: String, Sendable, Codable, CaseIterable {
+    /// Round to nearest.
+    case rtn
+    /// GPTQ: column-by-column rounding with error feedback from the calibration Hessian.
+    case gptq
+    /// AWQ: activation-aware per-input-channel scales searched on calibration data.
+    case awq
+}
+
+/// How static activation ranges are found on calibration data.
+public enum CalibrationMethod: Sendable, Hashable, Codable, CustomStringConvertible {
+    case minmax
+    case percentile(Double)
+    case mse
+    case entropy
+
+    public var description: String {
+        switch self {
+        case .minmax: "minmax"
+        case .percentile(let p): "percentile:\(formatNumber(p))"
+        case .mse: "mse"
+        case .entropy: "entropy"
+        }
+    }
+}
+
+public struct WeightQuant: Sendable, Hashable, Codable {
+    public var format: NumberFormat
+    public var granularity: Granularity
+    public var symmetric: Bool
+    public var method: QuantMethod
+}
+
+public struct ActivationQuant: Sendable, Hashable, Codable {
+    public var format: NumberFormat
+    public var granularity: Granularity
+    /// Ranges from calibration (static) rather than from each row as it comes (dynamic).
+    public var isStatic: Bool
+    /// SmoothQuant migration strength α, folded into the preceding RMSNorm weights.
+    public var smoothAlpha: Double?
+    /// LLM.int8()-style: input channels whose calibration max |x| exceeds this stay in FP32.
+    public var outlierThreshold: Double?
+}
+
+/// How one of K and V is stored in the cache.
+public struct KVPartQuant: Sendable, Hashable, Codable {
+    public var format: NumberFormat
+    /// `.token`: groups along the head dimension of each entry; `.channel`: per channel over
+    /// groups of tokens (KIVI keys).
+    public var axis: Granularity
+    public var groupSize: Int
+    public var symmetric: Bool
+}
+
+public struct KVQuant: Sendable, Hashable, Codable {
+    public var key: KVPartQuant?
+    public var value: KVPartQuant?
+    /// Most recent tokens kept in full precision (KIVI's residual window).
+    public var residual: Int
+    /// First tokens kept in FP32 (attention sinks).
+    public var sinks: Int
+    /// Quantize keys before RoPE (RoPE applied on read).
+    public var preRoPE: Bool
+}
+
+/// What stays in FP32.
+public enum SkipItem: Sendable, Hashable, Codable, CustomStringConvertible {
+    case layer(Int)
+    case tensor(String)
+
+    public var description: String {
+        switch self {
+        case .layer(let i): String(i)
+        case .tensor(let s): s
+        }
+    }
+}
+
+// MARK: - Scheme
+
+/// A quantization scheme: what is quantized (weights, activations, KV cache), in which format
+/// and granularity, symmetric or not, with which method and calibration, and what is skipped.
+/// Parsed from and printed back to the language of DESIGN §3, e.g. `w=int4,g32,asym;kv=int8`.
+public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// The preset name this scheme came from, if any.
+    public var preset: String?
+    public var weights: WeightQuant?
+    public var activations: ActivationQuant?
+    public var kv: KVQuant?
+    public var calibration: CalibrationMethod?
+    /// A calibration artifact to load static ranges from (`calib=FILE`).
+    public var calibrationFile: String?
+    public var skip: [SkipItem]
+
+    public init(preset: String? = nil, weights: WeightQuant? = nil, activations: ActivationQuant? = nil, kv: KVQuant? = nil,
+                calibration: CalibrationMethod? = nil, calibrationFile: String? = nil, skip: [SkipItem] = []) {
+        self.preset = preset
+        self.weights = weights
+        self.activations = activations
+        self.kv = kv
+        self.calibration = calibration
+        self.calibrationFile = calibrationFile
+        self.skip = skip
+    }
+
+    /// True for the FP32 reference (nothing quantized).
+    public var isReference: Bool { weights == nil && activations == nil && kv == nil }
+
+    /// The name to show: the preset, or the canonical spec.
+    public var name: String { preset ?? spec }
+
+    /// Canonical text: components in the order w, a, kv, calib, skip, every option explicit.
+    public var spec: String {
+        var parts: [String] = []
+        if let w = weights {
+            var s = "w=\(w.format.rawValue)"
+            if !w.format.isBlockFormat { s += ",\(w.granularity),\(w.symmetric ? "sym" : "asym")" }
+            if w.method != .rtn { s += ",\(w.method.rawValue)" }
+            parts.append(s)
+        }
+        if let a = activations {
+            var s = "a=\(a.format.rawValue)"
+            if !a.format.isBlockFormat { s += ",\(a.granularity),\(a.isStatic ? "static" : "dynamic")" }
+            if let alpha = a.smoothAlpha { s += ",smooth=\(formatNumber(alpha))" }
+            if let t = a.outlierThreshold { s += ",outlier=\(formatNumber(t))" }
+            parts.append(s)
+        }
+        if let kv {
+            func part(_ p: KVPartQuant) -> String {
+                "\(p.format.rawValue):\(p.axis == .channel ? "channel" : "token"):g\(p.groupSize):\(p.symmetric ? "sym" : "asym")"
+            }
+            var s = "kv="
+            s += "k=" + (kv.key.map(part) ?? "fp32") + ",v=" + (kv.value.map(part) ?? "fp32")
+            if kv.residual > 0 { s += ",res=\(kv.residual)" }
+            if kv.sinks > 0 { s += ",sink=\(kv.sinks)" }
+            if kv.preRoPE { s += ",prerope" }
+            parts.append(s)
+        }
+        if let c = calibration { parts.append("calib=\(c)") }
+        if let f = calibrationFile { parts.append("calib=\(f)") }
+        if !skip.isEmpty { parts.append("skip=" + skip.map(\.description).joined(separator: ",")) }
+        return parts.isEmpty ? "fp32" : parts.joined(separator: ";")
+    }
+
+    public var description: String { name == spec ? spec : "\(name) (\(spec))" }
+}
+
+func formatNumber(_ x: Double) -> String {
+    x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x)
+}

@@ -1,0 +1,288 @@
+// MARK: - Presets
+
+/// A named scheme with a one-line description (the CLI contract's preset names).
+public struct SchemePreset: Sendable {
+    public let name: String
+    public let spec: String
+    public let summary: String
+}
+
+public extension Scheme {
+    /// The presets, in the order `quantdrift schemes` lists them.
+    static let presets: [SchemePreset] = [
+        SchemePreset(name: "fp32", spec: "", summary: "the FP32 reference itself (self-check: zero divergence)"),
+        SchemePreset(name: "w8", spec: "w=int8,channel,sym", summary: "int8 weights, one scale per output channel, symmetric"),
+        SchemePreset(name: "w4g128", spec: "w=int4,g128,sym", summary: "int4 weights in groups of 128 inputs, symmetric"),
+        SchemePreset(name: "w4g32", spec: "w=int4,g32,sym", summary: "int4 weights in groups of 32 inputs, symmetric"),
+        SchemePreset(name: "w8a8", spec: "w=int8,channel,sym;a=int8,token,dynamic", summary: "w8 + int8 activations, dynamic per token (Int8×Int8→Int32)"),
+        SchemePreset(name: "w8a8-static", spec: "w=int8,channel,sym;a=int8,tensor,static;calib=percentile:99.99", summary: "w8 + int8 activations, one static range per tensor from calibration"),
+        SchemePreset(name: "w8a8-smooth", spec: "w=int8,channel,sym;a=int8,token,dynamic,smooth=0.5", summary: "w8a8 with SmoothQuant (α 0.5) folded into the RMSNorm weights"),
+        SchemePreset(name: "w4a8", spec: "w=int4,g128,sym;a=int8,token,dynamic", summary: "w4g128 + int8 activations per token (Int4×Int8→Int32)"),
+        SchemePreset(name: "kv8", spec: "kv=int8,token,g0,sym", summary: "int8 KV cache, per token, one group per head"),
+        SchemePreset(name: "kv4", spec: "kv=int4,token,g32,asym", summary: "int4 KV cache, per token, groups of 32, asymmetric"),
+        SchemePreset(name: "kv2", spec: "kv=int2,token,g32,asym", summary: "int2 KV cache, per token, groups of 32, asymmetric"),
+        SchemePreset(name: "kivi2", spec: "kv=int2,k=channel,v=token,g32,asym,res=32", summary: "KIVI 2-bit: per-channel keys, per-token values, g32, FP residual window of 32"),
+        SchemePreset(name: "q8_0", spec: "w=q8_0;a=q8_0", summary: "llama.cpp Q8_0 weights, activations in q8_0 blocks (as ggml's CPU path)"),
+        SchemePreset(name: "q4_0", spec: "w=q4_0;a=q8_0", summary: "llama.cpp Q4_0 (embedding/head in Q8_0 as llama-quantize does), q8_0 activations"),
+        SchemePreset(name: "q4_1", spec: "w=q4_1;a=q8_0", summary: "llama.cpp Q4_1 (embedding/head in Q8_0), q8 activations"),
+    ]
+
+    /// The grammar, as `quantdrift schemes` prints it.
+    static let grammar = """
+    components joined by ';' (a preset name may stand for its components):
+      w=FORMAT[,tensor|channel|gN][,sym|asym][,rtn|gptq|awq]      weights
+      a=int8|q8_0[,token|tensor|gN][,dynamic|static][,smooth=ALPHA][,outlier=T]   activations of every linear input
+      kv=[FORMAT][,k=FORMAT|channel|token][,v=FORMAT|channel|token][,gN][,sym|asym][,res=N][,sink=N][,prerope]   KV cache
+      calib=minmax|percentile:P|mse|entropy|FILE.json              calibration for static ranges
+      skip=lm_head|embed|attn_q|attn_k|attn_v|attn_o|ffn_gate|ffn_up|ffn_down|LAYER,...   left in FP32
+    formats: int8 int4 int3 int2 nf4 fp8e4m3 fp8e5m2 mxfp4 fp16 bf16 q8_0 q4_0 q4_1
+    kv g0 = one group per head
+    """
+
+    /// Parses a preset name or a spec in the scheme language.
+    init(parsing text: String) throws {
+        let trimmed = text.trimmingSpaces
+        guard !trimmed.isEmpty else { throw schemeError("empty scheme") }
+        self.init()
+        if let preset = Scheme.presets.first(where: { $0.name == trimmed }) {
+            if !preset.spec.isEmpty { self = try Scheme(parsing: preset.spec) }
+            self.preset = preset.name
+            return
+        }
+        for component in trimmed.split(separator: ";", omittingEmptySubsequences: false).map({ String($0).trimmingSpaces }) {
+            guard !component.isEmpty else { throw schemeError("empty component in '\(text)'") }
+            if let preset = Scheme.presets.first(where: { $0.name == component }) {
+                try merge(Scheme(parsing: preset.spec.isEmpty ? "skip=" : preset.spec), from: component)
+                continue
+            }
+            guard let eq = component.firstIndex(of: "=") else {
+                throw schemeError("unknown scheme or component '\(component)'; presets: \(Scheme.presets.map(\.name).joined(separator: ", ")); components: w=, a=, kv=, calib=, skip=")
+            }
+            let key = String(component[..<eq]), value = String(component[component.index(after: eq)...])
+            switch key {
+            case "w": try setOnce(&weights, try Self.parseWeights(value), "w")
+            case "a": try setOnce(&activations, try Self.parseActivations(value), "a")
+            case "kv": try setOnce(&kv, try Self.parseKV(value), "kv")
+            case "calib":
+                if value.hasSuffix(".json") || value.contains("/") {
+                    calibrationFile = value
+                } else {
+                    try setOnce(&calibration, try Self.parseCalibration(value), "calib")
+                }
+            case "skip":
+                if !value.isEmpty { skip += try Self.parseSkip(value) }
+            default:
+                throw schemeError("unknown component '\(key)='; known: w=, a=, kv=, calib=, skip=")
+            }
+        }
+        try validate()
+    }
+
+    private mutating func merge(_ other: Scheme, from name: String) throws {
+        if let w = other.weights { try setOnce(&weights, w, "w (from \(name))") }
+        if let a = other.activations { try setOnce(&activations, a, "a (from \(name))") }
+        if let k = other.kv { try setOnce(&kv, k, "kv (from \(name))") }
+        if let c = other.calibration { try setOnce(&calibration, c, "calib (from \(name))") }
+        skip += other.skip
+    }
+
+    /// Checks combinations that parse but make no sense.
+    func validate() throws {
+        if let a = activations {
+            guard a.format == .int8 || a.format == .q8_0 else {
+                throw schemeError("activation format \(a.format.rawValue) is not supported; supported: int8, q8_0")
+            }
+            if case .channel = a.granularity { throw schemeError("activations take token, tensor or gN granularity, not channel") }
+            if a.isStatic, case .token = a.granularity { throw schemeError("static activation ranges are per tensor or per group, not per token") }
+            if let alpha = a.smoothAlpha, !(alpha >= 0 && alpha <= 1) { throw schemeError("smooth=\(alpha) must be in [0, 1]") }
+            if let t = a.outlierThreshold, !(t > 0) { throw schemeError("outlier=\(t) must be positive") }
+        }
+        if let w = weights {
+            if case .token = w.granularity { throw schemeError("weights take tensor, channel or gN granularity, not token") }
+            if w.method != .rtn && ![.int4, .int3, .int2].contains(w.format) {
+                throw schemeError("\(w.method.rawValue) applies to int4, int3 and int2 weights, not \(w.format.rawValue)")
+            }
+        }
+        if let kv {
+            for p in [kv.key, kv.value].compactMap({ $0 }) {
+                guard p.format.isUniformInteger || [.fp8e4m3, .fp8e5m2].contains(p.format) else {
+                    throw schemeError("KV format \(p.format.rawValue) is not supported; supported: int8, int4, int3, int2, fp8e4m3, fp8e5m2")
+                }
+            }
+        }
+    }
+
+    // MARK: Components
+
+    private static func parseFormat(_ s: String) throws -> NumberFormat {
+        guard let f = NumberFormat(rawValue: s) else {
+            throw schemeError("unknown format \(s); known: \(NumberFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return f
+    }
+
+    private static func parseGroup(_ s: String) throws -> Int? {
+        guard s.hasPrefix("g"), let n = Int(s.dropFirst()) else { return nil }
+        guard n >= 0, n <= 1 << 16 else { throw schemeError("group size \(n) out of range 1...65536") }
+        return n
+    }
+
+    static func parseWeights(_ value: String) throws -> WeightQuant {
+        let items = value.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
+        let format = try parseFormat(items[0])
+        var w = WeightQuant(format: format, granularity: defaultWeightGranularity(format),
+                            symmetric: format != .q4_1, method: .rtn)
+        for item in items.dropFirst() {
+            switch item {
+            case "tensor": w.granularity = .tensor
+            case "channel": w.granularity = .channel
+            case "sym": w.symmetric = true
+            case "asym": w.symmetric = false
+            case _ where QuantMethod(rawValue: item) != nil: w.method = QuantMethod(rawValue: item)!
+            default:
+                if let g = try parseGroup(item) {
+                    guard g >= 1 else { throw schemeError("weight group size must be ≥ 1") }
+                    w.granularity = .group(g)
+                } else {
+                    throw schemeError("unknown weight option '\(item)' in w=\(value); known: tensor, channel, gN, sym, asym, rtn, gptq, awq")
+                }
+            }
+        }
+        if format.isBlockFormat {
+            guard w.granularity == .group(32) else { throw schemeError("\(format.rawValue) has fixed blocks of 32") }
+            guard w.symmetric == (format != .q4_1) else { throw schemeError("\(format.rawValue) has a fixed symmetry") }
+        }
+        return w
+    }
+
+    static func defaultWeightGranularity(_ f: NumberFormat) -> Granularity {
+        switch f {
+        case .int4, .int3, .int2: .group(128)
+        case .nf4: .group(64)
+        case .mxfp4, .q8_0, .q4_0, .q4_1: .group(32)
+        default: .channel
+        }
+    }
+
+    static func parseActivations(_ value: String) throws -> ActivationQuant {
+        let items = value.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
+        let format = try parseFormat(items[0])
+        var a = ActivationQuant(format: format, granularity: format == .q8_0 ? .group(32) : .token, isStatic: false,
+                                smoothAlpha: nil, outlierThreshold: nil)
+        for item in items.dropFirst() {
+            switch item {
+            case "token": a.granularity = .token
+            case "tensor": a.granularity = .tensor
+            case "channel": a.granularity = .channel
+            case "dynamic": a.isStatic = false
+            case "static": a.isStatic = true
+            default:
+                if item.hasPrefix("smooth=") {
+                    guard let v = Double(item.dropFirst(7)) else { throw schemeError("smooth= needs a number, got '\(item)'") }
+                    a.smoothAlpha = v
+                } else if item.hasPrefix("outlier=") {
+                    guard let v = Double(item.dropFirst(8)) else { throw schemeError("outlier= needs a number, got '\(item)'") }
+                    a.outlierThreshold = v
+                } else if let g = try parseGroup(item) {
+                    guard g >= 1 else { throw schemeError("activation group size must be ≥ 1") }
+                    a.granularity = .group(g)
+                } else {
+                    throw schemeError("unknown activation option '\(item)' in a=\(value); known: token, tensor, gN, dynamic, static, smooth=A, outlier=T")
+                }
+            }
+        }
+        if format == .q8_0 && a.granularity != .group(32) { throw schemeError("q8_0 activations have fixed blocks of 32") }
+        return a
+    }
+
+    static func parseKV(_ value: String) throws -> KVQuant {
+        var format: NumberFormat?
+        var keyFormat: NumberFormat?, valueFormat: NumberFormat?
+        var keyAxis: Granularity = .token, valueAxis: Granularity = .token
+        var group: Int?
+        var symmetric: Bool?
+        var kv = KVQuant(key: nil, value: nil, residual: 0, sinks: 0, preRoPE: false)
+        for item in value.split(separator: ",", omittingEmptySubsequences: false).map({ String($0).trimmingSpaces }) {
+            if let f = NumberFormat(rawValue: item) { format = f; continue }
+            switch item {
+            case "sym": symmetric = true
+            case "asym": symmetric = false
+            case "prerope": kv.preRoPE = true
+            case "token", "channel": keyAxis = item == "token" ? .token : .channel; valueAxis = .token
+            default:
+                if item.hasPrefix("k=") || item.hasPrefix("v=") {
+                    let isKey = item.hasPrefix("k=")
+                    var axis: Granularity? = nil
+                    var f: NumberFormat? = nil
+                    for sub in item.dropFirst(2).split(separator: ":").map(String.init) {
+                        if sub == "channel" { axis = .channel } else if sub == "token" { axis = .token } else { f = try parseFormat(sub) }
+                    }
+                    if isKey { keyFormat = f ?? keyFormat; keyAxis = axis ?? keyAxis } else { valueFormat = f ?? valueFormat; valueAxis = axis ?? valueAxis }
+                    if !isKey, axis == .channel { throw schemeError("values are quantized per token; v=channel is not supported") }
+                } else if item.hasPrefix("res="), let n = Int(item.dropFirst(4)), n >= 0, n <= 1 << 20 {
+                    kv.residual = n
+                } else if item.hasPrefix("sink="), let n = Int(item.dropFirst(5)), n >= 0, n <= 1 << 20 {
+                    kv.sinks = n
+                } else if let g = try parseGroup(item) {
+                    group = g
+                } else {
+                    throw schemeError("unknown KV option '\(item)' in kv=\(value); known: FORMAT, k=…, v=…, token, channel, gN, sym, asym, res=N, sink=N, prerope")
+                }
+            }
+        }
+        guard let kf = keyFormat ?? format, let vf = valueFormat ?? format else {
+            throw schemeError("kv= needs a format (e.g. kv=int8 or k=int4,v=int8)")
+        }
+        let g = group ?? (kf == .int8 ? 0 : 32)
+        let sym = symmetric ?? (kf == .int8)
+        kv.key = KVPartQuant(format: kf, axis: keyAxis, groupSize: g, symmetric: sym)
+        kv.value = KVPartQuant(format: vf, axis: valueAxis, groupSize: g, symmetric: sym)
+        if keyAxis == .channel && g == 0 { throw schemeError("per-channel keys need a token group size gN") }
+        return kv
+    }
+
+    static func parseCalibration(_ value: String) throws -> CalibrationMethod {
+        switch value {
+        case "minmax": return .minmax
+        case "mse": return .mse
+        case "entropy": return .entropy
+        default:
+            if value.hasPrefix("percentile:"), let p = Double(value.dropFirst(11)), p > 0, p <= 100 { return .percentile(p) }
+            throw schemeError("unknown calibration '\(value)'; known: minmax, percentile:P (0 < P ≤ 100), mse, entropy, or a calibration FILE.json")
+        }
+    }
+
+    static let skippableTensors = ["lm_head", "embed", "attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate", "ffn_up", "ffn_down"]
+
+    static func parseSkip(_ value: String) throws -> [SkipItem] {
+        try value.split(separator: ",", omittingEmptySubsequences: false).map { s in
+            let item = String(s).trimmingSpaces
+            if let i = Int(item) {
+                guard i >= 0 else { throw schemeError("skip layer \(i) must be ≥ 0") }
+                return .layer(i)
+            }
+            guard skippableTensors.contains(item) else {
+                throw schemeError("unknown skip item '\(item)'; known: a layer number or \(skippableTensors.joined(separator: ", "))")
+            }
+            return .tensor(item)
+        }
+    }
+}
+
+private func setOnce<T>(_ slot: inout T?, _ value: T, _ name: String) throws {
+    guard slot == nil else { throw schemeError("component \(name) given twice") }
+    slot = value
+}
+
+private func schemeError(_ message: String) -> QuantDriftError {
+    .invalidInput("scheme: " + message)
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first?.isWhitespace == true { s.removeFirst() }
+        while s.last?.isWhitespace == true { s.removeLast() }
+        return String(s)
+    }
+}
