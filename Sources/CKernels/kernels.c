@@ -176,27 +176,34 @@ static inline int min_int(int a, int b) { return a < b ? a : b; }
 
 #define GEMV_INT_DRIVER(NAME, CODE_T, ROW_BYTES, DOT)                                                   \
     static void NAME(const CODE_T *codes, const float *scales, const float *mins, int group, int out,   \
-                     int in, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, \
-                     float *y) {                                                                        \
+                     int in, int rows, const int8_t *xq0, const float *xscales0, const int32_t *xsum0,  \
+                     int xgroup, float *y) {                                                            \
         const int ng = groups_of(in, group);                                                            \
+        const int nxg = groups_of(in, xgroup);                                                          \
+        const int nb = (in + 31) / 32;                                                                  \
         const int span = min_int(group, xgroup);                                                        \
         const size_t rowBytes = (ROW_BYTES);                                                            \
         for (int o = 0; o < out; o++) {                                                                 \
             const CODE_T *w = codes + (size_t)o * rowBytes;                                             \
-            float acc = 0;                                                                              \
-            for (int lo = 0; lo < in; lo += span) {                                                     \
-                const int n = min_int(span, in - lo);                                                   \
-                const int g = lo / group;                                                               \
-                const float sx = xscales[lo / xgroup];                                                  \
-                const int32_t dot = DOT;                                                                \
-                acc += scales[(size_t)o * ng + g] * sx * (float)dot;                                    \
-                if (mins) {                                                                             \
-                    int32_t xs = 0;                                                                     \
-                    for (int b = lo / 32; b < (lo + n + 31) / 32; b++) xs += xsum32[b];                 \
-                    acc += mins[(size_t)o * ng + g] * sx * (float)xs;                                   \
+            for (int r = 0; r < rows; r++) {                                                            \
+                const int8_t *xq = xq0 + (size_t)r * in;                                                \
+                const float *xscales = xscales0 + (size_t)r * nxg;                                      \
+                const int32_t *xsum32 = xsum0 + (size_t)r * nb;                                         \
+                float acc = 0;                                                                          \
+                for (int lo = 0; lo < in; lo += span) {                                                 \
+                    const int n = min_int(span, in - lo);                                               \
+                    const int g = lo / group;                                                           \
+                    const float sx = xscales[lo / xgroup];                                              \
+                    const int32_t dot = DOT;                                                            \
+                    acc += scales[(size_t)o * ng + g] * sx * (float)dot;                                \
+                    if (mins) {                                                                         \
+                        int32_t xs = 0;                                                                 \
+                        for (int b = lo / 32; b < (lo + n + 31) / 32; b++) xs += xsum32[b];             \
+                        acc += mins[(size_t)o * ng + g] * sx * (float)xs;                               \
+                    }                                                                                   \
                 }                                                                                       \
+                y[(size_t)r * out + o] = acc;                                                           \
             }                                                                                           \
-            y[o] = acc;                                                                                 \
         }                                                                                               \
     }
 
@@ -243,18 +250,18 @@ void qd_gemv_u4_f32(const uint8_t *packed, const float *scales, const float *min
     else gemv_u4_f32_c(packed, scales, mins, group, out, in, x, y);
 }
 
-void qd_gemv_i8_i8(const int8_t *codes, const float *scales, const float *mins, int group,
-                   int out, int in, const int8_t *xq, const float *xscales, const int32_t *xsum32,
+void qd_gemm_i8_i8(const int8_t *codes, const float *scales, const float *mins, int group,
+                   int out, int in, int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32,
                    int xgroup, float *y) {
-    if (qd_has_avx2()) gemv_i8_i8_avx2(codes, scales, mins, group, out, in, xq, xscales, xsum32, xgroup, y);
-    else gemv_i8_i8_c(codes, scales, mins, group, out, in, xq, xscales, xsum32, xgroup, y);
+    if (qd_has_avx2()) gemv_i8_i8_avx2(codes, scales, mins, group, out, in, rows, xq, xscales, xsum32, xgroup, y);
+    else gemv_i8_i8_c(codes, scales, mins, group, out, in, rows, xq, xscales, xsum32, xgroup, y);
 }
 
-void qd_gemv_u4_i8(const uint8_t *packed, const float *scales, const float *mins, int group,
-                   int out, int in, const int8_t *xq, const float *xscales, const int32_t *xsum32,
+void qd_gemm_u4_i8(const uint8_t *packed, const float *scales, const float *mins, int group,
+                   int out, int in, int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32,
                    int xgroup, float *y) {
-    if (qd_has_avx2()) gemv_u4_i8_avx2(packed, scales, mins, group, out, in, xq, xscales, xsum32, xgroup, y);
-    else gemv_u4_i8_c(packed, scales, mins, group, out, in, xq, xscales, xsum32, xgroup, y);
+    if (qd_has_avx2()) gemv_u4_i8_avx2(packed, scales, mins, group, out, in, rows, xq, xscales, xsum32, xgroup, y);
+    else gemv_u4_i8_c(packed, scales, mins, group, out, in, rows, xq, xscales, xsum32, xgroup, y);
 }
 
 int32_t qd_dot_i8_i8(const int8_t *a, const int8_t *b, int n) {

@@ -8,8 +8,9 @@
 // 8-bit codes are int8, row-major (out, in). 4-bit codes are unsigned 0..15, packed per block of
 // 32 elements into 16 bytes (byte j: element j in the low nibble, element j+16 in the high one);
 // a row takes ceil(in/32)*16 bytes and a partial last block is zero padded.
-// Activations are FP32, or int8 codes with one scale per activation group of `xgroup` elements
-// (one of `group` and `xgroup` divides the other) and the code sum of every 32-element block.
+// Activations are FP32, or int8 codes in [-127, 127] with one scale per activation group of
+// `xgroup` elements (one of `group` and `xgroup` divides the other, both multiples of 32 or the
+// whole row) and the code sum of every 32-element block.
 // The AVX2 paths are chosen at run time when the CPU has AVX2+FMA; the portable C paths compute
 // the same sums in the same order (exactly equal integer sums).
 
@@ -20,11 +21,14 @@ void qd_gemv_i8_f32(const int8_t *codes, const float *scales, const float *mins,
                     int out, int in, const float *x, float *y);
 void qd_gemv_u4_f32(const uint8_t *packed, const float *scales, const float *mins, int group,
                     int out, int in, const float *x, float *y);
-void qd_gemv_i8_i8(const int8_t *codes, const float *scales, const float *mins, int group,
-                   int out, int in, const int8_t *xq, const float *xscales, const int32_t *xsum32,
+// Integer activations for `rows` rows: xq (rows, in), xscales (rows, ceil(in/xgroup)),
+// xsum32 (rows, ceil(in/32)); y (rows, out). Each weight row is used for every activation row
+// while it is in cache, so a prefill streams the weights once.
+void qd_gemm_i8_i8(const int8_t *codes, const float *scales, const float *mins, int group,
+                   int out, int in, int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32,
                    int xgroup, float *y);
-void qd_gemv_u4_i8(const uint8_t *packed, const float *scales, const float *mins, int group,
-                   int out, int in, const int8_t *xq, const float *xscales, const int32_t *xsum32,
+void qd_gemm_u4_i8(const uint8_t *packed, const float *scales, const float *mins, int group,
+                   int out, int in, int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32,
                    int xgroup, float *y);
 
 /// Integer dot products over `n` elements (exact), used by tests to check the integer paths.

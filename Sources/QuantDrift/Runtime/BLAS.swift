@@ -26,4 +26,11 @@ public enum BLAS {
                         1, x, Int32(inDim), w, Int32(inDim), 0, y, Int32(outDim))
         }
     }
+
+    /// y[:, 0..<outRows] (leading dimension ldy) = x(rows, inDim) · Wᵀ for a block of weight rows.
+    public static func linearBlock(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, weight w: UnsafePointer<Float>,
+                                   outRows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outRows), Int32(inDim),
+                    1, x, Int32(inDim), w, Int32(inDim), 0, y, Int32(ldy))
+    }
 }

@@ -8,6 +8,11 @@ public final class LinearScratch: @unchecked Sendable {
     public let floats: FloatBuffer
     /// (maxRows, maxInDim) floats for a transformed copy of the input.
     public let input: FloatBuffer
+    /// (maxRows, maxInDim/32 + 1) code sums of 32-element activation blocks.
+    public let blockSums: UnsafeMutablePointer<Int32>
+    /// Dequantized weight tiles for multi-row products of quantized weights.
+    public let tile: FloatBuffer
+    public static let tileFloats = 1 << 20
 
     public init(maxRows: Int, maxInDim: Int) {
         byteCount = maxRows * maxInDim + 64
@@ -15,9 +20,16 @@ public final class LinearScratch: @unchecked Sendable {
         bytes.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
         floats = FloatBuffer(count: maxRows * (maxInDim / 8 + 8))
         input = FloatBuffer(count: maxRows * maxInDim)
+        let sums = maxRows * (maxInDim / 32 + 1)
+        blockSums = .allocate(capacity: sums)
+        blockSums.initialize(repeating: 0, count: sums)
+        tile = FloatBuffer(count: Self.tileFloats)
     }
 
-    deinit { bytes.deallocate() }
+    deinit {
+        bytes.deallocate()
+        blockSums.deallocate()
+    }
 }
 
 /// A weight matrix y = x · Wᵀ (+ b) in some storage: FP32 on BLAS, or a quantized format with

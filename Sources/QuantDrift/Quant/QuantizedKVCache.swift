@@ -1,0 +1,230 @@
+/// Uniform b-bit quantization of a small vector: x ≈ scale·u + min with u in [0, 2^b − 1].
+/// Symmetric: scale = max|x| / (2^(b−1) − 1) and min = −2^(b−1)·scale (zero exact);
+/// asymmetric: scale = (max − min) / (2^b − 1) over the vector's own range.
+struct UniformVectorQuantizer {
+    let bits: Int
+    let symmetric: Bool
+
+    /// Encodes `count` values read with `stride`, writing codes through `put(i, u)`.
+    @inline(__always)
+    func encode(_ x: UnsafePointer<Float>, count: Int, stride: Int, put: (Int, UInt8) -> Void) -> (scale: Float, min: Float) {
+        var lo = Float.infinity, hi = -Float.infinity
+        for i in 0..<count { lo = Swift.min(lo, x[i * stride]); hi = Swift.max(hi, x[i * stride]) }
+        let levels = Float((1 << bits) - 1)
+        let scale: Float, mn: Float
+        if symmetric {
+            let offset = Float(1 << (bits - 1))
+            scale = Swift.max(abs(lo), abs(hi)) / (offset - 1)
+            mn = -offset * scale
+        } else {
+            scale = (hi - lo) / levels
+            mn = lo
+        }
+        let inv: Float = scale > 0 ? 1 / scale : 0
+        for i in 0..<count {
+            let u = ((x[i * stride] - mn) * inv).rounded(.toNearestOrAwayFromZero)
+            put(i, UInt8(Swift.max(0, Swift.min(levels, u.isNaN ? 0 : u))))
+        }
+        return (scale, mn)
+    }
+}
+
+/// A KV cache that stores keys and values as packed integer codes, dequantizing what attention
+/// reads on every step. Per-token groups along the head dimension (`axis: .token`), or per
+/// channel over groups of tokens (KIVI keys, `axis: .channel`); the first `sinks` positions and
+/// the most recent `residual` positions stay FP32.
+///
+/// Within one prefill chunk every query sees the cache as it stands after the chunk was stored
+/// (quantized entries included), as llama.cpp's quantized caches do; with a residual window, the
+/// window is measured from the end of the chunk.
+public final class QuantizedKVCache: KVCache, @unchecked Sendable {
+    public let layerCount: Int
+    public let contextLength: Int
+    public let kvDim: Int
+    public let spec: KVQuant
+    let headDim: Int
+
+    /// One of K or V.
+    final class Part {
+        let q: KVPartQuant?
+        let bits: Int               // container bits: 8, 4 or 2
+        let group: Int              // elements (token axis) or tokens (channel axis) per scale
+        let codes: UnsafeMutablePointer<UInt8>   // (layers, ctx, kvDim·bits/8)
+        let scales: FloatBuffer     // (layers, ctx, kvDim/group) or (layers, ctx/group, kvDim)
+        let mins: FloatBuffer
+        let fp: FloatBuffer         // FP32 copies: (layers, ctx, kvDim) of the not yet quantized positions
+        let view: FloatBuffer       // (ctx, kvDim) dequantized read buffer
+        var quantizedUpTo: [Int]    // per layer: positions [sinks, quantizedUpTo) are quantized
+
+        init(q: KVPartQuant?, layers: Int, ctx: Int, kvDim: Int, headDim: Int) {
+            self.q = q
+            bits = q.map { $0.format.bits <= 2 ? 2 : ($0.format.bits <= 4 ? 4 : 8) } ?? 32
+            let g = q.map { $0.groupSize == 0 ? headDim : $0.groupSize } ?? 1
+            group = g
+            let entryBytes = q == nil ? 0 : kvDim * bits / 8
+            codes = .allocate(capacity: max(1, layers * ctx * entryBytes))
+            codes.initialize(repeating: 0, count: max(1, layers * ctx * entryBytes))
+            let nScales: Int
+            if let q, q.axis == .channel { nScales = layers * ((ctx + g - 1) / g) * kvDim }
+            else if q != nil { nScales = layers * ctx * ((kvDim + g - 1) / g) }
+            else { nScales = 0 }
+            scales = FloatBuffer(count: nScales)
+            mins = FloatBuffer(count: nScales)
+            fp = FloatBuffer(count: layers * ctx * kvDim)
+            view = FloatBuffer(count: ctx * kvDim)
+            quantizedUpTo = Array(repeating: 0, count: layers)
+        }
+
+        deinit { codes.deallocate() }
+    }
+
+    let k: Part
+    let v: Part
+
+    public init(spec: KVQuant, layerCount: Int, contextLength: Int, kvDim: Int, headDim: Int) throws {
+        guard spec.key != nil || spec.value != nil else {
+            throw QuantDriftError.invalidInput("scheme: a quantized KV cache needs a format for K or V")
+        }
+        guard !spec.preRoPE else { throw QuantDriftError.unsupported("scheme: pre-RoPE key quantization (prerope) is not built yet") }
+        for p in [spec.key, spec.value].compactMap({ $0 }) {
+            guard p.format.isUniformInteger else {
+                throw QuantDriftError.unsupported("scheme: KV format \(p.format.rawValue) is not built yet (int8, int4, int3, int2 are)")
+            }
+            let g = p.groupSize == 0 ? headDim : p.groupSize
+            if p.axis == .token {
+                guard kvDim % g == 0 else { throw QuantDriftError.invalidInput("scheme: KV group \(g) must divide the KV width \(kvDim)") }
+            }
+        }
+        self.spec = spec
+        self.layerCount = layerCount
+        self.contextLength = contextLength
+        self.kvDim = kvDim
+        self.headDim = headDim
+        k = Part(q: spec.key, layers: layerCount, ctx: contextLength, kvDim: kvDim, headDim: headDim)
+        v = Part(q: spec.value, layers: layerCount, ctx: contextLength, kvDim: kvDim, headDim: headDim)
+    }
+
+    /// Bytes of storage needed at full context: packed codes, scales and mins, plus FP32 for the
+    /// sinks and the residual window (and the not-yet-complete token group of per-channel keys).
+    public var byteCount: Int {
+        func part(_ p: Part) -> Int {
+            guard let q = p.q else { return layerCount * contextLength * kvDim * 4 }
+            let codeBytes = layerCount * contextLength * kvDim * p.bits / 8
+            let scaleCount = q.axis == .channel ? ((contextLength + p.group - 1) / p.group) * kvDim : contextLength * (kvDim / p.group)
+            let fpPositions = min(contextLength, spec.sinks + spec.residual + (q.axis == .channel ? p.group : 0))
+            return codeBytes + layerCount * scaleCount * 8 + layerCount * fpPositions * kvDim * 4
+        }
+        return part(k) + part(v)
+    }
+
+    public func store(layer: Int, position: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
+        for (p, src) in [(k, keys), (v, values)] {
+            (p.fp.pointer + (layer * contextLength + position) * kvDim).update(from: src, count: rows * kvDim)
+            if p.q != nil { flush(p, layer: layer, end: position + rows) }
+        }
+    }
+
+    /// Quantizes every position that has left the residual window (in whole token groups for
+    /// per-channel parts).
+    private func flush(_ p: Part, layer: Int, end: Int) {
+        guard let q = p.q else { return }
+        var from = max(p.quantizedUpTo[layer], spec.sinks)
+        let quantizer = UniformVectorQuantizer(bits: q.format.bits, symmetric: q.symmetric)
+        let fp = p.fp.pointer + layer * contextLength * kvDim
+        let entryBytes = kvDim * p.bits / 8
+        let codes = p.codes + layer * contextLength * entryBytes
+        if q.axis == .token {
+            let ng = kvDim / p.group
+            while from < end - spec.residual {
+                let row = fp + from * kvDim
+                for g in 0..<ng {
+                    let (s, m) = quantizer.encode(row + g * p.group, count: p.group, stride: 1) { i, u in
+                        Self.put(codes, entryBytes: entryBytes, bits: p.bits, pos: from, index: g * p.group + i, u)
+                    }
+                    p.scales[(layer * contextLength + from) * ng + g] = s
+                    p.mins[(layer * contextLength + from) * ng + g] = m
+                }
+                from += 1
+            }
+        } else {
+            // Token groups are aligned to the first non-sink position.
+            let tg = p.group
+            let groupsPerLayer = (contextLength + tg - 1) / tg
+            while from + tg <= end - spec.residual {
+                let gi = (from - spec.sinks) / tg
+                for c in 0..<kvDim {
+                    let (s, m) = quantizer.encode(fp + from * kvDim + c, count: tg, stride: kvDim) { i, u in
+                        Self.put(codes, entryBytes: entryBytes, bits: p.bits, pos: from + i, index: c, u)
+                    }
+                    p.scales[(layer * groupsPerLayer + gi) * kvDim + c] = s
+                    p.mins[(layer * groupsPerLayer + gi) * kvDim + c] = m
+                }
+                from += tg
+            }
+        }
+        p.quantizedUpTo[layer] = max(p.quantizedUpTo[layer], from)
+    }
+
+    @inline(__always)
+    private static func put(_ codes: UnsafeMutablePointer<UInt8>, entryBytes: Int, bits: Int, pos: Int, index: Int, _ u: UInt8) {
+        let base = codes + pos * entryBytes
+        switch bits {
+        case 8: base[index] = u
+        case 4:
+            let b = index >> 1, shift = UInt8((index & 1) * 4)
+            base[b] = (base[b] & ~(0xF << shift)) | (u << shift)
+        default:
+            let b = index >> 2, shift = UInt8((index & 3) * 2)
+            base[b] = (base[b] & ~(0x3 << shift)) | (u << shift)
+        }
+    }
+
+    @inline(__always)
+    private static func get(_ codes: UnsafePointer<UInt8>, entryBytes: Int, bits: Int, pos: Int, index: Int) -> UInt8 {
+        let base = codes + pos * entryBytes
+        switch bits {
+        case 8: return base[index]
+        case 4: return (base[index >> 1] >> UInt8((index & 1) * 4)) & 0xF
+        default: return (base[index >> 2] >> UInt8((index & 3) * 2)) & 0x3
+        }
+    }
+
+    private func read(_ p: Part, layer: Int, count: Int) -> UnsafePointer<Float> {
+        let fp = p.fp.pointer + layer * contextLength * kvDim
+        guard let q = p.q else { return UnsafePointer(fp) }
+        let out = p.view.pointer
+        let sinks = min(spec.sinks, count)
+        out.update(from: fp, count: sinks * kvDim)
+        let qEnd = min(max(p.quantizedUpTo[layer], sinks), count)
+        let entryBytes = kvDim * p.bits / 8
+        let codes = p.codes + layer * contextLength * entryBytes
+        if q.axis == .token {
+            let ng = kvDim / p.group
+            for pos in sinks..<max(sinks, qEnd) {
+                let sBase = (layer * contextLength + pos) * ng
+                for c in 0..<kvDim {
+                    let g = sBase + c / p.group
+                    out[pos * kvDim + c] = p.scales[g] * Float(Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)) + p.mins[g]
+                }
+            }
+        } else {
+            let groupsPerLayer = (contextLength + p.group - 1) / p.group
+            for pos in sinks..<max(sinks, qEnd) {
+                let sBase = (layer * groupsPerLayer + (pos - spec.sinks) / p.group) * kvDim
+                for c in 0..<kvDim {
+                    out[pos * kvDim + c] = p.scales[sBase + c] * Float(Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)) + p.mins[sBase + c]
+                }
+            }
+        }
+        if qEnd < count { (out + qEnd * kvDim).update(from: fp + qEnd * kvDim, count: (count - qEnd) * kvDim) }
+        return UnsafePointer(out)
+    }
+
+    public func keys(layer: Int, count: Int) -> UnsafePointer<Float> { read(k, layer: layer, count: count) }
+    public func values(layer: Int, count: Int) -> UnsafePointer<Float> { read(v, layer: layer, count: count) }
+
+    /// Positions of `layer` held as codes for K (a scheme that quantizes nothing would show 0).
+    public func quantizedPositions(layer: Int) -> Int {
+        max(0, max(k.quantizedUpTo[layer], v.quantizedUpTo[layer]) - spec.sinks)
+    }
+}
