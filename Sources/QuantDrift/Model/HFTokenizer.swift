@@ -4,21 +4,23 @@ import Foundation
 /// model's `config.json` for special tokens) into a `TokenizerSpec`, the way llama.cpp's
 /// converter would fill the GGUF tokenizer metadata. Only byte-level BPE is supported.
 enum HFTokenizerLoader {
-    /// Largest token id accepted (the vocabulary limit of `ModelConfig.validate`).
+    /// Token ids must stay below this (the vocabulary limit of `ModelConfig.validate`).
     static let maxTokenID = 1 << 22
 
     /// Split regexes of the pre-tokenizers llama.cpp names.
     static let llama3Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let qwen2Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
 
-    static func spec(directory: String, config: JSONNode?) throws -> TokenizerSpec {
+    /// The tokenizer of the HF folder `directory`. Token ids must be below `vocabSize` (the
+    /// model's vocabulary) when given, so a lying file cannot make a huge token table.
+    static func spec(directory: String, config: JSONNode?, vocabSize: Int? = nil) throws -> TokenizerSpec {
         let dir = URL(fileURLWithPath: directory)
         let path = dir.appendingPathComponent("tokenizer.json").path
         guard FileManager.default.fileExists(atPath: path) else {
             throw QuantDriftError.invalidInput("\(directory): no tokenizer.json")
         }
         let j = try JSONNode.read(path: path)
-        let model = j["model"]
+        let model = try j["model"]
         let type = try model["type"].optional?.string() ?? "BPE"
         guard type == "BPE" else {
             throw QuantDriftError.unsupported("\(path): tokenizer model type '\(type)' is not supported (BPE is)")
@@ -32,9 +34,12 @@ enum HFTokenizerLoader {
         // Token strings by id: the BPE vocabulary, then added tokens on top (as HF's get_vocab does).
         var byID: [Int: String] = [:]
         var types: [Int: TokenizerSpec.TokenType] = [:]
+        let limit = min(vocabSize ?? maxTokenID, maxTokenID)
         func checkedID(_ node: JSONNode) throws -> Int {
             let id = try node.int()
-            guard id >= 0, id < maxTokenID else { throw node.error("is token id \(id), out of range 0..<\(maxTokenID)") }
+            guard id >= 0, id < limit else {
+                throw node.error("is token id \(id), out of range 0..<\(limit)\(vocabSize != nil ? " (the model's vocab_size)" : "")")
+            }
             return id
         }
         for (token, node) in try model["vocab"].object() {
@@ -78,12 +83,12 @@ enum HFTokenizerLoader {
         let tcPath = dir.appendingPathComponent("tokenizer_config.json").path
         let tc = FileManager.default.fileExists(atPath: tcPath) ? try JSONNode.read(path: tcPath) : nil
         func special(_ key: String) throws -> Int? {
-            if let node = tc?[key + "_token"].optional {
+            if let node = try tc?[key + "_token"].optional {
                 // A name missing from the vocabulary falls through to config.json, as in llama.cpp.
                 let content = try (node.value is String ? node : node["content"]).string()
                 if let id = idOf[content] { return id }
             }
-            if let node = config?[key + "_token_id"].optional {
+            if let node = try config?[key + "_token_id"].optional {
                 let id = try (node.value is [Any] ? node.array().first ?? node : node).int()
                 guard id >= 0, id < count else { throw node.error("is token id \(id), out of range 0..<\(count)") }
                 return id
@@ -103,7 +108,7 @@ enum HFTokenizerLoader {
         }
 
         var chatTemplate: String?
-        if let t = tc?["chat_template"].optional {
+        if let t = try tc?["chat_template"].optional {
             if let s = t.value as? String {
                 chatTemplate = s
             } else {

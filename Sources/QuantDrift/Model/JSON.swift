@@ -42,9 +42,14 @@ struct JSONNode {
     /// True when the key is absent or holds `null`.
     var isNull: Bool { value == nil || value is NSNull }
 
+    /// The value under `key`; absent when this value is absent or null. Throws when this value is
+    /// something other than an object.
     subscript(key: String) -> JSONNode {
-        let child = (value as? [String: Any])?[key]
-        return JSONNode(value: child, file: file, keyPath: keyPath.isEmpty ? key : keyPath + "." + key)
+        get throws {
+            guard isNull || value is [String: Any] else { throw error("is not an object") }
+            let child = (value as? [String: Any])?[key]
+            return JSONNode(value: child, file: file, keyPath: keyPath.isEmpty ? key : keyPath + "." + key)
+        }
     }
 
     func object() throws -> [String: JSONNode] {

@@ -188,10 +188,8 @@ enum SafetensorsModelLoader {
             outputNorm: try load("model.norm.weight", [c.dim]),
             output: c.tiedOutput ? nil : try load("lm_head.weight", [c.vocabSize, c.dim]))
 
-        let tokenizer = try Tokenizer(spec: HFTokenizerLoader.spec(directory: directory, config: json))
-        guard tokenizer.vocabSize <= c.vocabSize else {
-            throw QuantDriftError.invalidInput("\(file("tokenizer.json")): tokenizer has \(tokenizer.vocabSize) tokens, model vocabulary \(c.vocabSize)")
-        }
+        // Token ids are checked against vocab_size while reading, so the table fits the embedding.
+        let tokenizer = try Tokenizer(spec: HFTokenizerLoader.spec(directory: directory, config: json, vocabSize: c.vocabSize))
         let name = dir.standardizedFileURL.lastPathComponent
         return Model(name: name, path: directory, config: config, weights: weights, tokenizer: tokenizer, sourceTensorTypes: types)
     }
@@ -214,8 +212,8 @@ enum SafetensorsModelLoader {
         if let act = try j["hidden_act"].optional?.string(), act != "silu" {
             throw QuantDriftError.unsupported("\(path): hidden_act '\(act)' is not supported (silu is)")
         }
-        if let scaling = j["rope_scaling"].optional {
-            let type = try scaling["rope_type"].optional?.string() ?? scaling["type"].optional?.string()
+        if let scaling = try j["rope_scaling"].optional {
+            let type = try scaling["rope_type"].optional?.string() ?? (try scaling["type"].optional?.string())
             if type != "default" {
                 throw QuantDriftError.unsupported("\(path): rope_scaling \(type.map { "'\($0)'" } ?? "") is not supported")
             }
