@@ -33,12 +33,12 @@ import Testing
     func ggufAndSafetensorsAgree(_ v: Variant, dtype: String) throws {
         let tiny = TinyModel(architecture: v.architecture, seed: 11, tiedOutput: v.tied)
         try withTemporaryDirectory { dir in
-            let ggufPath = dir.appendingPathComponent("tiny.gguf").path
-            try tiny.writeGGUF(to: ggufPath)
+            let gguf = dir.appendingPathComponent("tiny.gguf")
+            try tiny.writeGGUF(to: gguf)
             let hfDir = dir.appendingPathComponent("tiny-hf")
             try tiny.writeSafetensors(to: hfDir, dtype: dtype)
 
-            let g = try Model.load(path: ggufPath)
+            let g = try Model.load(path: gguf.path)
             let h = try Model.load(path: hfDir.path)
             #expect(h.config == tiny.config)
             #expect(h.config.ropeStyle == .rotateHalf)
@@ -72,9 +72,9 @@ import Testing
     func ggufMatrixTypesLoad(_ type: GGMLType) throws {
         let tiny = TinyModel(architecture: .qwen2, seed: 12)
         try withTemporaryDirectory { dir in
-            let path = dir.appendingPathComponent("tiny.gguf").path
-            try tiny.writeGGUF(to: path, type: type)
-            let g = try Model.load(path: path)
+            let gguf = dir.appendingPathComponent("tiny.gguf")
+            try tiny.writeGGUF(to: gguf, type: type)
+            let g = try Model.load(path: gguf.path)
             #expect(g.sourceTensorTypes.first { $0.name == "blk.0.attn_q.weight" }?.type == type.name)
             #expect(g.sourceTensorTypes.first { $0.name == "blk.0.attn_norm.weight" }?.type == "F32")
             // F16 holds the weights exactly; Q8_0 within half a step of 0.25 / 127 (plus F16 rounding of d).

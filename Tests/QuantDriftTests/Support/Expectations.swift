@@ -13,6 +13,13 @@ enum BadInputKind {
 func expectBadInput(_ parts: String..., kind: BadInputKind = .either,
                     sourceLocation: SourceLocation = #_sourceLocation,
                     _ body: () throws -> Void) -> QuantDriftError? {
+    expectBadInput(parts: parts, kind: kind, sourceLocation: sourceLocation, body)
+}
+
+@discardableResult
+func expectBadInput(parts: [String], kind: BadInputKind = .either,
+                    sourceLocation: SourceLocation = #_sourceLocation,
+                    _ body: () throws -> Void) -> QuantDriftError? {
     do {
         try body()
         Issue.record("expected an error mentioning \(parts), got none", sourceLocation: sourceLocation)

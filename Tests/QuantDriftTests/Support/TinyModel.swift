@@ -180,9 +180,9 @@ struct TinyModel {
         return g
     }
 
-    /// Writes the model as a GGUF file with matrices of `type` (F32, F16, BF16 or Q8_0).
-    func writeGGUF(to path: String, type: GGMLType = .f32, version: UInt32 = 3) throws {
-        try ggufWriter(version: version, type: { _ in type }).write(to: path)
+    /// Writes the model as the GGUF file `url` with matrices of `type` (F32, F16, BF16 or Q8_0).
+    func writeGGUF(to url: URL, type: GGMLType = .f32, version: UInt32 = 3) throws {
+        try ggufWriter(version: version, type: { _ in type }).write(to: url.path)
     }
 
     // MARK: - HF folder
