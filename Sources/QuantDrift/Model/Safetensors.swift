@@ -146,6 +146,9 @@ enum SafetensorsModelLoader {
         let json = try JSONNode.read(path: configPath)
         let store = try TensorStore(directory: directory)
         let config = try modelConfig(json, path: configPath, hasHead: store.contains("lm_head.weight"))
+        // The tokenizer first, so that a broken tokenizer.json fails before gigabytes are converted.
+        // Token ids are checked against vocab_size while reading, so the table fits the embedding.
+        let tokenizer = try Tokenizer(spec: HFTokenizerLoader.spec(directory: directory, config: json, vocabSize: config.vocabSize))
 
         var types: [(name: String, type: String, shape: [Int])] = []
         func load(_ name: String, _ shape: [Int]) throws -> [Float] {
@@ -188,8 +191,6 @@ enum SafetensorsModelLoader {
             outputNorm: try load("model.norm.weight", [c.dim]),
             output: c.tiedOutput ? nil : try load("lm_head.weight", [c.vocabSize, c.dim]))
 
-        // Token ids are checked against vocab_size while reading, so the table fits the embedding.
-        let tokenizer = try Tokenizer(spec: HFTokenizerLoader.spec(directory: directory, config: json, vocabSize: c.vocabSize))
         let name = dir.standardizedFileURL.lastPathComponent
         return Model(name: name, path: directory, config: config, weights: weights, tokenizer: tokenizer, sourceTensorTypes: types)
     }
