@@ -207,6 +207,10 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// The tensor dequantized to FP32, in storage order.
     public func floats(_ info: GGUFTensorInfo) throws -> [Float] {
+        guard GGMLType.dequantizable.contains(info.type) else {
+            let supported = GGMLType.dequantizable.map(\.name).sorted().joined(separator: ", ")
+            throw QuantDriftError.unsupported("\(path): tensor '\(info.name)' has type \(info.type.name), which is not supported (supported: \(supported))")
+        }
         let raw = data(of: info)
         return try [Float](unsafeUninitializedCapacity: info.elementCount) { buf, n in
             try dequantize(info.type, raw, count: info.elementCount, into: buf.baseAddress!)

@@ -49,8 +49,11 @@ enum GGUFModelLoader {
         if let rd = g.metadata[p + "rope.dimension_count"]?.intValue, rd != headDim {
             throw QuantDriftError.unsupported("\(path): partial RoPE (\(rd) of \(headDim) dimensions) is not supported")
         }
-        guard let embd = g.tensor("token_embd.weight"), embd.dims.count == 2 else {
+        guard let embd = g.tensor("token_embd.weight") else {
             throw QuantDriftError.invalidInput("\(path): missing tensor token_embd.weight")
+        }
+        guard embd.dims.count == 2 else {
+            throw QuantDriftError.invalidInput("\(path): tensor token_embd.weight has \(embd.dims.count) dimensions, expected 2")
         }
         let vocab = g.metadata[p + "vocab_size"]?.intValue ?? embd.dims[1]
         let config = ModelConfig(
