@@ -8,7 +8,7 @@ struct QuantDriftCLI: ParsableCommand {
         abstract: "How much does a quantization scheme change what an LLM says, and how does that change grow along a generation?",
         version: QuantDriftVersion.string,
         subcommands: [GenerateCommand.self, TokenizeCommand.self, LogitsCommand.self, PerplexityCommand.self,
-                      InspectCommand.self, BenchCommand.self])
+                      InspectCommand.self, BenchCommand.self, SchemesCommand.self])
 }
 
 /// Shared helpers of the commands: stderr, exit, output files.
@@ -62,6 +62,16 @@ struct ModelOptions: ParsableArguments {
         BLAS.setThreads(threads)
         return try Model.load(path: model ?? DefaultModel.path())
     }
+}
+
+struct SchemeOptions: ParsableArguments {
+    @Option(name: .long, help: "Quantization scheme: a preset (see `quantdrift schemes`) or a spec like 'w=int4,g32;kv=int8'.")
+    var scheme: String = "fp32"
+
+    func parsed() throws -> Scheme { try Scheme(parsing: scheme) }
+
+    /// The scheme built for `model` (quantized weights made once).
+    func runtime(for model: Model) throws -> SchemeRuntime { try SchemeRuntime(model: model, scheme: parsed()) }
 }
 
 struct PromptOptions: ParsableArguments {

@@ -9,6 +9,7 @@ struct GenerateCommand: ParsableCommand {
         commandName: "generate", abstract: "Generate a continuation, streaming text to stdout (tokens/s on stderr).")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var schemeOptions: SchemeOptions
     @OptionGroup var promptOptions: PromptOptions
 
     @Option(name: [.short, .long], help: "Prompt text.")
@@ -39,13 +40,15 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         let params = SamplingParameters(temperature: temp, topK: topK, topP: topP, seed: seed)
         try params.validate()
+        _ = try schemeOptions.parsed()
         let model = try modelOptions.load()
+        let runtime = try schemeOptions.runtime(for: model)
         let ids = try promptOptions.tokens(prompt, model: model)
         let needed = ids.count + n
         guard needed <= model.config.contextLength else {
             throw QuantDriftError.invalidInput("prompt (\(ids.count) tokens) + \(n) new tokens exceed the model's context length \(model.config.contextLength)")
         }
-        let t = try Transformer(model: model, contextLength: needed, maxBatch: min(512, ids.count))
+        let t = try runtime.transformer(model: model, contextLength: needed, maxBatch: min(512, ids.count))
         let sampler = try Sampler(params, vocabSize: model.config.vocabSize)
         var decoder = StreamingDecoder(tokenizer: model.tokenizer)
         let stream = !json
@@ -61,6 +64,7 @@ struct GenerateCommand: ParsableCommand {
         let rate = result.decodeTokensPerSecond
         if json {
             CLI.printJSON([
+                "scheme": .string(runtime.scheme.name), "spec": .string(runtime.scheme.spec),
                 "prompt_tokens": .ints(ids),
                 "generated": .ints(result.generated),
                 "text": .string(model.tokenizer.decode(result.generated)),
@@ -123,6 +127,7 @@ struct LogitsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logits", abstract: "Top logits at every position of a text.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var schemeOptions: SchemeOptions
     @OptionGroup var promptOptions: PromptOptions
 
     @Argument(help: "Text whose positions to score.")
@@ -139,14 +144,16 @@ struct LogitsCommand: ParsableCommand {
     }
 
     func run() throws {
+        _ = try schemeOptions.parsed()
         let model = try modelOptions.load()
+        let runtime = try schemeOptions.runtime(for: model)
         let ids = try promptOptions.tokens(text, model: model)
         guard ids.count <= model.config.contextLength else {
             throw QuantDriftError.invalidInput("the text has \(ids.count) tokens, more than the context length \(model.config.contextLength)")
         }
         let vocab = model.config.vocabSize
         let k = min(top, vocab)
-        let t = try Transformer(model: model, contextLength: ids.count, maxBatch: 1)
+        let t = try runtime.transformer(model: model, contextLength: ids.count, maxBatch: 1)
         var positions: [JSON] = []
         for (p, id) in ids.enumerated() {
             let row = try t.forward(CollectionOfOne(id), logits: .last)
@@ -162,7 +169,9 @@ struct LogitsCommand: ParsableCommand {
                 print("[\(p)] \(id) '\(piece)' → " + best.map { String(format: "%d:%.4f", $0, row[$0]) }.joined(separator: " "))
             }
         }
-        if json { CLI.printJSON(["tokens": .ints(ids), "positions": .array(positions)]) }
+        if json {
+            CLI.printJSON(["scheme": .string(runtime.scheme.name), "tokens": .ints(ids), "positions": .array(positions)])
+        }
     }
 }
 
@@ -173,6 +182,7 @@ struct PerplexityCommand: ParsableCommand {
         commandName: "perplexity", abstract: "llama.cpp's perplexity protocol on a text file (chunks of --ctx, second half scored).")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var schemeOptions: SchemeOptions
 
     @Option(name: .long, help: "Text file.")
     var file: String
@@ -185,14 +195,16 @@ struct PerplexityCommand: ParsableCommand {
 
     func run() throws {
         let text = try CLI.readText(file)
+        _ = try schemeOptions.parsed()
         let model = try modelOptions.load()
+        let runtime = try schemeOptions.runtime(for: model)
         let tokens = model.tokenizer.encode(text, parseSpecial: false)
         let progress = ProgressBar(label: "perplexity")
-        let r = try Perplexity.run(model: model, tokens: tokens, nCtx: ctx) { done, total in progress.update(done, of: total) }
+        let r = try Perplexity.run(model: model, scheme: runtime, tokens: tokens, nCtx: ctx) { done, total in progress.update(done, of: total) }
         progress.finish()
         if json {
             CLI.printJSON([
-                "n_ctx": .int(r.nCtx), "chunks": .int(r.chunks), "tokens_scored": .int(r.tokensScored),
+                "scheme": .string(runtime.scheme.name), "n_ctx": .int(r.nCtx), "chunks": .int(r.chunks), "tokens_scored": .int(r.tokensScored),
                 "ppl": .double(r.ppl), "ppl_se": .double(r.pplSE),
                 "seconds": .double(r.seconds), "tokens_per_s": .double(r.tokensPerSecond),
             ])
@@ -210,6 +222,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench", abstract: "Prefill and decode tokens/s against the memory read bandwidth measured in the same run.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var schemeOptions: SchemeOptions
 
     @Option(name: .long, help: "Prefill length in tokens.")
     var prefill: Int = 512
@@ -230,22 +243,32 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        let scheme = try schemeOptions.parsed()
         let model = try modelOptions.load()
-        let r = try Bench.run(model: model, threads: modelOptions.threads, prefillTokens: prefill, decodeTokens: decode,
-                              runs: runs) { CLI.note("bench: " + $0) }
+        let runtime = scheme.isReference ? nil : try SchemeRuntime(model: model, scheme: scheme)
+        let r = try Bench.run(model: model, scheme: runtime, threads: modelOptions.threads, prefillTokens: prefill,
+                              decodeTokens: decode, runs: runs) { CLI.note("bench: " + $0) }
         if json {
             CLI.printJSON([
-                "scheme": .string(r.scheme), "threads": .int(r.threads),
+                "scheme": .string(r.scheme), "spec": .string(r.spec), "threads": .int(r.threads),
                 "prefill_tokens": .int(r.prefillTokens), "prefill_tok_s": .double(r.prefillTokS),
                 "prefill_gflop_s": .double(r.prefillGFlopS), "decode_tok_s": .double(r.decodeTokS),
                 "weight_bytes_per_token": .int(r.weightBytesPerToken), "read_bandwidth_gb_s": .double(r.readBandwidthGBs),
-                "bound_fraction": .double(r.boundFraction), "runs": .int(r.runs),
+                "bound_fraction": .double(r.boundFraction),
+                "fp32_prefill_tok_s": .double(r.fp32PrefillTokS), "fp32_decode_tok_s": .double(r.fp32DecodeTokS),
+                "decode_speedup": .double(r.decodeSpeedup), "prefill_speedup": .double(r.prefillSpeedup),
+                "kv_cache_bytes": .int(r.kvCacheBytes), "fp32_kv_cache_bytes": .int(r.fp32KVCacheBytes),
+                "kv_cache_ratio": .double(r.kvCacheRatio), "runs": .int(r.runs),
             ])
         } else {
-            print("scheme \(r.scheme), \(r.threads) thread(s), medians of \(r.runs) runs")
+            print("scheme \(r.scheme) (\(r.spec)), \(r.threads) thread(s), medians of \(r.runs) runs")
             print(String(format: "prefill %d tokens: %.1f tok/s, %.1f GFLOP/s effective", r.prefillTokens, r.prefillTokS, r.prefillGFlopS))
             print(String(format: "decode: %.1f tok/s, %.1f MB of weights per token", r.decodeTokS, Double(r.weightBytesPerToken) / 1e6))
             print(String(format: "read bandwidth (same run): %.1f GB/s; decode reaches %.2f of the bandwidth bound", r.readBandwidthGBs, r.boundFraction))
+            if r.scheme != "fp32" {
+                print(String(format: "vs FP32 in the same run: decode %.2f× (%.1f tok/s), prefill %.2f×, KV cache %.3f× of FP32 bytes",
+                             r.decodeSpeedup, r.fp32DecodeTokS, r.prefillSpeedup, r.kvCacheRatio))
+            }
         }
     }
 }

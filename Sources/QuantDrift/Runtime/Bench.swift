@@ -1,9 +1,11 @@
 import Foundation
 
 /// Speed of the forward pass against the machine's measured memory read bandwidth, all measured
-/// in one process so that the ratios hold even when the absolute numbers move with load.
+/// in one process so that the ratios hold even when the absolute numbers move with load. With a
+/// scheme, the FP32 reference is measured in the same run, interleaved, for the speed-up ratio.
 public struct BenchResult: Sendable, Codable {
     public var scheme: String
+    public var spec: String
     public var threads: Int
     public var prefillTokens: Int
     public var prefillTokS: Double
@@ -14,6 +16,14 @@ public struct BenchResult: Sendable, Codable {
     /// decode tok/s × weight bytes per token / read bandwidth: 1.0 is the bandwidth bound.
     public var boundFraction: Double
     public var runs: Int
+    public var kvCacheBytes: Int
+    /// The FP32 reference in the same run (equal to the above when the scheme is fp32).
+    public var fp32PrefillTokS: Double
+    public var fp32DecodeTokS: Double
+    public var fp32KVCacheBytes: Int
+    public var decodeSpeedup: Double { decodeTokS / fp32DecodeTokS }
+    public var prefillSpeedup: Double { prefillTokS / fp32PrefillTokS }
+    public var kvCacheRatio: Double { Double(kvCacheBytes) / Double(fp32KVCacheBytes) }
 }
 
 public enum Bench {
@@ -56,9 +66,10 @@ public enum Bench {
         return 2 * perToken * Double(n) + attention + 2 * Double(c.vocabSize * c.dim)
     }
 
-    /// Prefill of `prefillTokens`, decode of `decodeTokens`, each repeated `runs` times (medians).
-    public static func run(model: Model, threads: Int, prefillTokens: Int = 512, decodeTokens: Int = 64,
-                           runs: Int = 3, progress: (String) -> Void = { _ in }) throws -> BenchResult {
+    /// Prefill of `prefillTokens` and decode of `decodeTokens` for the FP32 reference and (when
+    /// given) a scheme, alternating, each `runs` times; medians are reported.
+    public static func run(model: Model, scheme: SchemeRuntime? = nil, threads: Int, prefillTokens: Int = 512,
+                           decodeTokens: Int = 64, runs: Int = 3, progress: (String) -> Void = { _ in }) throws -> BenchResult {
         let c = model.config
         guard prefillTokens >= 1, decodeTokens >= 1, runs >= 1 else {
             throw QuantDriftError.invalidInput("bench sizes must be positive")
@@ -69,34 +80,45 @@ public enum Bench {
         BLAS.setThreads(threads)
         progress("measuring read bandwidth")
         let bandwidth = readBandwidth()
-        let t = try Transformer(model: model, contextLength: prefillTokens + decodeTokens, maxBatch: prefillTokens)
+        let ctx = prefillTokens + decodeTokens
+        let reference = try Transformer(model: model, contextLength: ctx, maxBatch: prefillTokens)
+        let candidate = try scheme?.transformer(model: model, contextLength: ctx, maxBatch: prefillTokens) ?? reference
         // Deterministic pseudo-text: ids spread over the vocabulary.
         let tokens = (0..<prefillTokens).map { ($0 * 7919 + 13) % c.vocabSize }
-        var prefill: [Double] = [], decode: [Double] = []
+        var prefill: [[Double]] = [[], []], decode: [[Double]] = [[], []]
+        let models = candidate === reference ? [reference] : [reference, candidate]
         for r in 0..<runs {
-            progress("run \(r + 1)/\(runs): prefill \(prefillTokens) tokens")
-            t.reset()
-            let t0 = monotonicSeconds()
-            var logits = try t.forward(tokens, logits: .last)
-            prefill.append(monotonicSeconds() - t0)
-            progress("run \(r + 1)/\(runs): decode \(decodeTokens) tokens")
-            // Decode from a short context so that attention is a small part, as in a chat turn.
-            t.reset()
-            logits = try t.forward(tokens.prefix(8), logits: .last)
-            let t1 = monotonicSeconds()
-            for _ in 0..<decodeTokens {
-                logits = try t.forward(CollectionOfOne(Sampler.argmax(logits)), logits: .last)
+            for (i, t) in models.enumerated() {
+                let label = i == 0 ? "fp32" : scheme!.scheme.name
+                progress("run \(r + 1)/\(runs) \(label): prefill \(prefillTokens), decode \(decodeTokens) tokens")
+                t.reset()
+                let t0 = monotonicSeconds()
+                var logits = try t.forward(tokens, logits: .last)
+                prefill[i].append(monotonicSeconds() - t0)
+                // Decode from a short context so that attention is a small part, as in a chat turn.
+                t.reset()
+                logits = try t.forward(tokens.prefix(8), logits: .last)
+                let t1 = monotonicSeconds()
+                for _ in 0..<decodeTokens {
+                    logits = try t.forward(CollectionOfOne(Sampler.argmax(logits)), logits: .last)
+                }
+                decode[i].append(monotonicSeconds() - t1)
             }
-            decode.append(monotonicSeconds() - t1)
         }
-        let prefillSeconds = median(prefill), decodeSeconds = median(decode)
-        let bytes = t.weights.bytesPerToken(dim: c.dim)
-        let decodeRate = Double(decodeTokens) / decodeSeconds
+        let last = models.count - 1
+        let bytes = candidate.weights.bytesPerToken(dim: c.dim)
+        let decodeRate = Double(decodeTokens) / median(decode[last])
+        let prefillSeconds = median(prefill[last])
         return BenchResult(
-            scheme: "fp32", threads: threads, prefillTokens: prefillTokens,
+            scheme: scheme?.scheme.name ?? "fp32", spec: scheme?.scheme.spec ?? "fp32", threads: threads,
+            prefillTokens: prefillTokens,
             prefillTokS: Double(prefillTokens) / prefillSeconds,
             prefillGFlopS: prefillFlops(c, tokens: prefillTokens) / prefillSeconds / 1e9,
             decodeTokS: decodeRate, weightBytesPerToken: bytes, readBandwidthGBs: bandwidth,
-            boundFraction: decodeRate * Double(bytes) / (bandwidth * 1e9), runs: runs)
+            boundFraction: decodeRate * Double(bytes) / (bandwidth * 1e9), runs: runs,
+            kvCacheBytes: candidate.cache.byteCount,
+            fp32PrefillTokS: Double(prefillTokens) / median(prefill[0]),
+            fp32DecodeTokS: Double(decodeTokens) / median(decode[0]),
+            fp32KVCacheBytes: reference.cache.byteCount)
     }
 }

@@ -29,7 +29,7 @@ public enum Perplexity {
     /// (a trailing partial chunk is dropped); each chunk is evaluated from an empty cache (its
     /// first token replaced by BOS when the model adds BOS); the second half of each chunk is
     /// scored (predictions of tokens nCtx/2+1 … nCtx-1).
-    public static func run(model: Model, tokens: [Int], nCtx: Int,
+    public static func run(model: Model, scheme: SchemeRuntime? = nil, tokens: [Int], nCtx: Int,
                            progress: (Int, Int) -> Void = { _, _ in }) throws -> PerplexityResult {
         guard nCtx >= 4 else { throw QuantDriftError.invalidInput("--ctx must be at least 4, got \(nCtx)") }
         guard nCtx <= model.config.contextLength else {
@@ -39,7 +39,8 @@ public enum Perplexity {
         guard chunks >= 1 else {
             throw QuantDriftError.invalidInput("the text has \(tokens.count) tokens, fewer than one chunk of \(nCtx)")
         }
-        let t = try Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
+        let t = try scheme?.transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
+            ?? Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
         let vocab = model.config.vocabSize
         let first = nCtx / 2
         var nll = 0.0, nll2 = 0.0

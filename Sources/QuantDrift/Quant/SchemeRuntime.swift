@@ -1,0 +1,27 @@
+/// A scheme made ready to run on one model: its quantized weights (built once) and the KV cache
+/// it wants. Make as many Transformers from it as needed.
+public struct SchemeRuntime: Sendable {
+    public let scheme: Scheme
+    public let weights: RuntimeWeights
+
+    public init(model: Model, scheme: Scheme) throws {
+        self.scheme = scheme
+        weights = try SchemeBuilder.weights(for: model, scheme: scheme)
+        // Fail early on a KV spec the cache cannot hold.
+        if let kv = scheme.kv {
+            _ = try QuantizedKVCache(spec: kv, layerCount: 1, contextLength: 1, kvDim: model.config.kvDim,
+                                     headDim: model.config.headDim)
+        }
+    }
+
+    public func transformer(model: Model, contextLength: Int? = nil, maxBatch: Int = 512,
+                            allLogits: Bool = false) throws -> Transformer {
+        let kv = scheme.kv
+        let headDim = model.config.headDim
+        return try Transformer(model: model, contextLength: contextLength, maxBatch: maxBatch, allLogits: allLogits,
+                               weights: weights) { layers, ctx, kvDim in
+            guard let kv else { return FP32KVCache(layerCount: layers, contextLength: ctx, kvDim: kvDim) }
+            return try QuantizedKVCache(spec: kv, layerCount: layers, contextLength: ctx, kvDim: kvDim, headDim: headDim)
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import CKernels
+import Foundation
+import Testing
+@testable import QuantDrift
+
+/// SIMD kernels against their scalar twins on awkward sizes.
+@Suite("Quantized kernels")
+struct KernelTests {
+    static let sizes = [1, 7, 31, 33, 64, 577]
+
+    static func random(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+        var r = RandomStream(seed: seed)
+        return (0..<n).map { _ in Float(r.nextDouble() * 2 - 1) * scale }
+    }
+
+    @Test func avx2PathIsInUseOnThisMachine() {
+        // The machine kind has AVX2+FMA; without it the tests would only check the portable path.
+        #expect(qd_has_avx2() == 1)
+    }
+
+    @Test(arguments: sizes)
+    func integerDotProductsAreExact(n: Int) {
+        var r = RandomStream(seed: UInt64(n))
+        let a = (0..<n).map { _ in Int8(truncatingIfNeeded: Int(r.next() % 256) - 128) }
+        let b = (0..<n).map { _ in Int8(Int(r.next() % 255) - 127) }
+        let u4 = (0..<n).map { _ in UInt8(r.next() % 16) }
+        let packed = QuantizedMatrix.packNibbles(u4, rows: 1, cols: n)
+        #expect(qd_dot_i8_i8(a, b, Int32(n)) == ReferenceKernels.dot(a.map(Int.init), b))
+        #expect(qd_dot_u4_i8(packed, b, Int32(n)) == ReferenceKernels.dot(u4.map(Int.init), b))
+    }
+
+    struct Case: CustomStringConvertible, Sendable {
+        let bits: Int, group: Int?, symmetric: Bool
+        var description: String { "int\(bits) \(group.map { "g\($0)" } ?? "channel") \(symmetric ? "sym" : "asym")" }
+    }
+
+    static let cases: [Case] = [
+        Case(bits: 8, group: nil, symmetric: true), Case(bits: 8, group: nil, symmetric: false),
+        Case(bits: 8, group: 32, symmetric: true), Case(bits: 4, group: nil, symmetric: true),
+        Case(bits: 4, group: 32, symmetric: true), Case(bits: 4, group: 64, symmetric: false),
+        Case(bits: 3, group: 32, symmetric: false), Case(bits: 2, group: 32, symmetric: true),
+    ]
+
+    @Test(arguments: cases, sizes)
+    func floatActivationKernelMatchesDequantizeThenFP32(c: Case, cols: Int) throws {
+        let rows = 5
+        let w = Self.random(rows * cols, seed: 1)
+        let m = WeightQuantizer.uniform(w, rows: rows, cols: cols, bits: c.bits, group: min(c.group ?? cols, cols),
+                                        sharedAcrossRows: false, symmetric: c.symmetric)
+        let layer = try QuantizedLinear(m)
+        let x = Self.random(cols, seed: 2)
+        let scratch = LinearScratch(maxRows: 4, maxInDim: cols)
+        var y = [Float](repeating: 0, count: rows)
+        layer.forward(x, rows: 1, into: &y, scratch: scratch)
+        let want = ReferenceKernels.gemv(m, x)
+        for i in 0..<rows {
+            #expect(abs(y[i] - want[i]) <= 1e-5 * max(1, abs(want[i])), "\(c) cols \(cols) row \(i): \(y[i]) vs \(want[i])")
+        }
+        // Several rows go through decoded tiles and sgemm: same values.
+        let x3 = Self.random(3 * cols, seed: 3)
+        var y3 = [Float](repeating: 0, count: 3 * rows)
+        layer.forward(x3, rows: 3, into: &y3, scratch: scratch)
+        for r in 0..<3 {
+            let want = ReferenceKernels.gemv(m, Array(x3[(r * cols)..<((r + 1) * cols)]))
+            for i in 0..<rows { #expect(abs(y3[r * rows + i] - want[i]) <= 1e-5 * max(1, abs(want[i]))) }
+        }
+    }
+
+    @Test(arguments: cases, [1, 31, 64, 577])
+    func integerActivationKernelMatchesScalarTwin(c: Case, cols: Int) throws {
+        let rows = 4
+        let w = Self.random(rows * cols, seed: 5)
+        let m = WeightQuantizer.uniform(w, rows: rows, cols: cols, bits: c.bits, group: min(c.group ?? cols, cols),
+                                        sharedAcrossRows: false, symmetric: c.symmetric)
+        for act in [ActivationQuantizer(.dynamicPerRow), ActivationQuantizer(.dynamicPerGroup(32))] {
+            guard (try? QuantizedLinear(m, activations: act)) != nil else { continue }
+            let layer = try QuantizedLinear(m, activations: act)
+            let xs = Self.random(2 * cols, seed: 6, scale: 3)
+            let scratch = LinearScratch(maxRows: 2, maxInDim: cols)
+            var y = [Float](repeating: 0, count: 2 * rows)
+            layer.forward(xs, rows: 2, into: &y, scratch: scratch)
+            for r in 0..<2 {
+                let xr = Array(xs[(r * cols)..<((r + 1) * cols)])
+                var codes = [Int8](repeating: 0, count: cols)
+                var scales = [Float](repeating: 0, count: cols)
+                var sums = [Int32](repeating: 0, count: cols / 32 + 1)
+                act.quantize(xr, rows: 1, inDim: cols, codes: &codes, scales: &scales, blockSums: &sums)
+                let want = ReferenceKernels.gemvInt(m, codes: codes, scales: scales, xgroup: act.groupSize(inDim: cols))
+                for i in 0..<rows {
+                    #expect(abs(y[r * rows + i] - want[i]) <= 1e-5 * max(1, abs(want[i])), "\(c) \(act.mode) cols \(cols)")
+                }
+            }
+        }
+    }
+}
