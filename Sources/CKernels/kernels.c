@@ -103,68 +103,174 @@ ATTR_AVX2 static inline __m256i unpack_u4(const uint8_t *p) {
 }
 
 // MARK: - AVX2: FP32 activations
+// Rows are taken four at a time so each activation load feeds four weight rows; each group's
+// partial sums stay in vector registers and are scaled there (one FMA per group), with a single
+// horizontal sum per row. The min term uses the group sums of x, computed once per call.
+
+// Σ_g mins[g]·xs[g] for one row.
+static inline float min_term(const float *mins, const float *xs, int ng) {
+    float s = 0;
+    for (int g = 0; g < ng; g++) s += mins[g] * xs[g];
+    return s;
+}
+
+static void group_sums(const float *x, int in, int group, float *xs) {
+    const int ng = groups_of(in, group);
+    for (int g = 0; g < ng; g++) {
+        const int lo = g * group, hi = lo + group < in ? lo + group : in;
+        float s = 0;
+        for (int i = lo; i < hi; i++) s += x[i];
+        xs[g] = s;
+    }
+}
+
+// 8 int8 codes → 8 floats.
+#define I8X8(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
 
 ATTR_AVX2 static void gemv_i8_f32_avx2(const int8_t *codes, const float *scales, const float *mins, int group,
                                        int out, int in, const float *x, float *y) {
     const int ng = groups_of(in, group);
-    for (int o = 0; o < out; o++) {
-        const int8_t *w = codes + (size_t)o * in;
-        float acc = 0;
-        for (int g = 0; g < ng; g++) {
-            const int lo = g * group, hi = lo + group < in ? lo + group : in;
-            __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps(), xs = _mm256_setzero_ps();
-            int i = lo;
-            for (; i + 16 <= hi; i += 16) {
-                const __m128i c = _mm_loadu_si128((const __m128i *)(w + i));
-                const __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c));
-                const __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c, 8)));
-                const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
-                d0 = _mm256_fmadd_ps(w0, x0, d0);
-                d1 = _mm256_fmadd_ps(w1, x1, d1);
-                if (mins) xs = _mm256_add_ps(xs, _mm256_add_ps(x0, x1));
+    float xs[ng > 0 ? ng : 1];
+    if (mins) group_sums(x, in, group, xs);
+    const int fast = (group % 16 == 0) ? in - in % group : 0;  // elements in whole groups of 16-multiples
+    int o = 0;
+    for (; o + 4 <= out; o += 4) {
+        const int8_t *w0 = codes + (size_t)o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int lo = 0; lo < fast; lo += group) {
+            // Eight independent FMA chains (4 rows × 2 halves) keep both FMA pipes busy.
+            __m256 d0 = _mm256_setzero_ps(), d1 = d0, d2 = d0, d3 = d0, e0 = d0, e1 = d0, e2 = d0, e3 = d0;
+            for (int i = lo; i < lo + group; i += 16) {
+                const __m256 xv = _mm256_loadu_ps(x + i), xw = _mm256_loadu_ps(x + i + 8);
+                d0 = _mm256_fmadd_ps(I8X8(w0 + i), xv, d0);
+                d1 = _mm256_fmadd_ps(I8X8(w1 + i), xv, d1);
+                d2 = _mm256_fmadd_ps(I8X8(w2 + i), xv, d2);
+                d3 = _mm256_fmadd_ps(I8X8(w3 + i), xv, d3);
+                e0 = _mm256_fmadd_ps(I8X8(w0 + i + 8), xw, e0);
+                e1 = _mm256_fmadd_ps(I8X8(w1 + i + 8), xw, e1);
+                e2 = _mm256_fmadd_ps(I8X8(w2 + i + 8), xw, e2);
+                e3 = _mm256_fmadd_ps(I8X8(w3 + i + 8), xw, e3);
             }
-            float dot = hsum256(_mm256_add_ps(d0, d1)), xsum = mins ? hsum256(xs) : 0;
-            for (; i < hi; i++) { dot += (float)w[i] * x[i]; xsum += x[i]; }
-            acc += scales[(size_t)o * ng + g] * dot;
-            if (mins) acc += mins[(size_t)o * ng + g] * xsum;
+            d0 = _mm256_add_ps(d0, e0); d1 = _mm256_add_ps(d1, e1);
+            d2 = _mm256_add_ps(d2, e2); d3 = _mm256_add_ps(d3, e3);
+            const int g = lo / group;
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 0) * ng + g]), d0, a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 1) * ng + g]), d1, a1);
+            a2 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 2) * ng + g]), d2, a2);
+            a3 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 3) * ng + g]), d3, a3);
         }
-        y[o] = acc;
+        float r[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
+        const int8_t *ws[4] = {w0, w1, w2, w3};
+        for (int k = 0; k < 4; k++) {
+            for (int lo = fast; lo < in; lo += group) {  // a partial last group, or groups not of 8s
+                const int hi = lo + group < in ? lo + group : in;
+                float d = 0;
+                for (int i = lo; i < hi; i++) d += (float)ws[k][i] * x[i];
+                r[k] += scales[(size_t)(o + k) * ng + lo / group] * d;
+            }
+            if (mins) r[k] += min_term(mins + (size_t)(o + k) * ng, xs, ng);
+            y[o + k] = r[k];
+        }
     }
+    for (; o < out; o++) {
+        const int8_t *w = codes + (size_t)o * in;
+        __m256 acc = _mm256_setzero_ps();
+        for (int lo = 0; lo < fast; lo += group) {
+            __m256 d = _mm256_setzero_ps();
+            for (int i = lo; i < lo + group; i += 8) d = _mm256_fmadd_ps(I8X8(w + i), _mm256_loadu_ps(x + i), d);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)o * ng + lo / group]), d, acc);
+        }
+        float r = hsum256(acc);
+        for (int lo = fast; lo < in; lo += group) {
+            const int hi = lo + group < in ? lo + group : in;
+            float d = 0;
+            for (int i = lo; i < hi; i++) d += (float)w[i] * x[i];
+            r += scales[(size_t)o * ng + lo / group] * d;
+        }
+        if (mins) r += min_term(mins + (size_t)o * ng, xs, ng);
+        y[o] = r;
+    }
+}
+
+// 32 packed 4-bit codes → four vectors of 8 floats (elements 0-7, 8-15, 16-23, 24-31).
+ATTR_AVX2 static inline void u4x32(const uint8_t *p, __m256 *f0, __m256 *f1, __m256 *f2, __m256 *f3) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)p);
+    const __m128i lo4 = _mm_and_si128(b, _mm_set1_epi8(15));
+    const __m128i hi4 = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+    *f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo4));
+    *f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo4, 8)));
+    *f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi4));
+    *f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi4, 8)));
 }
 
 ATTR_AVX2 static void gemv_u4_f32_avx2(const uint8_t *packed, const float *scales, const float *mins, int group,
                                        int out, int in, const float *x, float *y) {
     const int ng = groups_of(in, group);
+    float xs[ng > 0 ? ng : 1];
+    if (mins) group_sums(x, in, group, xs);
     const size_t rowBytes = (size_t)((in + 31) / 32) * 16;
-    for (int o = 0; o < out; o++) {
-        const uint8_t *w = packed + (size_t)o * rowBytes;
-        float acc = 0;
-        for (int g = 0; g < ng; g++) {
-            const int lo = g * group, hi = lo + group < in ? lo + group : in;
-            __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps(), xs = _mm256_setzero_ps();
-            int i = lo;
-            for (; i + 32 <= hi; i += 32) {
-                const __m128i b = _mm_loadu_si128((const __m128i *)(w + (i >> 5) * 16));
-                const __m128i lo4 = _mm_and_si128(b, _mm_set1_epi8(15));
-                const __m128i hi4 = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
-                const __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo4));
-                const __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo4, 8)));
-                const __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi4));
-                const __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi4, 8)));
+    const int fast = (group % 32 == 0) ? in - in % group : 0;
+    int o = 0;
+    for (; o + 2 <= out; o += 2) {
+        const uint8_t *w0 = packed + (size_t)o * rowBytes, *w1 = w0 + rowBytes;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (int lo = 0; lo < fast; lo += group) {
+            // Four accumulators per row so the FMAs of one block do not wait on each other.
+            __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, q0 = p0, q1 = p0, q2 = p0, q3 = p0;
+            for (int i = lo; i < lo + group; i += 32) {
                 const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
                 const __m256 x2 = _mm256_loadu_ps(x + i + 16), x3 = _mm256_loadu_ps(x + i + 24);
-                d0 = _mm256_fmadd_ps(w0, x0, d0);
-                d1 = _mm256_fmadd_ps(w1, x1, d1);
-                d0 = _mm256_fmadd_ps(w2, x2, d0);
-                d1 = _mm256_fmadd_ps(w3, x3, d1);
-                if (mins) xs = _mm256_add_ps(xs, _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)));
+                __m256 f0, f1, f2, f3;
+                u4x32(w0 + (i >> 5) * 16, &f0, &f1, &f2, &f3);
+                p0 = _mm256_fmadd_ps(f0, x0, p0); p1 = _mm256_fmadd_ps(f1, x1, p1);
+                p2 = _mm256_fmadd_ps(f2, x2, p2); p3 = _mm256_fmadd_ps(f3, x3, p3);
+                u4x32(w1 + (i >> 5) * 16, &f0, &f1, &f2, &f3);
+                q0 = _mm256_fmadd_ps(f0, x0, q0); q1 = _mm256_fmadd_ps(f1, x1, q1);
+                q2 = _mm256_fmadd_ps(f2, x2, q2); q3 = _mm256_fmadd_ps(f3, x3, q3);
             }
-            float dot = hsum256(_mm256_add_ps(d0, d1)), xsum = mins ? hsum256(xs) : 0;
-            for (; i < hi; i++) { dot += (float)u4_code(w, i) * x[i]; xsum += x[i]; }
-            acc += scales[(size_t)o * ng + g] * dot;
-            if (mins) acc += mins[(size_t)o * ng + g] * xsum;
+            const __m256 d0 = _mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3));
+            const __m256 d1 = _mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3));
+            const int g = lo / group;
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)o * ng + g]), d0, a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 1) * ng + g]), d1, a1);
         }
-        y[o] = acc;
+        float r[2] = {hsum256(a0), hsum256(a1)};
+        const uint8_t *ws[2] = {w0, w1};
+        for (int k = 0; k < 2; k++) {
+            for (int lo = fast; lo < in; lo += group) {
+                const int hi = lo + group < in ? lo + group : in;
+                float d = 0;
+                for (int i = lo; i < hi; i++) d += (float)u4_code(ws[k], i) * x[i];
+                r[k] += scales[(size_t)(o + k) * ng + lo / group] * d;
+            }
+            if (mins) r[k] += min_term(mins + (size_t)(o + k) * ng, xs, ng);
+            y[o + k] = r[k];
+        }
+    }
+    for (; o < out; o++) {
+        const uint8_t *w = packed + (size_t)o * rowBytes;
+        __m256 acc = _mm256_setzero_ps();
+        for (int lo = 0; lo < fast; lo += group) {
+            __m256 d = _mm256_setzero_ps();
+            for (int i = lo; i < lo + group; i += 32) {
+                __m256 f0, f1, f2, f3;
+                u4x32(w + (i >> 5) * 16, &f0, &f1, &f2, &f3);
+                d = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x + i), d);
+                d = _mm256_fmadd_ps(f1, _mm256_loadu_ps(x + i + 8), d);
+                d = _mm256_fmadd_ps(f2, _mm256_loadu_ps(x + i + 16), d);
+                d = _mm256_fmadd_ps(f3, _mm256_loadu_ps(x + i + 24), d);
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)o * ng + lo / group]), d, acc);
+        }
+        float r = hsum256(acc);
+        for (int lo = fast; lo < in; lo += group) {
+            const int hi = lo + group < in ? lo + group : in;
+            float d = 0;
+            for (int i = lo; i < hi; i++) d += (float)u4_code(w, i) * x[i];
+            r += scales[(size_t)o * ng + lo / group] * d;
+        }
+        if (mins) r += min_term(mins + (size_t)o * ng, xs, ng);
+        y[o] = r;
     }
 }
 
