@@ -221,6 +221,16 @@ struct PreTokenizerTests {
             == ["Hello", " world", " ", "123", "45", " don", "'", "t", "\n\n ", " x"])
     }
 
+    @Test("characters newer than llama.cpp's Unicode 15.1 table are unassigned there")
+    func unicodeVersion() {
+        #expect(CharClass.of(0x13763) == [])                 // Egyptian hieroglyph, Unicode 16.0
+        #expect(CharClass.of(0x2EBF0).contains(.letter))     // CJK Extension I, Unicode 15.1
+        #expect(CharClass.of(0x3000).contains(.whitespace))
+        #expect(CharClass.of(0x0085).contains(.whitespace))
+        #expect(!CharClass.of(0x1C).contains(.whitespace))
+        #expect(CharClass.of(0x0663).contains(.number))
+    }
+
     @Test func unknownNameThrows() {
         #expect(throws: QuantDriftError.self) { try PreTokenizer(name: "no-such-pre") }
     }
@@ -285,5 +295,70 @@ struct SentencePieceTests {
         for t in trickyTexts {
             #expect(tok.decode(tok.encode(t)) == t, "\(t.debugDescription)")
         }
+    }
+}
+
+// MARK: - Other pre-tokenizers and SentencePiece against llama.cpp
+
+/// `tokenize-variants.json`: 603 random texts (words, contractions, digits, punctuation, every
+/// kind of whitespace, scripts, emoji, combining marks, control-token texts, random code points)
+/// tokenized by llama.cpp's `llama_tokenize` (no added specials; the llama.cpp vendored in PyPI
+/// llama-cpp-python 0.3.36) on vocab-only GGUF files: the default model's, the same with
+/// `tokenizer.ggml.pre` replaced by gpt-2, llama-bpe, qwen2 and default, and a SentencePiece
+/// vocabulary derived from it (`syntheticSentencePiece`).
+struct VariantFixture: Decodable {
+    struct Case: Decodable {
+        let text: String
+        let parse_special: Bool
+    }
+    let cases: [Case]
+    let ids: [String: [[Int]]]
+}
+
+@Suite("Tokenizer variants against llama.cpp")
+struct TokenizerVariantTests {
+    static let fixture = Result<VariantFixture, any Error> {
+        try JSONDecoder().decode(VariantFixture.self, from: Data(contentsOf: fixtureURL("tokenize-variants.json")))
+    }
+
+    /// A SentencePiece vocabulary built from a byte-level one: `<unk>`, `<s>`, `</s>`, the 256
+    /// byte tokens, the control tokens, then every normal token that is valid UTF-8, spaces as
+    /// U+2581, first occurrence only, scored -index.
+    static func syntheticSentencePiece(from base: TokenizerSpec) -> TokenizerSpec {
+        var tokens = ["<unk>", "<s>", "</s>"] + (0..<256).map { String(format: "<0x%02X>", $0) }
+        var types: [TokenizerSpec.TokenType] = [.unknown, .control, .control] + Array(repeating: .byte, count: 256)
+        var seen = Set(tokens.map { Array($0.utf8) })
+        for (t, ty) in zip(base.tokens, base.tokenTypes) where ty == .control && seen.insert(Array(t.utf8)).inserted {
+            tokens.append(t); types.append(.control)
+        }
+        for (t, ty) in zip(base.tokens, base.tokenTypes) where ty == .normal {
+            guard let raw = ByteUnicode.bytes(ofTokenText: t), let s = String(validating: raw, as: UTF8.self) else { continue }
+            let escaped = String(decoding: raw.flatMap { $0 == 0x20 ? [0xE2, 0x96, 0x81] : [$0] }, as: UTF8.self)
+            guard !s.isEmpty, seen.insert(Array(escaped.utf8)).inserted else { continue }
+            tokens.append(escaped); types.append(.normal)
+        }
+        let scores = types.indices.map { types[$0] == .normal ? -Float($0) : 0 }
+        return TokenizerSpec(kind: .sentencePiece, pre: "default", tokens: tokens, tokenTypes: types, scores: scores,
+                             merges: [], bosID: 1, eosID: 2, eotID: nil, unknownID: 0, addBOS: true,
+                             addSpacePrefix: true, chatTemplate: nil)
+    }
+
+    @Test("same ids as llama.cpp", arguments: ["smollm", "gpt-2", "llama-bpe", "qwen2", "default", "spm"])
+    func variant(name: String) throws {
+        let base = try DefaultTokenizer.get().spec
+        let fx = try Self.fixture.get()
+        let expected = try #require(fx.ids[name])
+        var spec = base
+        if name == "spm" { spec = Self.syntheticSentencePiece(from: base) } else { spec.pre = name }
+        let tok = try Tokenizer(spec: spec)
+        #expect(fx.cases.count == expected.count)
+        var mismatches = 0
+        for (c, ids) in zip(fx.cases, expected) {
+            let got = tok.encode(c.text, parseSpecial: c.parse_special)
+            if got != ids { mismatches += 1 }
+            #expect(got == ids, "\(name): \(c.text.debugDescription) parseSpecial \(c.parse_special)")
+            if !c.parse_special { #expect(tok.decode(got) == c.text, "\(name) round trip: \(c.text.debugDescription)") }
+        }
+        #expect(mismatches == 0, "\(name): \(mismatches) of \(fx.cases.count) cases differ")
     }
 }

@@ -12,6 +12,10 @@ struct CharClass: OptionSet, Sendable {
     static let whitespace = CharClass(rawValue: 4)
     static let punctuation = CharClass(rawValue: 8)
 
+    /// The Unicode version of llama.cpp's category table (`src/unicode-data.cpp`): characters
+    /// assigned later are unassigned there, so they count as neither letter, number nor space.
+    static let unicodeVersion = (major: 15, minor: 1)
+
     /// Classes of a scalar value. `\s` is Unicode White_Space, as in llama.cpp's table.
     static func of(_ cp: UInt32) -> CharClass {
         if cp < 0x10000 { return CharClass(rawValue: bmpTable[Int(cp)]) }
@@ -19,7 +23,8 @@ struct CharClass: OptionSet, Sendable {
     }
 
     private static func compute(_ cp: UInt32) -> CharClass {
-        guard let s = Unicode.Scalar(cp) else { return [] }
+        guard let s = Unicode.Scalar(cp), let age = s.properties.age,
+              (age.major, age.minor) <= unicodeVersion else { return [] }
         let p = s.properties
         var c: CharClass = p.isWhitespace ? .whitespace : []
         switch p.generalCategory {

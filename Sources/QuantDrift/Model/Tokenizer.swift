@@ -4,6 +4,8 @@
 /// (GGUF `llama`) with byte fallback. Everything is built once in `init`; `encode` and `decode`
 /// are thread-safe.
 public final class Tokenizer: @unchecked Sendable {
+    /// The spec, with token texts as llama.cpp reads them from GGUF: cut at the first NUL, and
+    /// `[EMPTY_<id>]` for an empty text.
     public let spec: TokenizerSpec
     /// Tokens that end a generation (EOS, EOT and llama.cpp's end-of-generation names).
     public let endOfGenerationIDs: Set<Int>
@@ -37,6 +39,11 @@ public final class Tokenizer: @unchecked Sendable {
     ]
 
     public init(spec: TokenizerSpec) throws {
+        var spec = spec
+        spec.tokens = spec.tokens.enumerated().map { i, t in
+            let cut = t.utf8.contains(0) ? String(decoding: t.utf8.prefix { $0 != 0 }, as: UTF8.self) : t
+            return cut.isEmpty ? "[EMPTY_\(i)]" : cut
+        }
         let n = spec.tokens.count
         guard n > 0 else { throw QuantDriftError.invalidInput("tokenizer has no tokens") }
         guard spec.tokenTypes.isEmpty || spec.tokenTypes.count == n else {
@@ -56,7 +63,7 @@ public final class Tokenizer: @unchecked Sendable {
         endOfGenerationIDs = eog
 
         specials = types.indices
-            .filter { [.control, .userDefined, .unknown].contains(types[$0]) && !spec.tokens[$0].isEmpty }
+            .filter { [.control, .userDefined, .unknown].contains(types[$0]) }
             .map { (id: $0, text: Array(spec.tokens[$0].utf8), alwaysParsed: types[$0] == .userDefined) }
             .sorted { $0.text.count != $1.text.count ? $0.text.count > $1.text.count : $0.id < $1.id }
 
@@ -76,7 +83,7 @@ public final class Tokenizer: @unchecked Sendable {
             case .control, .userDefined, .unknown:
                 bytes += text.utf8
             case .normal where spec.kind == .sentencePiece:
-                bytes += text.replacingOccurrences(of: "\u{2581}", with: " ").utf8
+                bytes += Self.unescapingSpaces(Array(text.utf8))
             case .normal:
                 bytes += ByteUnicode.bytes(ofTokenText: text) ?? Array(text.utf8)
             case .byte:
@@ -225,6 +232,22 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// True for tokens that end a generation (EOS, EOT, `<|im_end|>`, `<|endoftext|>`, `<|eot_id|>`, …).
     public func isEndOfGeneration(_ id: Int) -> Bool { endOfGenerationIDs.contains(id) }
+
+    /// UTF-8 with every U+2581 (E2 96 81) turned into a space, byte-wise (a String replacement
+    /// would compare grapheme clusters and miss `▁` followed by a combining mark).
+    static func unescapingSpaces(_ u: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(u.count)
+        var i = 0
+        while i < u.count {
+            if u[i] == 0xE2 && i + 2 < u.count && u[i + 1] == 0x96 && u[i + 2] == 0x81 {
+                out.append(0x20); i += 3
+            } else {
+                out.append(u[i]); i += 1
+            }
+        }
+        return out
+    }
 
     /// The byte of a `<0xXX>` token.
     static func byteValue(ofByteToken text: String) -> UInt8? {
