@@ -14,7 +14,8 @@ public struct QuantizedLinear: LinearLayer {
         }
         if let a = activations {
             let xg = a.groupSize(inDim: matrix.cols)
-            guard xg == matrix.cols || xg % 32 == 0, g % xg == 0 || xg % g == 0 else {
+            // Spans of min(g, xg) elements must not cross a group boundary of the other.
+            guard xg == matrix.cols || xg % 32 == 0, xg == matrix.cols || g % xg == 0 || xg % g == 0 else {
                 throw QuantDriftError.invalidInput("activation group \(xg) and weight group \(g) must divide one another (multiples of 32)")
             }
         }

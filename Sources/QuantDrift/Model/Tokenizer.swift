@@ -308,13 +308,3 @@ public struct StreamingDecoder {
         return 0
     }
 }
-
-extension Tokenizer {
-    public func chatPrompt(user: String, system: String? = nil) -> String { fatalError("placeholder") }
-}
-
-public struct StreamingDecoder {
-    public init(tokenizer: Tokenizer) { fatalError("placeholder") }
-    public mutating func append(_ id: Int) -> String { fatalError("placeholder") }
-    public mutating func finish() -> String { fatalError("placeholder") }
-}

@@ -223,8 +223,8 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     public func keys(layer: Int, count: Int) -> UnsafePointer<Float> { read(k, layer: layer, count: count) }
     public func values(layer: Int, count: Int) -> UnsafePointer<Float> { read(v, layer: layer, count: count) }
 
-    /// Positions of `layer` held as codes for K (a scheme that quantizes nothing would show 0).
-    public func quantizedPositions(layer: Int) -> Int {
-        max(0, max(k.quantizedUpTo[layer], v.quantizedUpTo[layer]) - spec.sinks)
+    /// Positions of `layer` held as codes, for K and for V (a cache that quantized nothing shows 0).
+    public func quantizedPositions(layer: Int) -> (keys: Int, values: Int) {
+        (k.q == nil ? 0 : max(0, k.quantizedUpTo[layer] - spec.sinks), v.q == nil ? 0 : max(0, v.quantizedUpTo[layer] - spec.sinks))
     }
 }

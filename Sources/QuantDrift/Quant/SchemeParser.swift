@@ -196,48 +196,60 @@ public extension Scheme {
     }
 
     static func parseKV(_ value: String) throws -> KVQuant {
-        var format: NumberFormat?
-        var keyFormat: NumberFormat?, valueFormat: NumberFormat?
-        var keyAxis: Granularity = .token, valueAxis: Granularity = .token
-        var group: Int?
-        var symmetric: Bool?
+        // Options before k=/v= apply to both parts; k=FORMAT:AXIS:gN:sym sets one part's own.
+        struct PartOptions { var format: NumberFormat?; var axis: Granularity?; var group: Int?; var symmetric: Bool? }
+        var shared = PartOptions(), key = PartOptions(), val = PartOptions()
         var kv = KVQuant(key: nil, value: nil, residual: 0, sinks: 0, preRoPE: false)
-        for item in value.split(separator: ",", omittingEmptySubsequences: false).map({ String($0).trimmingSpaces }) {
-            if let f = NumberFormat(rawValue: item) { format = f; continue }
+        func apply(_ item: String, to p: inout PartOptions) throws -> Bool {
+            if let f = NumberFormat(rawValue: item) { p.format = f; return true }
             switch item {
-            case "sym": symmetric = true
-            case "asym": symmetric = false
-            case "prerope": kv.preRoPE = true
-            case "token", "channel": keyAxis = item == "token" ? .token : .channel; valueAxis = .token
+            case "sym": p.symmetric = true
+            case "asym": p.symmetric = false
+            case "token": p.axis = .token
+            case "channel": p.axis = .channel
+            case "fp32": p.format = nil
             default:
-                if item.hasPrefix("k=") || item.hasPrefix("v=") {
-                    let isKey = item.hasPrefix("k=")
-                    var axis: Granularity? = nil
-                    var f: NumberFormat? = nil
-                    for sub in item.dropFirst(2).split(separator: ":").map(String.init) {
-                        if sub == "channel" { axis = .channel } else if sub == "token" { axis = .token } else { f = try parseFormat(sub) }
+                guard let g = try parseGroup(item) else { return false }
+                p.group = g
+            }
+            return true
+        }
+        for item in value.split(separator: ",", omittingEmptySubsequences: false).map({ String($0).trimmingSpaces }) {
+            if item.hasPrefix("k=") || item.hasPrefix("v=") {
+                let isKey = item.hasPrefix("k=")
+                for sub in item.dropFirst(2).split(separator: ":").map(String.init) {
+                    if isKey {
+                        guard try apply(sub, to: &key) else { throw schemeError("unknown KV option '\(sub)' in \(item)") }
+                    } else {
+                        guard try apply(sub, to: &val) else { throw schemeError("unknown KV option '\(sub)' in \(item)") }
                     }
-                    if isKey { keyFormat = f ?? keyFormat; keyAxis = axis ?? keyAxis } else { valueFormat = f ?? valueFormat; valueAxis = axis ?? valueAxis }
-                    if !isKey, axis == .channel { throw schemeError("values are quantized per token; v=channel is not supported") }
-                } else if item.hasPrefix("res="), let n = Int(item.dropFirst(4)), n >= 0, n <= 1 << 20 {
-                    kv.residual = n
-                } else if item.hasPrefix("sink="), let n = Int(item.dropFirst(5)), n >= 0, n <= 1 << 20 {
-                    kv.sinks = n
-                } else if let g = try parseGroup(item) {
-                    group = g
-                } else {
-                    throw schemeError("unknown KV option '\(item)' in kv=\(value); known: FORMAT, k=…, v=…, token, channel, gN, sym, asym, res=N, sink=N, prerope")
                 }
+                continue
+            }
+            if try apply(item, to: &shared) { continue }
+            if item == "prerope" {
+                kv.preRoPE = true
+            } else if item.hasPrefix("res="), let n = Int(item.dropFirst(4)), n >= 0, n <= 1 << 20 {
+                kv.residual = n
+            } else if item.hasPrefix("sink="), let n = Int(item.dropFirst(5)), n >= 0, n <= 1 << 20 {
+                kv.sinks = n
+            } else {
+                throw schemeError("unknown KV option '\(item)' in kv=\(value); known: FORMAT, k=…, v=…, token, channel, gN, sym, asym, res=N, sink=N, prerope")
             }
         }
-        guard let kf = keyFormat ?? format, let vf = valueFormat ?? format else {
+        func resolve(_ p: PartOptions, isKey: Bool) throws -> KVPartQuant? {
+            guard let f = p.format ?? shared.format else { return nil }
+            let axis = p.axis ?? (isKey ? shared.axis : nil) ?? .token
+            if !isKey && axis == .channel { throw schemeError("values are quantized per token; v=channel is not supported") }
+            let g = p.group ?? shared.group ?? (f == .int8 ? 0 : 32)
+            if axis == .channel && g == 0 { throw schemeError("per-channel keys need a token group size gN") }
+            return KVPartQuant(format: f, axis: axis, groupSize: g, symmetric: p.symmetric ?? shared.symmetric ?? (f == .int8))
+        }
+        kv.key = try resolve(key, isKey: true)
+        kv.value = try resolve(val, isKey: false)
+        guard kv.key != nil || kv.value != nil else {
             throw schemeError("kv= needs a format (e.g. kv=int8 or k=int4,v=int8)")
         }
-        let g = group ?? (kf == .int8 ? 0 : 32)
-        let sym = symmetric ?? (kf == .int8)
-        kv.key = KVPartQuant(format: kf, axis: keyAxis, groupSize: g, symmetric: sym)
-        kv.value = KVPartQuant(format: vf, axis: valueAxis, groupSize: g, symmetric: sym)
-        if keyAxis == .channel && g == 0 { throw schemeError("per-channel keys need a token group size gN") }
         return kv
     }
 

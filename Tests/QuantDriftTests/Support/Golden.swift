@@ -3,14 +3,10 @@ import Foundation
 
 /// Golden reference files (copied from shared/reference into Fixtures/) and the default model.
 enum Golden {
-    static let fixtures = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
-    static let packageRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let packageRoot = QuantDriftTests.packageRoot()
 
     static func json(_ name: String) throws -> Any {
-        let data = try Data(contentsOf: fixtures.appendingPathComponent(name))
-        return try JSONSerialization.jsonObject(with: data)
+        try JSONSerialization.jsonObject(with: Data(contentsOf: fixtureURL(name)))
     }
 
     /// The default model, loaded once per test process. Fails with a clear message when missing.
@@ -18,11 +14,5 @@ enum Golden {
         try shared.get()
     }
 
-    private static let shared: Result<Model, Error> = Result {
-        let path = packageRoot.appendingPathComponent("Weights/SmolLM2-135M-Instruct.Q4_1.gguf").path
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw QuantDriftError.invalidInput("default model missing at \(path): run Weights/fetch.sh first")
-        }
-        return try Model.load(path: path)
-    }
+    private static let shared: Result<Model, Error> = Result { try Model.load(path: defaultModelPath()) }
 }

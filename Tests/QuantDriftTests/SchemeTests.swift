@@ -1,0 +1,176 @@
+import Foundation
+import Testing
+@testable import QuantDrift
+
+@Suite("Scheme language")
+struct SchemeTests {
+    @Test func everyPresetParsesAndPrintsBackCanonically() throws {
+        for p in Scheme.presets {
+            let s = try Scheme(parsing: p.name)
+            #expect(s.preset == p.name)
+            // The canonical spec parses to the same scheme (apart from the preset name).
+            var again = try Scheme(parsing: s.spec)
+            again.preset = p.name
+            #expect(again == s, "\(p.name): \(s.spec)")
+        }
+    }
+
+    @Test func specsParseToTheirParts() throws {
+        let s = try Scheme(parsing: "w=int4,g32,asym;a=int8,g64;kv=int4,k=channel,v=token,g32,res=128,sink=4;skip=lm_head,0,29")
+        #expect(s.weights == WeightQuant(format: .int4, granularity: .group(32), symmetric: false, method: .rtn))
+        #expect(s.activations?.granularity == .group(64))
+        #expect(s.kv?.key?.axis == .channel && s.kv?.value?.axis == .token && s.kv?.residual == 128 && s.kv?.sinks == 4)
+        #expect(s.skip == [.tensor("lm_head"), .layer(0), .layer(29)])
+        #expect(try Scheme(parsing: "w8;kv4").kv?.key?.format == .int4)
+        #expect(try Scheme(parsing: "w8;kv4").weights?.format == .int8)
+    }
+
+    @Test(arguments: [
+        ("w=int5", "unknown format int5; known: int8"),
+        ("bogus", "unknown scheme or component 'bogus'"),
+        ("w=int4,g33x", "unknown weight option 'g33x'"),
+        ("w=int8,gptq", "gptq applies to int4"),
+        ("a=int8,channel", "not channel"),
+        ("kv=int4,v=channel", "v=channel is not supported"),
+        ("calib=median", "unknown calibration 'median'"),
+        ("skip=attn_x", "unknown skip item 'attn_x'"),
+        ("w8;w4g32", "component w (from w4g32) given twice"),
+        ("", "empty scheme"),
+        ("w=q4_0,g64", "fixed blocks of 32"),
+    ])
+    func badSpecsGiveClearErrors(spec: String, message: String) {
+        do {
+            _ = try Scheme(parsing: spec)
+            Issue.record("\(spec) parsed")
+        } catch let e as QuantDriftError {
+            #expect(e.isBadInput)
+            #expect(e.description.contains(message), "\(spec): \(e.description)")
+            #expect(!e.description.contains("\n"))
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+}
+
+@Suite("Weight quantizers")
+struct WeightQuantizerTests {
+    static func sqnr(_ x: [Float], _ y: [Float]) -> Double {
+        var s = 0.0, n = 0.0
+        for i in x.indices {
+            s += Double(x[i]) * Double(x[i])
+            n += Double(x[i] - y[i]) * Double(x[i] - y[i])
+        }
+        return 10 * log10(s / max(n, 1e-300))
+    }
+
+    /// Gaussian-like weights (sum of uniforms), as a linear layer's.
+    static let weights: [Float] = {
+        var r = RandomStream(seed: 99)
+        return (0..<(64 * 576)).map { _ in Float((0..<4).map { _ in r.nextDouble() - 0.5 }.reduce(0, +)) * 0.05 }
+    }()
+
+    /// Named SQNR bounds: uniform b-bit RTN gains ~6 dB per bit; finer groups gain a little more.
+    @Test(arguments: [
+        ("w=int8,channel,sym", 38.0), ("w=int8,channel,asym", 38.0), ("w=int8,tensor,sym", 35.0),
+        ("w=int4,g32,sym", 15.0), ("w=int4,g128,sym", 13.0), ("w=int4,g32,asym", 16.0),
+        ("w=int3,g32,asym", 10.0), ("w=int2,g32,asym", 4.0), ("w=q8_0", 38.0), ("w=q4_0", 15.0), ("w=q4_1", 16.0),
+    ])
+    func roundTripErrorIsWithinItsBound(spec: String, minDB: Double) throws {
+        let w = Self.weights
+        let q = try WeightQuantizer.quantize(w, rows: 64, cols: 576, spec: try Scheme(parsing: spec).weights!)
+        let db = Self.sqnr(w, q.dequantized())
+        #expect(db >= minDB, "\(spec): SQNR \(db) dB")
+        #expect(db < 80, "\(spec): no quantization happened")
+    }
+
+    @Test func q4_1OfTheModelsOwnGridIsExact() throws {
+        // The default model's weights are Q4_1: requantizing them to Q4_1 must give the same values.
+        let model = try Golden.defaultModel()
+        let w = model.weights.layers[3].wGate
+        let q = WeightQuantizer.blockQ4_1(w, rows: model.config.hiddenDim, cols: model.config.dim)
+        let back = q.dequantized()
+        var worst: Float = 0
+        for i in w.indices { worst = max(worst, abs(back[i] - w[i])) }
+        #expect(worst <= 1e-6, "Q4_1 requantization moved a weight by \(worst)")
+    }
+
+    @Test func packedInt4TakesHalfAByteAndScalesAreCounted() throws {
+        let q = try WeightQuantizer.quantize(Self.weights, rows: 64, cols: 576, spec: WeightQuant(format: .int4, granularity: .group(32), symmetric: true, method: .rtn))
+        #expect(q.storageBytes == 64 * 576 / 2 + 64 * 18 * 4 * 2)
+    }
+}
+
+@Suite("Schemes on the default model")
+struct SchemeEffectTests {
+    /// A story prompt and its greedy continuation: long enough (> 64 tokens) for KIVI's residual
+    /// window of 32 to leave whole token groups to quantize.
+    static let tokens: [Int] = {
+        let ref = try! Golden.json("greedy-story.json") as! [String: Any]
+        return (ref["prompt_tokens"] as! [NSNumber]).map(\.intValue) + (ref["generated"] as! [NSNumber]).map(\.intValue)
+    }()
+
+    static func logits(_ scheme: String) throws -> [Float] {
+        let model = try Golden.defaultModel()
+        let rt = try SchemeRuntime(model: model, scheme: try Scheme(parsing: scheme))
+        let t = try rt.transformer(model: model, contextLength: tokens.count, allLogits: true)
+        return Array(try t.forward(tokens, logits: .all))
+    }
+
+    static func meanKLD(_ p: [Float], _ q: [Float], vocab: Int) -> Double {
+        var total = 0.0
+        let rows = p.count / vocab
+        for r in 0..<rows {
+            let a = p[(r * vocab)..<((r + 1) * vocab)].map(Double.init), b = q[(r * vocab)..<((r + 1) * vocab)].map(Double.init)
+            let ma = a.max()!, mb = b.max()!
+            let la = log(a.map { exp($0 - ma) }.reduce(0, +)) + ma, lb = log(b.map { exp($0 - mb) }.reduce(0, +)) + mb
+            for i in 0..<vocab { total += exp(a[i] - la) * ((a[i] - la) - (b[i] - lb)) }
+        }
+        return total / Double(rows)
+    }
+
+    /// Every preset changes the computation (no silent no-op) and stays a sane model.
+    @Test(arguments: ["w8", "w4g128", "w4g32", "w8a8", "w4a8", "kv8", "kv4", "kv2", "kivi2", "q8_0", "q4_0", "q4_1",
+                      "w=int8,channel,asym", "w=int3,g32,asym", "a=int8,token", "w8;skip=0,1,2"])
+    func schemeChangesLogitsByAPlausibleAmount(scheme: String) throws {
+        #expect(Self.tokens.count > 96)
+        let ref = try Self.logits("fp32"), got = try Self.logits(scheme)
+        let kld = Self.meanKLD(ref, got, vocab: 49152)
+        let changed = ref != got
+        #expect(changed, "\(scheme) left the logits unchanged")
+        // A sane model still: 2-bit KV caches without a residual window are the expected wreck.
+        let bound = scheme == "kv2" ? 20.0 : scheme.contains("int3") ? 3.0 : 1.0
+        #expect(kld > 0 && kld < bound, "\(scheme): mean KLD \(kld)")
+        print("scheme \(scheme): mean KLD \(kld) over \(Self.tokens.count) positions")
+    }
+
+    @Test func fp32SchemeIsBitwiseTheReference() throws {
+        #expect(try Self.logits("fp32").map(\.bitPattern) == Self.logits("fp32").map(\.bitPattern))
+    }
+
+    @Test func kvCacheQuantizesAndReportsItsRealSize() throws {
+        let model = try Golden.defaultModel()
+        let c = model.config
+        for (spec, maxRatio) in [("kv8", 0.30), ("kv4", 0.20), ("kv2", 0.14)] {
+            let kv = try Scheme(parsing: spec).kv!
+            let cache = try QuantizedKVCache(spec: kv, layerCount: c.layerCount, contextLength: 512, kvDim: c.kvDim, headDim: c.headDim)
+            let fp = FP32KVCache(layerCount: c.layerCount, contextLength: 512, kvDim: c.kvDim)
+            #expect(Double(cache.byteCount) / Double(fp.byteCount) <= maxRatio, "\(spec)")
+        }
+        // The kivi2 cache keeps its residual window in FP32 and quantizes whole token groups before it.
+        let w = 64
+        let kivi = try QuantizedKVCache(spec: try Scheme(parsing: "kivi2").kv!, layerCount: 1, contextLength: 200, kvDim: w, headDim: w)
+        var r = RandomStream(seed: 1)
+        let rows = (0..<(100 * w)).map { _ in Float(r.nextDouble()) }
+        kivi.store(layer: 0, position: 0, rows: 100, keys: rows, values: rows)
+        // Keys: 100 − 32 residual → two whole token groups of 32; values (per token): all 68 older ones.
+        #expect(kivi.quantizedPositions(layer: 0) == (keys: 64, values: 68))
+        let keys = Array(UnsafeBufferPointer(start: kivi.keys(layer: 0, count: 100), count: 100 * w))
+        let windowExact = keys[(64 * w)...] == rows[(64 * w)...]
+        let restChanged = keys[..<(64 * w)] != rows[..<(64 * w)]
+        #expect(windowExact)      // the window is exact
+        #expect(restChanged)      // the rest went through 2-bit codes
+        var worst: Float = 0
+        for i in 0..<(64 * w) { worst = max(worst, abs(keys[i] - rows[i])) }
+        #expect(worst <= 1.0 / 3 / 2 + 1e-6)                   // half a step of a 2-bit code over [0, 1)
+    }
+}
