@@ -18,6 +18,8 @@ public final class Transformer: @unchecked Sendable {
     public let maxBatch: Int
     /// Tokens already in the cache: the position of the next token.
     public private(set) var position = 0
+    /// Sees the input of every linear layer as the forward pass runs (calibration, profiling).
+    public var observer: (any ActivationObserver)?
 
     // Run state, (maxBatch, …) rows.
     let x: FloatBuffer        // (maxBatch, dim) residual stream
@@ -147,6 +149,7 @@ public final class Transformer: @unchecked Sendable {
         for (l, lw) in weights.layers.enumerated() {
             // Attention block.
             rmsNorm(x.pointer, lw.attnNorm, rows: n, into: xb.pointer)
+            observer?.observe(layer: l, site: .attentionInput, x: xb.pointer, rows: n, width: dim)
             linear(xb.pointer, n, dim, lw.wq, qDim, q.pointer, bias: lw.bq)
             linear(xb.pointer, n, dim, lw.wk, kvDim, k.pointer, bias: lw.bk)
             linear(xb.pointer, n, dim, lw.wv, kvDim, v.pointer, bias: lw.bv)
@@ -157,17 +160,20 @@ public final class Transformer: @unchecked Sendable {
             cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer)
             attention(layerK: cache.keys(layer: l, count: pos0 + n), layerV: cache.values(layer: l, count: pos0 + n),
                       rows: n, pos0: pos0)
+            observer?.observe(layer: l, site: .attentionOutput, x: attOut.pointer, rows: n, width: qDim)
             linear(attOut.pointer, n, qDim, lw.wo, dim, proj.pointer, bias: nil)
             addInPlace(x.pointer, proj.pointer, count: n * dim)
 
             // Feed-forward block (SwiGLU).
             rmsNorm(x.pointer, lw.ffnNorm, rows: n, into: xb.pointer)
+            observer?.observe(layer: l, site: .feedForwardInput, x: xb.pointer, rows: n, width: dim)
             linear(xb.pointer, n, dim, lw.wGate, hidden, hb.pointer, bias: nil)
             linear(xb.pointer, n, dim, lw.wUp, hidden, hb2.pointer, bias: nil)
             for i in 0..<(n * hidden) {
                 let g = hb.pointer[i]
                 hb.pointer[i] = g / (1 + exp(-g)) * hb2.pointer[i]
             }
+            observer?.observe(layer: l, site: .feedForwardDownInput, x: hb.pointer, rows: n, width: hidden)
             linear(hb.pointer, n, hidden, lw.wDown, dim, proj.pointer, bias: nil)
             addInPlace(x.pointer, proj.pointer, count: n * dim)
         }
@@ -177,9 +183,11 @@ public final class Transformer: @unchecked Sendable {
         case .none: return
         case .last:
             rmsNorm(x.pointer + (n - 1) * dim, weights.outputNorm, rows: 1, into: xb.pointer)
+            observer?.observe(layer: c.layerCount, site: .headInput, x: xb.pointer, rows: 1, width: dim)
             linear(xb.pointer, 1, dim, weights.head, c.vocabSize, logitsBuffer.pointer, bias: nil)
         case .all:
             rmsNorm(x.pointer, weights.outputNorm, rows: n, into: xb.pointer)
+            observer?.observe(layer: c.layerCount, site: .headInput, x: xb.pointer, rows: n, width: dim)
             linear(xb.pointer, n, dim, weights.head, c.vocabSize, logitsBuffer.pointer, bias: nil)
         }
     }
