@@ -25,7 +25,7 @@ public struct ActivationOnlyLinear: LinearLayer {
 /// Builds the weights a scheme runs from the model's FP32 weights.
 public enum SchemeBuilder {
     /// The quantized copy of `model` under `scheme` (its KV part is applied by `makeCache`).
-    public static func weights(for model: Model, scheme: Scheme) throws -> RuntimeWeights {
+    public static func weights(for model: Model, scheme: Scheme, calibration: CalibrationSet? = nil) throws -> RuntimeWeights {
         let c = model.config
         let fp32 = RuntimeWeights(fp32: model.weights, config: c)
         if scheme.weights == nil && scheme.activations == nil { return fp32 }

@@ -4,9 +4,11 @@ public struct SchemeRuntime: Sendable {
     public let scheme: Scheme
     public let weights: RuntimeWeights
 
-    public init(model: Model, scheme: Scheme) throws {
+    /// - Parameter calibration: data for the parts of the scheme that need it (static activation
+    ///   ranges, SmoothQuant, GPTQ, AWQ); nil when the scheme needs none.
+    public init(model: Model, scheme: Scheme, calibration: CalibrationSet? = nil) throws {
         self.scheme = scheme
-        weights = try SchemeBuilder.weights(for: model, scheme: scheme)
+        weights = try SchemeBuilder.weights(for: model, scheme: scheme, calibration: calibration)
         // Fail early on a KV spec the cache cannot hold.
         if let kv = scheme.kv {
             _ = try QuantizedKVCache(spec: kv, layerCount: 1, contextLength: 1, kvDim: model.config.kvDim,
