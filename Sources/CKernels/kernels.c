@@ -339,8 +339,56 @@ ATTR_AVX2 static int32_t dot_u4_i8_avx2(const uint8_t *row, int start, const int
 
 GEMV_INT_DRIVER(gemv_i8_i8_c, int8_t, (size_t)in, dot_i8_i8_c(w + lo, xq + lo, n))
 GEMV_INT_DRIVER(gemv_u4_i8_c, uint8_t, (size_t)((in + 31) / 32) * 16, dot_u4_i8_c(w, lo, xq + lo, n))
-ATTR_AVX2 GEMV_INT_DRIVER(gemv_i8_i8_avx2, int8_t, (size_t)in, dot_i8_i8_avx2(w + lo, xq + lo, n))
-ATTR_AVX2 GEMV_INT_DRIVER(gemv_u4_i8_avx2, uint8_t, (size_t)((in + 31) / 32) * 16, dot_u4_i8_avx2(w, lo, xq + lo, n))
+// AVX2 integer-activation products: per span, the 32-element blocks' int32 partial sums stay in
+// a vector; the span is scaled in float (one FMA) and the row is summed horizontally once.
+#define GEMM_INT_AVX2(NAME, CODE_T, ROW_BYTES, BLOCK_DOT, TAIL_CODE)                                       \
+    ATTR_AVX2 static void NAME(const CODE_T *codes, const float *scales, const float *mins, int group,      \
+                               int out, int in, int rows, const int8_t *xq0, const float *xscales0,         \
+                               const int32_t *xsum0, int xgroup, float *y) {                                \
+        const int ng = groups_of(in, group), nxg = groups_of(in, xgroup), nb = (in + 31) / 32;             \
+        const int span = min_int(group, xgroup);                                                           \
+        const size_t rowBytes = (ROW_BYTES);                                                               \
+        for (int o = 0; o < out; o++) {                                                                    \
+            const CODE_T *w = codes + (size_t)o * rowBytes;                                                \
+            const float *sw = scales + (size_t)o * ng;                                                     \
+            const float *mw = mins ? mins + (size_t)o * ng : NULL;                                         \
+            for (int r = 0; r < rows; r++) {                                                               \
+                const int8_t *xq = xq0 + (size_t)r * in;                                                   \
+                const float *xs = xscales0 + (size_t)r * nxg;                                              \
+                const int32_t *xsum32 = xsum0 + (size_t)r * nb;                                            \
+                __m256 acc = _mm256_setzero_ps();                                                          \
+                float tail = 0;                                                                            \
+                for (int lo = 0; lo < in; lo += span) {                                                    \
+                    const int hi = min_int(lo + span, in);                                                 \
+                    const int g = lo / group;                                                              \
+                    const float sx = xs[lo / xgroup];                                                      \
+                    __m256i isum = _mm256_setzero_si256();                                                 \
+                    int i = lo;                                                                            \
+                    for (; i + 32 <= hi; i += 32) isum = _mm256_add_epi32(isum, BLOCK_DOT);                \
+                    int32_t rest = 0;                                                                      \
+                    for (; i < hi; i++) rest += (int32_t)(TAIL_CODE) * (int32_t)xq[i];                     \
+                    const float s = sw[g] * sx;                                                            \
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(s), acc);               \
+                    tail += s * (float)rest;                                                               \
+                    if (mw) {                                                                              \
+                        int32_t xsm = 0;                                                                   \
+                        for (int b = lo / 32; b < (hi + 31) / 32; b++) xsm += xsum32[b];                   \
+                        tail += mw[g] * sx * (float)xsm;                                                   \
+                    }                                                                                      \
+                }                                                                                          \
+                y[(size_t)r * out + o] = hsum256(acc) + tail;                                              \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+
+GEMM_INT_AVX2(gemv_i8_i8_avx2, int8_t, (size_t)in,
+              dot32_i8(_mm256_loadu_si256((const __m256i *)(w + i)), _mm256_loadu_si256((const __m256i *)(xq + i))),
+              w[i])
+GEMM_INT_AVX2(gemv_u4_i8_avx2, uint8_t, (size_t)((in + 31) / 32) * 16,
+              _mm256_madd_epi16(_mm256_maddubs_epi16(unpack_u4(w + (i >> 5) * 16),
+                                                     _mm256_loadu_si256((const __m256i *)(xq + i))),
+                                _mm256_set1_epi16(1)),
+              u4_code(w, i))
 
 // MARK: - Dispatch
 

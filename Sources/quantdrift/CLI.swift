@@ -8,7 +8,7 @@ struct QuantDriftCLI: ParsableCommand {
         abstract: "How much does a quantization scheme change what an LLM says, and how does that change grow along a generation?",
         version: QuantDriftVersion.string,
         subcommands: [GenerateCommand.self, TokenizeCommand.self, LogitsCommand.self, PerplexityCommand.self,
-                      InspectCommand.self, BenchCommand.self, SchemesCommand.self])
+                      InspectCommand.self, BenchCommand.self, SchemesCommand.self, KLDCommand.self])
 }
 
 /// Shared helpers of the commands: stderr, exit, output files.

@@ -131,6 +131,12 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
+    /// The logits of the last `.all` forward: (rows, vocab).
+    public func allLogits(rows: Int) -> UnsafeBufferPointer<Float> {
+        precondition(rows <= logitsCapacityRows)
+        return UnsafeBufferPointer(start: logitsBuffer.pointer, count: rows * config.vocabSize)
+    }
+
     // MARK: - One chunk
 
     private func runChunk(_ tokens: some Collection<Int>, logits rows: LogitsRows) {

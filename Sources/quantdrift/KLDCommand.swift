@@ -1,0 +1,54 @@
+import ArgumentParser
+import Foundation
+import QuantDrift
+
+struct KLDCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kld",
+        abstract: "llama.cpp's --kl-divergence protocol: a scheme against the FP32 reference on a text file.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var schemeOptions: SchemeOptions
+
+    @Option(name: .long, help: "Text file.")
+    var file: String
+
+    @Option(name: .long, help: "Chunk length in tokens (the second half of each chunk is scored).")
+    var ctx: Int = 512
+
+    @Flag(name: .long, help: "Print one JSON document.")
+    var json = false
+
+    func run() throws {
+        let text = try CLI.readText(file)
+        _ = try schemeOptions.parsed()
+        let model = try modelOptions.load()
+        let runtime = try schemeOptions.runtime(for: model)
+        let tokens = model.tokenizer.encode(text)
+        let progress = ProgressBar(label: "kld \(runtime.scheme.name)")
+        let r = try KLDMode.run(model: model, candidate: runtime, tokens: tokens, nCtx: ctx) { progress.update($0, of: $1) }
+        progress.finish()
+        if json {
+            CLI.printJSON([
+                "scheme": .string(runtime.scheme.name), "spec": .string(runtime.scheme.spec),
+                "n_ctx": .int(r.nCtx), "chunks": .int(r.chunks), "tokens_scored": .int(r.tokensScored),
+                "ppl_base": .double(r.pplBase), "ppl": .double(r.ppl),
+                "mean_kld": .double(r.meanKLD), "mean_kld_se": .double(r.meanKLDSE), "max_kld": .double(r.maxKLD),
+                "kld_percentiles": .object(r.kldPercentiles.map { ($0.0, .double($0.1)) }),
+                "same_top_p": .double(r.sameTopP), "rms_dp": .double(r.rmsDp), "mean_dp": .double(r.meanDp),
+                "mean_tv": .double(r.meanTV), "seconds": .double(r.seconds), "tokens_per_s": .double(r.tokensPerSecond),
+            ])
+            return
+        }
+        print("scheme \(runtime.scheme.name) (\(runtime.scheme.spec)) vs FP32, \(r.chunks) chunks of \(r.nCtx), \(r.tokensScored) tokens scored")
+        print(String(format: "Mean PPL(Q)     : %10.6f ± %10.6f", r.ppl, r.pplSE))
+        print(String(format: "Mean PPL(base)  : %10.6f ± %10.6f", r.pplBase, r.pplBaseSE))
+        print(String(format: "Mean    KLD: %10.6f ± %10.6f", r.meanKLD, r.meanKLDSE))
+        print(String(format: "Maximum KLD: %10.6f", r.maxKLD))
+        for (k, v) in r.kldPercentiles { print(String(format: "%-7@ KLD: %10.6f", k == "50" ? "Median" : k + "%", v)) }
+        print(String(format: "Minimum KLD: %10.6f", r.minKLD))
+        print(String(format: "Mean    Δp: %6.3f %%   RMS Δp: %6.3f %%", 100 * r.meanDp, 100 * r.rmsDp))
+        print(String(format: "Same top p: %6.3f ± %5.3f %%", 100 * r.sameTopP, 100 * r.sameTopPSE))
+        print(String(format: "%.1f s, %.1f tokens/s (each token through the reference and the candidate)", r.seconds, r.tokensPerSecond))
+    }
+}
