@@ -3,6 +3,7 @@
 #include "ckernels.h"
 #include <immintrin.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #define ATTR_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -11,7 +12,10 @@ static int cpu_has_avx2 = -1;
 int qd_has_avx2(void) {
     if (cpu_has_avx2 < 0) {
         __builtin_cpu_init();
-        cpu_has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        // QUANTDRIFT_PORTABLE_KERNELS=1 forces the portable paths (to compare them on real runs).
+        const char *portable = getenv("QUANTDRIFT_PORTABLE_KERNELS");
+        cpu_has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                       !(portable && portable[0] == '1');
     }
     return cpu_has_avx2;
 }
