@@ -50,6 +50,31 @@ struct CLITests {
         #expect(j["weight_bytes_per_token"] as! Int == (134_515_008 + 576) * 4)
     }
 
+    /// Corrupt model files given to the CLI: exit 2 with one line naming the file.
+    @Test func corruptModelFilesExitTwoWithOneLine() throws {
+        let real = try Data(contentsOf: URL(fileURLWithPath: try defaultModelPath()), options: .alwaysMapped)
+        try withTemporaryDirectory { dir in
+            var cases: [(String, Data)] = [
+                ("header-cut.gguf", real.prefix(1000)),
+                ("data-cut.gguf", real.prefix(real.count / 2)),
+                ("empty.gguf", Data()),
+            ]
+            var badMagic = Data(real.prefix(4096)); badMagic[0] = 0x58
+            cases.append(("bad-magic.gguf", badMagic))
+            var lyingCount = Data(real.prefix(4096))
+            lyingCount.replaceSubrange(8..<16, with: withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { Data($0) })
+            cases.append(("lying-tensor-count.gguf", lyingCount))
+            for (name, bytes) in cases {
+                let url = dir.appendingPathComponent(name)
+                try bytes.write(to: url)
+                let r = try CLIRunner.run(["inspect", "--model", url.path])
+                #expect(r.status == 2, "\(name): exit \(r.status) \(r.stderr)")
+                let lines = r.stderr.split(separator: "\n")
+                #expect(lines.count == 1 && lines[0].contains(name), "\(name): \(r.stderr)")
+            }
+        }
+    }
+
     /// Bad input: exit 2 and exactly one line on stderr.
     @Test(arguments: [
         ["inspect", "--model", "/nonexistent/model.gguf"],
