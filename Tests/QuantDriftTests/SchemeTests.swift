@@ -130,7 +130,8 @@ struct SchemeEffectTests {
 
     /// Every preset changes the computation (no silent no-op) and stays a sane model.
     @Test(arguments: ["w8", "w4g128", "w4g32", "w8a8", "w4a8", "kv8", "kv4", "kv2", "kivi2", "q8_0", "q4_0", "q4_1",
-                      "w=int8,channel,asym", "w=int3,g32,asym", "a=int8,token", "w8;skip=0,1,2"])
+                      "w=int8,channel,asym", "w=int3,g32,asym", "a=int8,token", "w8;skip=0,1,2",
+                      "kv=int4,prerope", "kv=k=int4:channel:g32,v=int8,res=16,sink=4"])
     func schemeChangesLogitsByAPlausibleAmount(scheme: String) throws {
         #expect(Self.tokens.count > 96)
         let ref = try Self.logits("fp32"), got = try Self.logits(scheme)
@@ -141,6 +142,13 @@ struct SchemeEffectTests {
         let bound = scheme == "kv2" ? 20.0 : scheme.contains("int3") ? 3.0 : 1.0
         #expect(kld > 0 && kld < bound, "\(scheme): mean KLD \(kld)")
         print("scheme \(scheme): mean KLD \(kld) over \(Self.tokens.count) positions")
+    }
+
+    /// A pre-RoPE cache whose sink window covers every position stores nothing quantized: RoPE on
+    /// read must then give exactly the reference's logits.
+    @Test func preRoPECacheWithEverythingInTheSinksIsExact() throws {
+        let ref = try Self.logits("fp32"), got = try Self.logits("kv=int4,prerope,sink=100000")
+        #expect(ref.map(\.bitPattern) == got.map(\.bitPattern))
     }
 
     @Test func fp32SchemeIsBitwiseTheReference() throws {

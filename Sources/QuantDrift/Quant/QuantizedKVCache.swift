@@ -80,12 +80,15 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
 
     let k: Part
     let v: Part
+    var rope: RotaryEmbedding?
+
+    public var storesPreRoPEKeys: Bool { spec.preRoPE }
+    public func attach(rope: RotaryEmbedding) { self.rope = rope }
 
     public init(spec: KVQuant, layerCount: Int, contextLength: Int, kvDim: Int, headDim: Int) throws {
         guard spec.key != nil || spec.value != nil else {
             throw QuantDriftError.invalidInput("scheme: a quantized KV cache needs a format for K or V")
         }
-        guard !spec.preRoPE else { throw QuantDriftError.unsupported("scheme: pre-RoPE key quantization (prerope) is not built yet") }
         for p in [spec.key, spec.value].compactMap({ $0 }) {
             guard p.format.isUniformInteger else {
                 throw QuantDriftError.unsupported("scheme: KV format \(p.format.rawValue) is not built yet (int8, int4, int3, int2 are)")
@@ -220,7 +223,15 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         return UnsafePointer(out)
     }
 
-    public func keys(layer: Int, count: Int) -> UnsafePointer<Float> { read(k, layer: layer, count: count) }
+    public func keys(layer: Int, count: Int) -> UnsafePointer<Float> {
+        let keys = read(k, layer: layer, count: count)
+        guard spec.preRoPE, let rope else { return keys }
+        // Pre-RoPE keys: rotate what was read (the view buffer, or an FP32-only part's copy).
+        let out = k.view.pointer
+        if keys != UnsafePointer(out) { out.update(from: keys, count: count * kvDim) }
+        for pos in 0..<count { rope.apply(out + pos * kvDim, heads: kvDim / headDim, position: pos) }
+        return UnsafePointer(out)
+    }
     public func values(layer: Int, count: Int) -> UnsafePointer<Float> { read(v, layer: layer, count: count) }
 
     /// Positions of `layer` held as codes, for K and for V (a cache that quantized nothing shows 0).

@@ -12,6 +12,15 @@ public protocol KVCache: AnyObject {
     func keys(layer: Int, count: Int) -> UnsafePointer<Float>
     /// Values of positions 0..<count of one layer as FP32, (count, kvDim); valid until the next call.
     func values(layer: Int, count: Int) -> UnsafePointer<Float>
+    /// True when `store` takes keys before RoPE (the cache rotates what it reads back).
+    var storesPreRoPEKeys: Bool { get }
+    /// Gives the cache the model's RoPE (called once by the Transformer).
+    func attach(rope: RotaryEmbedding)
+}
+
+public extension KVCache {
+    var storesPreRoPEKeys: Bool { false }
+    func attach(rope: RotaryEmbedding) {}
 }
 
 /// The reference cache: one flat FP32 (layers, contextLength, kvDim) array each for K and V.

@@ -32,8 +32,7 @@ public final class Transformer: @unchecked Sendable {
     let hb: FloatBuffer       // (maxBatch, hiddenDim) gate, then SwiGLU
     let hb2: FloatBuffer      // (maxBatch, hiddenDim) up
     let scores: FloatBuffer   // (maxBatch, contextLength) attention scores of one head
-    let ropeCos: FloatBuffer  // (contextLength, headDim/2)
-    let ropeSin: FloatBuffer  // (contextLength, headDim/2)
+    let rope: RotaryEmbedding
     let logitsBuffer: FloatBuffer  // (maxBatch, vocab) when all rows are requested, else (1, vocab)
     let logitsCapacityRows: Int
     let scratch: LinearScratch
@@ -74,17 +73,8 @@ public final class Transformer: @unchecked Sendable {
         logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
         scratch = LinearScratch(maxRows: b, maxInDim: max(c.dim, c.qDim, c.hiddenDim))
         cache = try makeCache?(c.layerCount, ctx, c.kvDim) ?? FP32KVCache(layerCount: c.layerCount, contextLength: ctx, kvDim: c.kvDim)
-        let half = c.headDim / 2
-        ropeCos = FloatBuffer(count: ctx * half)
-        ropeSin = FloatBuffer(count: ctx * half)
-        for pos in 0..<ctx {
-            for i in 0..<half {
-                let freq = pow(Double(c.ropeBase), -2.0 * Double(i) / Double(c.headDim))
-                let angle = Double(pos) * freq
-                ropeCos[pos * half + i] = Float(cos(angle))
-                ropeSin[pos * half + i] = Float(sin(angle))
-            }
-        }
+        rope = RotaryEmbedding(config: c, contextLength: ctx)
+        cache.attach(rope: rope)
     }
 
     /// Forgets the cached context.
@@ -159,11 +149,14 @@ public final class Transformer: @unchecked Sendable {
             linear(xb.pointer, n, dim, lw.wq, qDim, q.pointer, bias: lw.bq)
             linear(xb.pointer, n, dim, lw.wk, kvDim, k.pointer, bias: lw.bk)
             linear(xb.pointer, n, dim, lw.wv, kvDim, v.pointer, bias: lw.bv)
+            // A cache that quantizes keys before RoPE stores them first and rotates on read.
+            let preRoPE = cache.storesPreRoPEKeys
+            if preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer) }
             for r in 0..<n {
-                rope(q.pointer + r * qDim, heads: c.headCount, position: pos0 + r)
-                rope(k.pointer + r * kvDim, heads: c.kvHeadCount, position: pos0 + r)
+                rope.apply(q.pointer + r * qDim, heads: c.headCount, position: pos0 + r)
+                rope.apply(k.pointer + r * kvDim, heads: c.kvHeadCount, position: pos0 + r)
             }
-            cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer)
+            if !preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer) }
             attention(layerK: cache.keys(layer: l, count: pos0 + n), layerV: cache.values(layer: l, count: pos0 + n),
                       rows: n, pos0: pos0)
             observer?.observe(layer: l, site: .attentionOutput, x: attOut.pointer, rows: n, width: qDim)
@@ -225,29 +218,6 @@ public final class Transformer: @unchecked Sendable {
                 for i in 0..<dim { ss += Double(xr[i]) * Double(xr[i]) }
                 let scale = Float(1.0 / (ss / Double(dim) + eps).squareRoot())
                 for i in 0..<dim { o[i] = xr[i] * scale * wp[i] }
-            }
-        }
-    }
-
-    /// Rotates every head of one row in place.
-    private func rope(_ v: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
-        let hd = config.headDim, half = hd / 2
-        let cs = ropeCos.pointer + position * half, sn = ropeSin.pointer + position * half
-        for h in 0..<heads {
-            let p = v + h * hd
-            switch config.ropeStyle {
-            case .adjacentPairs:
-                for i in 0..<half {
-                    let a = p[2 * i], b = p[2 * i + 1]
-                    p[2 * i] = a * cs[i] - b * sn[i]
-                    p[2 * i + 1] = a * sn[i] + b * cs[i]
-                }
-            case .rotateHalf:
-                for i in 0..<half {
-                    let a = p[i], b = p[i + half]
-                    p[i] = a * cs[i] - b * sn[i]
-                    p[i + half] = a * sn[i] + b * cs[i]
-                }
             }
         }
     }
