@@ -182,3 +182,25 @@ struct SchemeEffectTests {
         #expect(worst <= 1.0 / 3 / 2 + 1e-6)                   // half a step of a 2-bit code over [0, 1)
     }
 }
+
+@Suite("Generation under every preset")
+struct PresetGenerationTests {
+    /// Every preset generates end to end, and the same run twice gives the same tokens.
+    @Test(arguments: Scheme.presets.map(\.name))
+    func presetGeneratesDeterministically(preset: String) throws {
+        let model = try Golden.defaultModel()
+        let calibration = try CalibrationSet.load(path: packageRoot().appendingPathComponent("Prompts/calibration").path,
+                                                  tokenizer: model.tokenizer, sequenceLength: 256)
+        let rt = try SchemeRuntime(model: model, scheme: try Scheme(parsing: preset), calibration: calibration)
+        let prompt = model.tokenizer.encode(model.tokenizer.chatPrompt(user: "Name three colors."), parseSpecial: true)
+        func run() throws -> [Int] {
+            let t = try rt.transformer(model: model, contextLength: prompt.count + 12)
+            let sampler = try Sampler(SamplingParameters(temperature: 0.7, topP: 0.9, seed: 5), vocabSize: model.config.vocabSize)
+            return try Generator.generate(transformer: t, tokenizer: model.tokenizer, prompt: prompt, maxTokens: 12,
+                                          sampler: sampler).generated
+        }
+        let a = try run(), b = try run()
+        #expect(!a.isEmpty)
+        #expect(a == b, "\(preset): \(a) vs \(b)")
+    }
+}
