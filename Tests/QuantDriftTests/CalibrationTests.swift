@@ -95,20 +95,24 @@ struct CalibrationMethodTests {
 struct CalibrationStaticKernelTests {
     /// W8A8 with one fixed activation scale equals fake-quantizing x with that scale (clipped to
     /// ±127 codes) and multiplying the dequantized weights in FP32.
-    @Test(arguments: [1, 3, 17])
-    func staticScaleMatchesFakeQuantReference(rows: Int) throws {
+    @Test(arguments: [(1, false), (3, false), (17, false), (1, true), (5, true)])
+    func staticScaleMatchesFakeQuantReference(rows: Int, perGroup: Bool) throws {
         var r = RandomStream(seed: UInt64(rows))
         let out = 48, inDim = 160
         let w = (0..<(out * inDim)).map { _ in Float(r.nextDouble() - 0.5) }
         let x = (0..<(rows * inDim)).map { _ in Float((r.nextDouble() - 0.5) * 6) }
-        let scale: Float = 2.0 / 127   // clips |x| > 2
+        // Clips |x| > 2 (per tensor), or |x| > 1, 1.5, 2, 2.5, 3 in the five groups of 32.
+        let groupScales: [Float] = (0..<5).map { Float(1 + 0.5 * Double($0)) / 127 }
+        let scaleOf: (Int) -> Float = { j in perGroup ? groupScales[j / 32] : 2.0 / 127 }
+        let mode: ActivationQuantizer.Mode = perGroup ? .staticPerGroup(32, groupScales) : .staticPerTensor(2.0 / 127)
         let m = try WeightQuantizer.quantize(w, rows: out, cols: inDim, spec: WeightQuant(format: .int8, granularity: .channel, symmetric: true, method: .rtn))
-        let layer = try QuantizedLinear(m, activations: ActivationQuantizer(.staticPerTensor(scale)))
+        let layer = try QuantizedLinear(m, activations: ActivationQuantizer(mode))
         let got = OutlierTests.run(layer, x, rows: rows)
         let wd = m.dequantized()
         var worst: Float = 0, clipped = 0
         for i in 0..<rows {
             let xq = (0..<inDim).map { j -> Float in
+                let scale = scaleOf(j)
                 let q = (x[i * inDim + j] / scale).rounded(.toNearestOrAwayFromZero)
                 if abs(q) > 127 { clipped += 1 }
                 return max(-127, min(127, q)) * scale
@@ -120,7 +124,7 @@ struct CalibrationStaticKernelTests {
             }
         }
         #expect(clipped > 0)
-        #expect(worst < 1e-4, "static W8A8 vs fake-quant reference: \(worst)")
+        #expect(worst < 1e-4, "static W8A8 (per group: \(perGroup)) vs fake-quant reference: \(worst)")
     }
 }
 
@@ -135,10 +139,14 @@ struct CalibrationArtifactTests {
             let t = Float(r.nextDouble() * 40 + 0.1)
             return SiteCalibration(id: id, range: t, scale: t / 127, maxAbs: cm.max()!, channelMaxAbs: cm)
         }
+        var withGroups = sites
+        withGroups[1].groupSize = 4
+        withGroups[1].groupRanges = [0.5, 1e-3]
+        withGroups[1].groupScales = [0.5 / 127, 1e-3 / 127]
         return CalibrationArtifact(modelName: "m", modelSHA256: String(repeating: "ab", count: 32), scheme: "w8a8-static",
                                    method: .percentile(99.99), smoothAlpha: 0.5, outlierThreshold: nil,
                                    dataPath: "Prompts/calibration", dataSHA256: String(repeating: "cd", count: 32),
-                                   tokenCount: 1234, sequenceCount: 3, bins: 2048, sites: sites)
+                                   tokenCount: 1234, sequenceCount: 3, bins: 2048, sites: withGroups)
     }
 
     @Test func roundTripKeepsEveryScaleBitForBit() throws {
@@ -167,6 +175,7 @@ struct CalibrationArtifactTests {
         ("{\"schema\": \"quantdrift.calibration/1\", \"method\": \"median\", \"sites\": []}", "unknown method 'median'"),
         ("{\"schema\": \"quantdrift.calibration/1\", \"method\": \"minmax\", \"sites\": [{\"layer\": 0, \"site\": \"attn_in\", \"range\": 1, \"scale\": -1, \"max_abs\": 1, \"channel_max_abs\": []}]}", "scale is not a finite non-negative number"),
         ("{\"schema\": \"quantdrift.calibration/1\", \"method\": \"minmax\", \"sites\": [{\"layer\": 0, \"site\": \"nowhere\", \"range\": 1, \"scale\": 1, \"max_abs\": 1, \"channel_max_abs\": []}]}", "'nowhere' is not a site name"),
+        ("{\"schema\": \"quantdrift.calibration/1\", \"method\": \"minmax\", \"sites\": [{\"layer\": 0, \"site\": \"attn_in\", \"range\": 1, \"scale\": 1, \"max_abs\": 1, \"group_size\": 32, \"group_ranges\": [1, 1], \"group_scales\": [1], \"channel_max_abs\": []}]}", "group_scales must be positive, one per group range"),
     ])
     func corruptFilesGiveOneLineErrorsNamingTheFile(text: String, message: String) throws {
         try withTemporaryDirectory { dir in
@@ -212,12 +221,33 @@ struct CalibrationStaticSchemeTests {
         }
     }
 
-    @Test func staticPerGroupIsRefusedClearly() throws {
+    /// Static ranges per group of 32 channels: one scale per group in the artifact and the
+    /// quantizer, and far below the per-tensor divergence (a massive channel only coarsens its group).
+    @Test func staticPerGroupCalibratesEachGroup() throws {
         let model = try Golden.defaultModel()
-        expectBadInput("static activation ranges per group", kind: .unsupported) {
-            _ = try SchemeBuilder.weights(for: model, scheme: try Scheme(parsing: "w=int8,channel,sym;a=int8,g32,static"),
-                                          calibration: try CalibrationFixtures.small())
+        let data = try CalibrationFixtures.small()
+        expectBadInput("group size 48 must be a multiple of 32", kind: .invalid) {
+            _ = try SchemeBuilder.weights(for: model, scheme: try Scheme(parsing: "w=int8,channel,sym;a=int8,g48,static"), calibration: data)
         }
+        let spec = "w=int8,channel,sym;a=int8,g32,static;calib=percentile:99.99"
+        let artifact = try ActivationCalibrator.calibrate(model: model, scheme: try Scheme(parsing: spec), data: data)
+        for s in artifact.sites {
+            #expect(s.groupSize == 32 && s.groupScales?.count == (s.channelMaxAbs.count + 31) / 32, "\(s.id)")
+            #expect(s.groupRanges?.max() == s.range)
+        }
+        let w = try SchemeBuilder.weights(for: model, scheme: try Scheme(parsing: spec), calibration: data)
+        let down = w.layers[1].wDown as! QuantizedLinear
+        guard case .staticPerGroup(32, let scales) = down.activations?.mode else {
+            Issue.record("ffn_down of layer 1 has activations \(String(describing: down.activations))")
+            return
+        }
+        #expect(scales.count == model.config.hiddenDim / 32 && Set(scales).count > 1)
+        let ref = try CalibrationFixtures.fp32Logits.get()
+        let perGroup = SchemeEffectTests.meanKLD(ref, try CalibrationFixtures.logits(w), vocab: model.config.vocabSize)
+        let perTensor = SchemeEffectTests.meanKLD(ref, try CalibrationFixtures.logits(scheme: "w8a8-static", calibration: data),
+                                                  vocab: model.config.vocabSize)
+        print("eval.txt: static per tensor mean KLD \(perTensor), static per group of 32 \(perGroup)")
+        #expect(perGroup < perTensor)
     }
 
     /// Calibrating on the fly and loading the same calibration from a file give the same model;
@@ -318,7 +348,8 @@ struct CalibrationCLITests {
         ["calibrate", "--data", "Prompts/calibration/02-dialogue.txt", "-o", "/nonexistent-dir/x.json"],
         ["generate", "-p", "Hi", "--scheme", "w8a8-static", "--calibration", "/nonexistent"],
         ["generate", "-p", "Hi", "--scheme", "w8a8-static;calib=/nonexistent.json"],
-        ["generate", "-p", "Hi", "--scheme", "w=int8,channel,sym;a=int8,g32,static", "--calibration", "Prompts/calibration/02-dialogue.txt"],
+        ["generate", "-p", "Hi", "--scheme", "w=int8,channel,sym;a=int8,g48,static", "--calibration", "Prompts/calibration/02-dialogue.txt"],
+        ["generate", "-p", "Hi", "--scheme", "w=int8,channel,sym;a=q8_0,static", "--calibration", "Prompts/calibration/02-dialogue.txt"],
     ])
     func badCalibrationInputExitsTwoWithOneLine(arguments: [String]) throws {
         let r = try CLIRunner.run(arguments)

@@ -104,8 +104,13 @@ public struct SiteStatistics: Sendable {
     public var maxAbs: Float
     /// max |x| per input channel, (width).
     public var channelMaxAbs: [Float]
-    /// |x| over [0, upper], when a histogram pass ran.
-    public var histogram: AbsHistogram?
+    /// |x| histograms from a histogram pass: one for the tensor, or one per group of
+    /// `histogramGroupSize` channels; empty when no histogram pass ran.
+    public var histograms: [AbsHistogram]
+    public var histogramGroupSize: Int?
+
+    /// The tensor's |x| histogram (nil without a histogram pass or when it was made per group).
+    public var histogram: AbsHistogram? { histogramGroupSize == nil ? histograms.first : nil }
 
     public var mean: Double { count > 0 ? sum / Double(count) : 0 }
     public var variance: Double {
@@ -147,14 +152,25 @@ public struct ActivationStatistics: Sendable {
         Dictionary(uniqueKeysWithValues: sites.map { ($0.id, $0.channelMaxAbs) })
     }
 
-    /// What a histogram pass covers at one site: the range [0, upper] and channels to leave out.
+    /// What a histogram pass covers at one site: the range [0, upper] (per group of channels when
+    /// `groupSize` is set) and channels to leave out.
     public struct HistogramPlan: Sendable {
-        public var upper: Float
+        /// One upper edge for the tensor, or one per group.
+        public var uppers: [Float]
+        /// Channels per group (the last group may be shorter), or nil for one histogram per tensor.
+        public var groupSize: Int?
         /// Channels not counted (e.g. LLM.int8() outliers kept in FP32), or nil for all.
         public var excluded: [Bool]?
 
         public init(upper: Float, excluded: [Bool]? = nil) {
-            self.upper = upper
+            uppers = [upper]
+            groupSize = nil
+            self.excluded = excluded
+        }
+
+        public init(groupUppers: [Float], groupSize: Int, excluded: [Bool]? = nil) {
+            uppers = groupUppers
+            self.groupSize = groupSize
             self.excluded = excluded
         }
     }
@@ -195,8 +211,12 @@ final class StatisticsCollector: ActivationObserver {
         var s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0
         let channelMax: UnsafeMutablePointer<Float>
         let plan: ActivationStatistics.HistogramPlan?
+        /// (groups, bins) counts.
         let hist: UnsafeMutablePointer<Double>?
         let bins: Int
+        /// Channels per histogram (the width when per tensor).
+        let groupSize: Int
+        let groups: Int
         let excluded: UnsafeMutablePointer<Bool>?
 
         init(id: SiteID, width: Int, plan: ActivationStatistics.HistogramPlan?, bins: Int) {
@@ -204,11 +224,14 @@ final class StatisticsCollector: ActivationObserver {
             self.width = width
             self.plan = plan
             self.bins = bins
+            groupSize = max(1, min(plan?.groupSize ?? width, width))
+            groups = (width + groupSize - 1) / groupSize
             channelMax = .allocate(capacity: width)
             channelMax.initialize(repeating: 0, count: width)
             if let plan {
-                hist = .allocate(capacity: bins)
-                hist!.initialize(repeating: 0, count: bins)
+                precondition(plan.uppers.count == groups, "histogram plan of \(plan.uppers.count) ranges for \(groups) groups")
+                hist = .allocate(capacity: groups * bins)
+                hist!.initialize(repeating: 0, count: groups * bins)
                 if let ex = plan.excluded {
                     precondition(ex.count == width)
                     excluded = .allocate(capacity: width)
@@ -248,19 +271,22 @@ final class StatisticsCollector: ActivationObserver {
             s1 += a1; s2 += a2; s3 += a3; s4 += a4
             count += rows * w
             guard let hist, let plan else { return }
-            let n = bins
-            let inv = plan.upper > 0 ? Float(n) / plan.upper : 0
-            for r in 0..<rows {
-                let xr = x + r * w
-                if let excluded {
-                    for j in 0..<w where !excluded[j] {
-                        let b = Int(min(Float(n - 1), abs(xr[j]) * inv))
-                        hist[b] += 1
-                    }
-                } else {
-                    for j in 0..<w {
-                        let b = Int(min(Float(n - 1), abs(xr[j]) * inv))
-                        hist[b] += 1
+            let n = bins, gs = groupSize
+            for gi in 0..<groups {
+                let upper = plan.uppers[gi]
+                let inv = upper > 0 ? Float(n) / upper : 0
+                let h = hist + gi * n
+                let lo = gi * gs, hi = min(w, lo + gs)
+                for r in 0..<rows {
+                    let xr = x + r * w
+                    if let excluded {
+                        for j in lo..<hi where !excluded[j] {
+                            h[Int(min(Float(n - 1), abs(xr[j]) * inv))] += 1
+                        }
+                    } else {
+                        for j in lo..<hi {
+                            h[Int(min(Float(n - 1), abs(xr[j]) * inv))] += 1
+                        }
                     }
                 }
             }
@@ -268,14 +294,17 @@ final class StatisticsCollector: ActivationObserver {
 
         func statistics() -> SiteStatistics {
             let cm = Array(UnsafeBufferPointer(start: channelMax, count: width))
-            var h: AbsHistogram?
+            var hs: [AbsHistogram] = []
             if let hist, let plan {
-                var hh = AbsHistogram(upper: plan.upper, bins: bins)
-                hh.counts = Array(UnsafeBufferPointer(start: hist, count: bins))
-                h = hh
+                for gi in 0..<groups {
+                    var h = AbsHistogram(upper: plan.uppers[gi], bins: bins)
+                    h.counts = Array(UnsafeBufferPointer(start: hist + gi * bins, count: bins))
+                    hs.append(h)
+                }
             }
             return SiteStatistics(id: id, width: width, count: count, sum: s1, sumSquares: s2, sumCubes: s3, sumFourth: s4,
-                                  maxAbs: cm.max() ?? 0, channelMaxAbs: cm, histogram: h)
+                                  maxAbs: cm.max() ?? 0, channelMaxAbs: cm, histograms: hs,
+                                  histogramGroupSize: plan?.groupSize)
         }
     }
 

@@ -18,6 +18,23 @@ public struct SiteCalibration: Sendable, Equatable {
     public var maxAbs: Float
     /// max |x| per input channel of the FP32 model (before smoothing).
     public var channelMaxAbs: [Float]
+    /// For ranges per group of channels (`a=int8,gN,static`): N, and T and T/127 per group
+    /// (`range` and `scale` are then their maxima).
+    public var groupSize: Int?
+    public var groupRanges: [Float]?
+    public var groupScales: [Float]?
+
+    public init(id: SiteID, range: Float, scale: Float, maxAbs: Float, channelMaxAbs: [Float],
+                groupSize: Int? = nil, groupRanges: [Float]? = nil, groupScales: [Float]? = nil) {
+        self.id = id
+        self.range = range
+        self.scale = scale
+        self.maxAbs = maxAbs
+        self.channelMaxAbs = channelMaxAbs
+        self.groupSize = groupSize
+        self.groupRanges = groupRanges
+        self.groupScales = groupScales
+    }
 }
 
 /// What `quantdrift calibrate` writes (schema `quantdrift.calibration/1`) and `calib=FILE.json`
@@ -68,11 +85,16 @@ public struct CalibrationArtifact: Sendable, Equatable {
                      "sequences": .int(sequenceCount)],
             "bins": .int(bins),
             "sites": .array(sites.map { s in
-                [
-                    "layer": .int(s.id.layer), "site": .string(s.id.site.rawValue),
-                    "range": Self.number(s.range), "scale": Self.number(s.scale), "max_abs": Self.number(s.maxAbs),
-                    "channel_max_abs": .array(s.channelMaxAbs.map(Self.number)),
+                var o: [(String, JSON)] = [
+                    ("layer", .int(s.id.layer)), ("site", .string(s.id.site.rawValue)),
+                    ("range", Self.number(s.range)), ("scale", Self.number(s.scale)), ("max_abs", Self.number(s.maxAbs)),
                 ]
+                if let g = s.groupSize, let r = s.groupRanges, let sc = s.groupScales {
+                    o += [("group_size", .int(g)), ("group_ranges", .array(r.map(Self.number))),
+                          ("group_scales", .array(sc.map(Self.number)))]
+                }
+                o.append(("channel_max_abs", .array(s.channelMaxAbs.map(Self.number))))
+                return .object(o)
             }),
         ]
     }
@@ -115,9 +137,21 @@ public struct CalibrationArtifact: Sendable, Equatable {
             guard layer >= 0 else { throw try s["layer"].error("is negative") }
             let scale = try float(s["scale"])
             guard scale > 0 else { throw try s["scale"].error("must be positive") }
+            var groupSize: Int?, groupRanges: [Float]?, groupScales: [Float]?
+            if let g = try s["group_size"].optional {
+                let n = try g.int()
+                guard n >= 1 else { throw g.error("must be ≥ 1") }
+                groupSize = n
+                groupRanges = try s["group_ranges"].array().map(float)
+                groupScales = try s["group_scales"].array().map(float)
+                guard groupRanges!.count == groupScales!.count, !groupScales!.isEmpty, groupScales!.allSatisfy({ $0 > 0 }) else {
+                    throw try s["group_scales"].error("must be positive, one per group range")
+                }
+            }
             sites.append(SiteCalibration(
                 id: SiteID(layer, site), range: try float(s["range"]), scale: scale, maxAbs: try float(s["max_abs"]),
-                channelMaxAbs: try s["channel_max_abs"].array().map(float)))
+                channelMaxAbs: try s["channel_max_abs"].array().map(float),
+                groupSize: groupSize, groupRanges: groupRanges, groupScales: groupScales))
         }
         guard !sites.isEmpty else { throw bad("no sites") }
         guard Set(sites.map(\.id)).count == sites.count else { throw bad("a site is listed twice") }
@@ -155,6 +189,17 @@ public struct CalibrationArtifact: Sendable, Equatable {
         }
         if let m = scheme.calibration, m != method {
             throw QuantDriftError.invalidInput("\(path): ranges were calibrated with \(method), the scheme asks for \(m)")
+        }
+        let wanted: Int? = if case .group(let n) = a.granularity { n } else { nil }
+        for (id, width) in SiteID.all(model.config) {
+            let s = have[id]!
+            guard s.groupSize == wanted else {
+                let made = s.groupSize.map { "per group of \($0)" } ?? "per tensor"
+                throw QuantDriftError.invalidInput("\(path): ranges were calibrated \(made), the scheme wants them \(wanted.map { "per group of \($0)" } ?? "per tensor"): run quantdrift calibrate with this scheme")
+            }
+            if let g = wanted, s.groupScales?.count != (width + g - 1) / g {
+                throw QuantDriftError.invalidInput("\(path): site \(id) has \(s.groupScales?.count ?? 0) group scales, expected \((width + g - 1) / g)")
+            }
         }
     }
 }
@@ -228,10 +273,10 @@ public struct ActivationPlan: Sendable {
         return plan
     }
 
-    /// The channel maxima as the quantizer of each site sees them (divided by s) and, per site,
-    /// the max over the channels not kept in FP32.
-    func quantizedMaxima(_ channelMax: [SiteID: [Float]]) -> [SiteID: (upper: Float, excluded: [Bool]?)] {
-        var out: [SiteID: (Float, [Bool]?)] = [:]
+    /// Per site, the max |x| as the quantizer sees it (divided by s, channels kept in FP32 left
+    /// out): for the tensor, and per group of `groupSize` channels when given.
+    func quantizedMaxima(_ channelMax: [SiteID: [Float]], groupSize: Int?) -> [SiteID: (upper: Float, groups: [Float], excluded: [Bool]?)] {
+        var out: [SiteID: (Float, [Float], [Bool]?)] = [:]
         for (id, cm) in channelMax {
             let s = smoothing?[id]
             var excluded: [Bool]?
@@ -240,9 +285,10 @@ public struct ActivationPlan: Sendable {
                 for j in o { e[j] = true }
                 excluded = e
             }
-            var m: Float = 0
-            for j in cm.indices where excluded?[j] != true { m = max(m, cm[j] / (s?[j] ?? 1)) }
-            out[id] = (m, excluded)
+            let g = max(1, min(groupSize ?? cm.count, cm.count))
+            var groups = [Float](repeating: 0, count: (cm.count + g - 1) / g)
+            for j in cm.indices where excluded?[j] != true { groups[j / g] = max(groups[j / g], cm[j] / (s?[j] ?? 1)) }
+            out[id] = (groups.max() ?? 0, groups, excluded)
         }
         return out
     }
@@ -263,28 +309,41 @@ public enum ActivationCalibrator {
         let a = scheme.activations ?? ActivationQuant(format: .int8, granularity: .tensor, isStatic: true,
                                                       smoothAlpha: nil, outlierThreshold: nil)
         let method = scheme.calibration ?? defaultMethod
+        // Static ranges per group of channels when the scheme asks for them.
+        let groupSize: Int? = if a.isStatic, case .group(let n) = a.granularity { n } else { nil }
         let first = try ActivationStatistics.collect(model: model, data: data) { progress?("maxima", $0, $1) }
         let channelMax = first.channelMaxAbs
         let plan = try ActivationPlan.make(a, channelMax: channelMax, model: model)
-        let maxima = plan.quantizedMaxima(channelMax)
-        var thresholds: [SiteID: Float] = [:]
+        let maxima = plan.quantizedMaxima(channelMax, groupSize: groupSize)
+        var thresholds: [SiteID: [Float]] = [:]
+        func usable(_ t: Float) -> Float { t > 0 && t.isFinite ? t : 1 }
         if ranges {
             var weights = model.weights
             if let s = plan.smoothing { weights = try SmoothQuant.apply(s, to: weights, config: model.config) }
-            let plans = maxima.mapValues { ActivationStatistics.HistogramPlan(upper: $0.upper, excluded: $0.excluded) }
+            let plans = maxima.mapValues { m in
+                groupSize.map { ActivationStatistics.HistogramPlan(groupUppers: m.groups, groupSize: $0, excluded: m.excluded) }
+                    ?? ActivationStatistics.HistogramPlan(upper: m.upper, excluded: m.excluded)
+            }
             let second = try ActivationStatistics.collect(
                 model: model, weights: RuntimeWeights(fp32: weights, config: model.config), data: data,
                 histograms: plans, bins: bins) { progress?("histograms", $0, $1) }
             for s in second.sites {
-                guard let h = s.histogram, let m = maxima[s.id] else { continue }
-                thresholds[s.id] = RangeCalibration.threshold(method, histogram: h, maxAbs: m.upper)
+                guard let m = maxima[s.id], !s.histograms.isEmpty else { continue }
+                thresholds[s.id] = s.histograms.map { h in usable(RangeCalibration.threshold(method, histogram: h, maxAbs: h.upper)) }
             }
         }
         let sites = first.sites.map { s -> SiteCalibration in
-            let m = maxima[s.id]?.upper ?? s.maxAbs
-            let t = thresholds[s.id] ?? (m > 0 ? m : 1)
-            return SiteCalibration(id: s.id, range: t, scale: t / Float(RangeCalibration.int8Max), maxAbs: m,
-                                   channelMaxAbs: s.channelMaxAbs)
+            let m = maxima[s.id] ?? (s.maxAbs, [s.maxAbs], nil)
+            let ts = thresholds[s.id] ?? (groupSize == nil ? [m.upper] : m.groups).map(usable)
+            let t = ts.max() ?? 1
+            var c = SiteCalibration(id: s.id, range: t, scale: t / Float(RangeCalibration.int8Max), maxAbs: m.upper,
+                                    channelMaxAbs: s.channelMaxAbs)
+            if let g = groupSize {
+                c.groupSize = g
+                c.groupRanges = ts
+                c.groupScales = ts.map { $0 / Float(RangeCalibration.int8Max) }
+            }
+            return c
         }
         return CalibrationArtifact(
             modelName: model.name, modelSHA256: modelSHA256, scheme: scheme.spec, method: ranges ? method : .minmax,

@@ -41,7 +41,7 @@ public enum SchemeBuilder {
         // Calibration: SmoothQuant factors folded into the FP32 weights, outlier channels, static scales.
         var source = model.weights
         var plan = ActivationPlan.none
-        var staticScales: [SiteID: Float] = [:]
+        var staticScales: [SiteID: SiteCalibration] = [:]
         if let a = scheme.activations, a.needsCalibration {
             let artifact: CalibrationArtifact
             if let file = scheme.calibrationFile {
@@ -56,16 +56,22 @@ public enum SchemeBuilder {
             }
             plan = try ActivationPlan.make(a, channelMax: artifact.channelMaxAbs, model: model)
             if let s = plan.smoothing { source = try SmoothQuant.apply(s, to: source, config: c) }
-            if a.isStatic { staticScales = artifact.scales }
+            if a.isStatic { staticScales = Dictionary(uniqueKeysWithValues: artifact.sites.map { ($0.id, $0) }) }
         }
 
         func quantizer(_ site: SiteID) throws -> ActivationQuantizer? {
             guard let a = scheme.activations else { return nil }
             if a.isStatic {
-                guard let s = staticScales[site], s > 0, s.isFinite else {
+                guard let cal = staticScales[site], cal.scale > 0, cal.scale.isFinite else {
                     throw QuantDriftError.invalidInput("scheme: no static activation scale for site \(site)")
                 }
-                return ActivationQuantizer(.staticPerTensor(s))
+                if case .group(let n) = a.granularity {
+                    guard cal.groupSize == n, let scales = cal.groupScales else {
+                        throw QuantDriftError.invalidInput("scheme: no static activation scales per group of \(n) for site \(site)")
+                    }
+                    return ActivationQuantizer(.staticPerGroup(n, scales))
+                }
+                return ActivationQuantizer(.staticPerTensor(cal.scale))
             }
             return try activationQuantizer(a)
         }
@@ -132,8 +138,8 @@ public enum SchemeBuilder {
         guard let a else { return }
         if a.isStatic {
             if a.format == .q8_0 { throw QuantDriftError.unsupported("scheme: q8_0 activations are dynamic; static ranges need a=int8,tensor,static") }
-            if case .group(let n) = a.granularity {
-                throw QuantDriftError.unsupported("scheme: static activation ranges per group (a=int8,g\(n),static) are not supported; use a=int8,tensor,static")
+            if case .group(let n) = a.granularity, n % 32 != 0 {
+                throw QuantDriftError.invalidInput("scheme: activation group size \(n) must be a multiple of 32")
             }
         } else {
             _ = try activationQuantizer(a)
