@@ -8,7 +8,7 @@ struct QuantDriftCLI: ParsableCommand {
         abstract: "How much does a quantization scheme change what an LLM says, and how does that change grow along a generation?",
         version: QuantDriftVersion.string,
         subcommands: [GenerateCommand.self, TokenizeCommand.self, LogitsCommand.self, PerplexityCommand.self,
-                      InspectCommand.self, BenchCommand.self, SchemesCommand.self, KLDCommand.self])
+                      KLDCommand.self, InspectCommand.self, CalibrateCommand.self, BenchCommand.self, SchemesCommand.self])
 }
 
 /// Shared helpers of the commands: stderr, exit, output files.
@@ -68,10 +68,42 @@ struct SchemeOptions: ParsableArguments {
     @Option(name: .long, help: "Quantization scheme: a preset (see `quantdrift schemes`) or a spec like 'w=int4,g32;kv=int8'.")
     var scheme: String = "fp32"
 
+    @Option(name: .long, help: "Calibration texts (a folder of .txt files) for schemes with static ranges, SmoothQuant or outliers; read only when the scheme needs them.")
+    var calibration: String = CalibrationOptions.defaultPath
+
     func parsed() throws -> Scheme { try Scheme(parsing: scheme) }
 
-    /// The scheme built for `model` (quantized weights made once).
-    func runtime(for model: Model) throws -> SchemeRuntime { try SchemeRuntime(model: model, scheme: parsed()) }
+    /// The scheme built for `model` (quantized weights made once), with calibration data loaded
+    /// when the scheme needs it.
+    func runtime(for model: Model) throws -> SchemeRuntime {
+        let s = try parsed()
+        var data: CalibrationSet?
+        if s.needsCalibrationSet {
+            data = try CalibrationOptions.load(calibration, tokenizer: model.tokenizer)
+            CLI.note("calibrating \(s.name) on \(data!.tokenCount) tokens of \(data!.source)…")
+        }
+        return try SchemeRuntime(model: model, scheme: s, calibration: data)
+    }
+}
+
+enum CalibrationOptions {
+    static let defaultPath = "Prompts/calibration"
+
+    /// Resolves the default folder from the current directory or beside the executable's package.
+    static func resolve(_ path: String) -> String {
+        guard path == defaultPath, !FileManager.default.fileExists(atPath: path) else { return path }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            let candidate = dir.appendingPathComponent(path).path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return path
+    }
+
+    static func load(_ path: String, tokenizer: Tokenizer) throws -> CalibrationSet {
+        try CalibrationSet.load(path: resolve(path), tokenizer: tokenizer)
+    }
 }
 
 struct PromptOptions: ParsableArguments {

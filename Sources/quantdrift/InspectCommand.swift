@@ -3,15 +3,22 @@ import Foundation
 import QuantDrift
 
 struct InspectCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Model summary: architecture, sizes, tensor types, tokenizer.")
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Model summary: architecture, sizes, tensor types, tokenizer; with --activations, the activation outlier profile per layer and site.")
 
     @OptionGroup var modelOptions: ModelOptions
 
     @Flag(name: .long, help: "Print one JSON document.")
     var json = false
 
+    @Flag(name: .long, help: "Profile the activations of every linear input (FP32) on calibration texts: max |x|, 99.9th percentile, kurtosis, outlier channels.")
+    var activations = false
+
+    @Option(name: .long, help: "Texts for --activations: a folder of .txt files or one file.")
+    var data: String = CalibrationOptions.defaultPath
+
     func run() throws {
         let model = try modelOptions.load()
+        if activations { return try profile(model) }
         let c = model.config
         let spec = model.tokenizer.spec
         var typeCounts: [String: Int] = [:]
@@ -46,6 +53,40 @@ struct InspectCommand: ParsableCommand {
         print("tokenizer \(spec.kind.rawValue) (pre-tokenizer \(spec.pre)), \(spec.tokens.count) tokens, \(spec.merges.count) merges, \(special.count) control tokens, add BOS \(spec.addBOS)")
         for (name, id) in [("BOS", spec.bosID), ("EOS", spec.eosID), ("EOT", spec.eotID)] {
             if let id { print("  \(name) \(id) \(spec.tokens[id])") }
+        }
+    }
+
+    func profile(_ model: Model) throws {
+        let set = try CalibrationOptions.load(data, tokenizer: model.tokenizer)
+        let bar = ProgressBar(label: "profile")
+        let p = try ActivationProfile.measure(model: model, data: set) { stage, done, total in
+            bar.update(done + (stage == "histograms" ? total : 0), of: 2 * total)
+        }
+        bar.finish()
+        if json {
+            CLI.printJSON([
+                "model": .string(model.name),
+                "data": ["path": .string(set.source), "sha256": .string(set.sha256), "tokens": .int(set.tokenCount)],
+                "outlier_rule": .string(ActivationProfile.outlierRule),
+                "sites": .array(p.sites.map { s in
+                    [
+                        "layer": .int(s.id.layer), "site": .string(s.id.site.rawValue), "channels": .int(s.width),
+                        "max_abs": .double(Double(s.maxAbs)), "p99_9_abs": .double(Double(s.p999)),
+                        "kurtosis": .double(s.kurtosis), "median_channel_max_abs": .double(Double(s.medianChannelMax)),
+                        "outlier_channels": .int(s.outliers.count), "outlier_ids": .ints(s.outliers),
+                    ]
+                }),
+            ])
+            return
+        }
+        print("activation profile of \(model.name) (FP32) on \(p.tokenCount) tokens of \(set.source)")
+        print("outlier channel: \(ActivationProfile.outlierRule); kurtosis is Pearson's (3 for a Gaussian)")
+        print("layer  site          max|x|   p99.9|x|    kurtosis  outliers  ids (first 6)")
+        for s in p.sites {
+            let ids = s.outliers.prefix(6).map(String.init).joined(separator: ",") + (s.outliers.count > 6 ? ",…" : "")
+            let site = s.id.site.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)
+            print(String(format: "%5d  ", s.id.layer) + site
+                  + String(format: " %8.2f  %9.3f  %10.1f  %8d  ", s.maxAbs, s.p999, s.kurtosis, s.outliers.count) + ids)
         }
     }
 }

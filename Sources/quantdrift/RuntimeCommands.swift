@@ -245,7 +245,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let scheme = try schemeOptions.parsed()
         let model = try modelOptions.load()
-        let runtime = scheme.isReference ? nil : try SchemeRuntime(model: model, scheme: scheme)
+        let runtime = scheme.isReference ? nil : try schemeOptions.runtime(for: model)
         let r = try Bench.run(model: model, scheme: runtime, threads: modelOptions.threads, prefillTokens: prefill,
                               decodeTokens: decode, runs: runs) { CLI.note("bench: " + $0) }
         if json {

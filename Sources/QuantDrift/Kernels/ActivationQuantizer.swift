@@ -9,6 +9,8 @@ public struct ActivationQuantizer: Sendable, Hashable {
         case q8_0
         /// One fixed scale for the whole tensor, from calibration.
         case staticPerTensor(Float)
+        /// Fixed scales per group of `n` input channels (the last group may be shorter), from calibration.
+        case staticPerGroup(Int, [Float])
     }
 
     public let mode: Mode
@@ -19,7 +21,7 @@ public struct ActivationQuantizer: Sendable, Hashable {
     public func groupSize(inDim: Int) -> Int {
         switch mode {
         case .dynamicPerRow, .staticPerTensor: inDim
-        case .dynamicPerGroup(let n): min(n, inDim)
+        case .dynamicPerGroup(let n), .staticPerGroup(let n, _): min(n, inDim)
         case .q8_0: 32
         }
     }
@@ -38,6 +40,10 @@ public struct ActivationQuantizer: Sendable, Hashable {
                 let scale: Float, inv: Float
                 switch mode {
                 case .staticPerTensor(let s):
+                    scale = s
+                    inv = s > 0 ? 1 / s : 0
+                case .staticPerGroup(_, let ss):
+                    let s = gi < ss.count ? ss[gi] : 0
                     scale = s
                     inv = s > 0 ? 1 / s : 0
                 default:

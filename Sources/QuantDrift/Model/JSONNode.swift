@@ -30,7 +30,8 @@ struct JSONNode {
         guard mapped.bytes.count <= 1 << 30 else {
             throw QuantDriftError.invalidInput("\(path): \(mapped.bytes.count) bytes is too large for a JSON file")
         }
-        return try parse(mapped.bytes, file: path)
+        // Keep the mapping alive while it is parsed (ARC may release it after the last use).
+        return try withExtendedLifetime(mapped) { try parse(mapped.bytes, file: path) }
     }
 
     private var name: String { keyPath.isEmpty ? "top level" : keyPath }

@@ -25,26 +25,75 @@ public struct ActivationOnlyLinear: LinearLayer {
 /// Builds the weights a scheme runs from the model's FP32 weights.
 public enum SchemeBuilder {
     /// The quantized copy of `model` under `scheme` (its KV part is applied by `makeCache`).
+    /// - Parameter calibration: data for static activation ranges, SmoothQuant and outlier
+    ///   channels when the scheme has no `calib=FILE.json`.
     public static func weights(for model: Model, scheme: Scheme, calibration: CalibrationSet? = nil) throws -> RuntimeWeights {
         let c = model.config
         let fp32 = RuntimeWeights(fp32: model.weights, config: c)
         if scheme.weights == nil && scheme.activations == nil { return fp32 }
-        let act = try activationQuantizer(scheme.activations)
+        try checkActivations(scheme.activations)
         let skippedLayers = Set(scheme.skip.compactMap { if case .layer(let i) = $0 { return i } else { return nil } })
         let skippedTensors = Set(scheme.skip.compactMap { if case .tensor(let s) = $0 { return s } else { return nil } })
         for l in skippedLayers where l >= c.layerCount {
             throw QuantDriftError.invalidInput("scheme: skip layer \(l) but the model has \(c.layerCount) layers")
         }
 
-        func linear(_ w: [Float], rows: Int, cols: Int, kind: String, layer: Int?, spec: WeightQuant?) throws -> any LinearLayer {
+        // Calibration: SmoothQuant factors folded into the FP32 weights, outlier channels, static scales.
+        var source = model.weights
+        var plan = ActivationPlan.none
+        var staticScales: [SiteID: SiteCalibration] = [:]
+        if let a = scheme.activations, a.needsCalibration {
+            let artifact: CalibrationArtifact
+            if let file = scheme.calibrationFile {
+                artifact = try CalibrationArtifact.load(path: file)
+                try artifact.check(for: model, scheme: scheme, path: file, modelSHA256: try ModelFingerprint.sha256(path: model.path))
+            } else if let calibration {
+                artifact = try ActivationCalibrator.calibrate(model: model, scheme: scheme, data: calibration, ranges: a.isStatic)
+            } else {
+                let what = [a.isStatic ? "static activation ranges" : nil, a.smoothAlpha != nil ? "SmoothQuant" : nil,
+                            a.outlierThreshold != nil ? "outlier channels" : nil].compactMap { $0 }.joined(separator: ", ")
+                throw QuantDriftError.invalidInput("scheme \(scheme.name): \(what) need calibration data: pass --calibration DIR (a folder of .txt files) or calib=FILE.json made by quantdrift calibrate")
+            }
+            plan = try ActivationPlan.make(a, channelMax: artifact.channelMaxAbs, model: model)
+            if let s = plan.smoothing { source = try SmoothQuant.apply(s, to: source, config: c) }
+            if a.isStatic { staticScales = Dictionary(uniqueKeysWithValues: artifact.sites.map { ($0.id, $0) }) }
+        }
+
+        func quantizer(_ site: SiteID) throws -> ActivationQuantizer? {
+            guard let a = scheme.activations else { return nil }
+            if a.isStatic {
+                guard let cal = staticScales[site], cal.scale > 0, cal.scale.isFinite else {
+                    throw QuantDriftError.invalidInput("scheme: no static activation scale for site \(site)")
+                }
+                if case .group(let n) = a.granularity {
+                    guard cal.groupSize == n, let scales = cal.groupScales else {
+                        throw QuantDriftError.invalidInput("scheme: no static activation scales per group of \(n) for site \(site)")
+                    }
+                    return ActivationQuantizer(.staticPerGroup(n, scales))
+                }
+                return ActivationQuantizer(.staticPerTensor(cal.scale))
+            }
+            return try activationQuantizer(a)
+        }
+
+        func linear(_ w: [Float], rows: Int, cols: Int, kind: String, layer: Int?, spec: WeightQuant?,
+                    site: SiteID) throws -> any LinearLayer {
             let dense = DenseLinear(weight: w, outDim: rows, inDim: cols)
             if skippedTensors.contains(kind) || layer.map(skippedLayers.contains) == true { return dense }
-            guard let spec else {
-                if let act { return ActivationOnlyLinear(base: dense, activations: act) }
-                return dense
+            let act = try quantizer(site)
+            func build(_ w: [Float]) throws -> any LinearLayer {
+                guard let spec else {
+                    let d = DenseLinear(weight: w, outDim: rows, inDim: cols)
+                    if let act { return ActivationOnlyLinear(base: d, activations: act) }
+                    return d
+                }
+                let m = try WeightQuantizer.quantize(w, rows: rows, cols: cols, spec: spec)
+                return try QuantizedLinear(m, activations: act)
             }
-            let m = try WeightQuantizer.quantize(w, rows: rows, cols: cols, spec: spec)
-            return try QuantizedLinear(m, activations: act)
+            if let channels = plan.outliers[site], act != nil {
+                return try OutlierLinear(weight: w, outDim: rows, inDim: cols, channels: channels, makeInner: build)
+            }
+            return try build(w)
         }
 
         let ws = scheme.weights
@@ -54,22 +103,25 @@ public enum SchemeBuilder {
             headSpec = WeightQuant(format: .q8_0, granularity: .group(32), symmetric: true, method: .rtn)
         }
         var layers: [RuntimeLayer] = []
-        for (i, l) in model.weights.layers.enumerated() {
+        for (i, l) in source.layers.enumerated() {
+            let ain = SiteID(i, .attentionInput), aout = SiteID(i, .attentionOutput)
+            let fin = SiteID(i, .feedForwardInput), down = SiteID(i, .feedForwardDownInput)
             layers.append(RuntimeLayer(
                 attnNorm: l.attnNorm,
-                wq: try linear(l.wq, rows: c.qDim, cols: c.dim, kind: "attn_q", layer: i, spec: ws),
-                wk: try linear(l.wk, rows: c.kvDim, cols: c.dim, kind: "attn_k", layer: i, spec: ws),
-                wv: try linear(l.wv, rows: c.kvDim, cols: c.dim, kind: "attn_v", layer: i, spec: ws),
-                wo: try linear(l.wo, rows: c.dim, cols: c.qDim, kind: "attn_o", layer: i, spec: ws),
+                wq: try linear(l.wq, rows: c.qDim, cols: c.dim, kind: "attn_q", layer: i, spec: ws, site: ain),
+                wk: try linear(l.wk, rows: c.kvDim, cols: c.dim, kind: "attn_k", layer: i, spec: ws, site: ain),
+                wv: try linear(l.wv, rows: c.kvDim, cols: c.dim, kind: "attn_v", layer: i, spec: ws, site: ain),
+                wo: try linear(l.wo, rows: c.dim, cols: c.qDim, kind: "attn_o", layer: i, spec: ws, site: aout),
                 bq: l.bq, bk: l.bk, bv: l.bv,
                 ffnNorm: l.ffnNorm,
-                wGate: try linear(l.wGate, rows: c.hiddenDim, cols: c.dim, kind: "ffn_gate", layer: i, spec: ws),
-                wUp: try linear(l.wUp, rows: c.hiddenDim, cols: c.dim, kind: "ffn_up", layer: i, spec: ws),
-                wDown: try linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws)))
+                wGate: try linear(l.wGate, rows: c.hiddenDim, cols: c.dim, kind: "ffn_gate", layer: i, spec: ws, site: fin),
+                wUp: try linear(l.wUp, rows: c.hiddenDim, cols: c.dim, kind: "ffn_up", layer: i, spec: ws, site: fin),
+                wDown: try linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws, site: down)))
         }
-        let head = try linear(model.weights.head, rows: c.vocabSize, cols: c.dim, kind: "lm_head", layer: nil, spec: headSpec)
+        let head = try linear(source.head, rows: c.vocabSize, cols: c.dim, kind: "lm_head", layer: nil, spec: headSpec,
+                              site: SiteID(c.layerCount, .headInput))
         // The embedding follows the scheme too: its rows are looked up from the quantized matrix.
-        var embedding = model.weights.tokenEmbedding
+        var embedding = source.tokenEmbedding
         let embedSkipped = skippedTensors.contains("embed") || (c.tiedOutput && skippedTensors.contains("lm_head"))
         if let spec = headSpec, !embedSkipped {
             if c.tiedOutput, let q = head as? QuantizedLinear {
@@ -78,21 +130,26 @@ public enum SchemeBuilder {
                 embedding = try WeightQuantizer.quantize(embedding, rows: c.vocabSize, cols: c.dim, spec: spec).dequantized()
             }
         }
-        return RuntimeWeights(tokenEmbedding: embedding, layers: layers, outputNorm: model.weights.outputNorm, head: head)
+        return RuntimeWeights(tokenEmbedding: embedding, layers: layers, outputNorm: source.outputNorm, head: head)
     }
 
+    /// Refuses activation options this build cannot run.
+    static func checkActivations(_ a: ActivationQuant?) throws {
+        guard let a else { return }
+        if a.isStatic {
+            if a.format == .q8_0 { throw QuantDriftError.unsupported("scheme: q8_0 activations are dynamic; static ranges need a=int8,tensor,static") }
+            if case .group(let n) = a.granularity, n % 32 != 0 {
+                throw QuantDriftError.invalidInput("scheme: activation group size \(n) must be a multiple of 32")
+            }
+        } else {
+            _ = try activationQuantizer(a)
+        }
+    }
+
+    /// The dynamic activation quantizer of `a` (static ranges come from calibration per site).
     static func activationQuantizer(_ a: ActivationQuant?) throws -> ActivationQuantizer? {
         guard let a else { return nil }
         if a.format == .q8_0 { return ActivationQuantizer(.q8_0) }
-        if a.isStatic {
-            throw QuantDriftError.unsupported("scheme: static activation ranges need calibration, which is not built yet")
-        }
-        if a.smoothAlpha != nil {
-            throw QuantDriftError.unsupported("scheme: SmoothQuant (smooth=) is not built yet")
-        }
-        if a.outlierThreshold != nil {
-            throw QuantDriftError.unsupported("scheme: outlier channels (outlier=) are not built yet")
-        }
         switch a.granularity {
         case .token: return ActivationQuantizer(.dynamicPerRow)
         case .group(let n):

@@ -1,0 +1,454 @@
+import Foundation
+
+// MARK: - Sites
+
+/// One place where activations enter linear layers: a (layer, site) pair. The head input has
+/// layer index = layer count.
+public struct SiteID: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var layer: Int
+    public var site: LinearSite
+
+    public init(_ layer: Int, _ site: LinearSite) {
+        self.layer = layer
+        self.site = site
+    }
+
+    public static func < (a: SiteID, b: SiteID) -> Bool {
+        a.layer != b.layer ? a.layer < b.layer : a.site.order < b.site.order
+    }
+
+    public var description: String { "\(layer).\(site.rawValue)" }
+
+    /// Every site of a model, in forward order, with the width of its input.
+    public static func all(_ c: ModelConfig) -> [(id: SiteID, width: Int)] {
+        var out: [(SiteID, Int)] = []
+        for l in 0..<c.layerCount {
+            out.append((SiteID(l, .attentionInput), c.dim))
+            out.append((SiteID(l, .attentionOutput), c.qDim))
+            out.append((SiteID(l, .feedForwardInput), c.dim))
+            out.append((SiteID(l, .feedForwardDownInput), c.hiddenDim))
+        }
+        out.append((SiteID(c.layerCount, .headInput), c.dim))
+        return out
+    }
+}
+
+extension LinearSite {
+    var order: Int { LinearSite.allCases.firstIndex(of: self)! }
+}
+
+// MARK: - Histogram of |x|
+
+/// A histogram of |x| over [0, upper] in equal bins (values ≥ upper land in the last bin).
+public struct AbsHistogram: Sendable, Equatable {
+    /// Upper edge of the last bin.
+    public var upper: Float
+    /// Counts per bin (Double: exact up to 2⁵³).
+    public var counts: [Double]
+
+    public init(upper: Float, bins: Int = AbsHistogram.defaultBins) {
+        precondition(bins >= 1)
+        self.upper = upper
+        counts = [Double](repeating: 0, count: bins)
+    }
+
+    /// 2048 bins, as TensorRT's entropy calibration uses.
+    public static let defaultBins = 2048
+
+    public var bins: Int { counts.count }
+    public var binWidth: Double { Double(upper) / Double(counts.count) }
+    public var total: Double { counts.reduce(0, +) }
+
+    public mutating func add(_ values: some Sequence<Float>) {
+        let n = counts.count
+        let inv = upper > 0 ? Double(n) / Double(upper) : 0
+        for v in values {
+            let b = min(n - 1, Int(Double(abs(v)) * inv))
+            counts[max(0, b)] += 1
+        }
+    }
+
+    /// The value below which `p` percent of the counts lie, interpolated linearly inside its bin.
+    public func percentile(_ p: Double) -> Float {
+        let tot = total
+        guard tot > 0 else { return 0 }
+        let target = p / 100 * tot
+        var cum = 0.0
+        for (i, c) in counts.enumerated() {
+            if cum + c >= target && c > 0 {
+                let frac = min(1, max(0, (target - cum) / c))
+                return Float((Double(i) + frac) * binWidth)
+            }
+            cum += c
+        }
+        return upper
+    }
+}
+
+// MARK: - Per-site statistics
+
+/// What calibration and profiling know about the activations of one site: moments of x, max |x|
+/// overall and per input channel, and (after a second pass) a histogram of |x|.
+public struct SiteStatistics: Sendable {
+    public var id: SiteID
+    /// Input channels.
+    public var width: Int
+    /// Elements seen (rows × width).
+    public var count: Int
+    /// Σx, Σx², Σx³, Σx⁴ over all elements.
+    public var sum: Double
+    public var sumSquares: Double
+    public var sumCubes: Double
+    public var sumFourth: Double
+    /// max |x| over the tensor.
+    public var maxAbs: Float
+    /// max |x| per input channel, (width).
+    public var channelMaxAbs: [Float]
+    /// |x| histograms from a histogram pass: one for the tensor, or one per group of
+    /// `histogramGroupSize` channels; empty when no histogram pass ran.
+    public var histograms: [AbsHistogram]
+    public var histogramGroupSize: Int?
+
+    /// The tensor's |x| histogram (nil without a histogram pass or when it was made per group).
+    public var histogram: AbsHistogram? { histogramGroupSize == nil ? histograms.first : nil }
+
+    public var mean: Double { count > 0 ? sum / Double(count) : 0 }
+    public var variance: Double {
+        guard count > 0 else { return 0 }
+        let m = mean
+        return max(0, sumSquares / Double(count) - m * m)
+    }
+
+    /// Pearson kurtosis E[(x−μ)⁴]/σ⁴ (3 for a Gaussian; large when a few values dominate).
+    public var kurtosis: Double {
+        guard count > 0 else { return 0 }
+        let n = Double(count), m = mean
+        let e2 = sumSquares / n, e3 = sumCubes / n, e4 = sumFourth / n
+        let m4 = e4 - 4 * m * e3 + 6 * m * m * e2 - 3 * m * m * m * m
+        let v = variance
+        return v > 0 ? m4 / (v * v) : 0
+    }
+
+    /// Channels whose max |x| exceeds `factor` × the median channel max (ascending ids).
+    public func outlierChannels(factor: Float = 6) -> [Int] {
+        let sorted = channelMaxAbs.sorted()
+        guard !sorted.isEmpty else { return [] }
+        let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        return channelMaxAbs.indices.filter { channelMaxAbs[$0] > factor * median }
+    }
+}
+
+/// Statistics of every site of a model over a calibration set.
+public struct ActivationStatistics: Sendable {
+    /// In forward order (`SiteID` order).
+    public var sites: [SiteStatistics]
+    /// Tokens run through the model.
+    public var tokenCount: Int
+
+    public subscript(id: SiteID) -> SiteStatistics? { sites.first { $0.id == id } }
+
+    /// Per-channel max |x| by site.
+    public var channelMaxAbs: [SiteID: [Float]] {
+        Dictionary(uniqueKeysWithValues: sites.map { ($0.id, $0.channelMaxAbs) })
+    }
+
+    /// What a histogram pass covers at one site: the range [0, upper] (per group of channels when
+    /// `groupSize` is set) and channels to leave out.
+    public struct HistogramPlan: Sendable {
+        /// One upper edge for the tensor, or one per group.
+        public var uppers: [Float]
+        /// Channels per group (the last group may be shorter), or nil for one histogram per tensor.
+        public var groupSize: Int?
+        /// Channels not counted (e.g. LLM.int8() outliers kept in FP32), or nil for all.
+        public var excluded: [Bool]?
+
+        public init(upper: Float, excluded: [Bool]? = nil) {
+            uppers = [upper]
+            groupSize = nil
+            self.excluded = excluded
+        }
+
+        public init(groupUppers: [Float], groupSize: Int, excluded: [Bool]? = nil) {
+            uppers = groupUppers
+            self.groupSize = groupSize
+            self.excluded = excluded
+        }
+    }
+
+    /// Runs `weights` (default: the model's FP32 weights) over every sequence of `data` and gathers
+    /// moments and per-channel maxima at every site; with `histograms`, also a histogram of |x|
+    /// (`bins` bins over each plan's range) at the sites it names.
+    public static func collect(model: Model, weights: RuntimeWeights? = nil, data: CalibrationSet,
+                               histograms: [SiteID: HistogramPlan]? = nil, bins: Int = AbsHistogram.defaultBins,
+                               progress: ((Int, Int) -> Void)? = nil) throws -> ActivationStatistics {
+        let c = model.config
+        guard let longest = data.sequences.map(\.count).max(), longest >= 1 else {
+            throw QuantDriftError.invalidInput("\(data.source): calibration data has no tokens")
+        }
+        guard longest <= c.contextLength else {
+            throw QuantDriftError.invalidInput("\(data.source): calibration sequences of \(longest) tokens exceed the context length \(c.contextLength)")
+        }
+        let collector = StatisticsCollector(config: c, histograms: histograms, bins: bins)
+        let t = try Transformer(model: model, contextLength: longest, maxBatch: longest, allLogits: true, weights: weights)
+        t.observer = collector
+        for (i, seq) in data.sequences.enumerated() {
+            t.reset()
+            // All rows' logits so that the head input is observed at every position.
+            try t.forward(seq, logits: .all)
+            progress?(i + 1, data.sequences.count)
+        }
+        t.observer = nil
+        return ActivationStatistics(sites: collector.result(), tokenCount: data.tokenCount)
+    }
+}
+
+/// The observer behind `ActivationStatistics.collect`: running sums in raw buffers per site.
+final class StatisticsCollector: ActivationObserver {
+    final class Accumulator {
+        let id: SiteID
+        let width: Int
+        var count = 0
+        var s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0
+        let channelMax: UnsafeMutablePointer<Float>
+        let plan: ActivationStatistics.HistogramPlan?
+        /// (groups, bins) counts.
+        let hist: UnsafeMutablePointer<Double>?
+        let bins: Int
+        /// Channels per histogram (the width when per tensor).
+        let groupSize: Int
+        let groups: Int
+        let excluded: UnsafeMutablePointer<Bool>?
+
+        init(id: SiteID, width: Int, plan: ActivationStatistics.HistogramPlan?, bins: Int) {
+            self.id = id
+            self.width = width
+            self.plan = plan
+            self.bins = bins
+            groupSize = max(1, min(plan?.groupSize ?? width, width))
+            groups = (width + groupSize - 1) / groupSize
+            channelMax = .allocate(capacity: width)
+            channelMax.initialize(repeating: 0, count: width)
+            if let plan {
+                precondition(plan.uppers.count == groups, "histogram plan of \(plan.uppers.count) ranges for \(groups) groups")
+                hist = .allocate(capacity: groups * bins)
+                hist!.initialize(repeating: 0, count: groups * bins)
+                if let ex = plan.excluded {
+                    precondition(ex.count == width)
+                    excluded = .allocate(capacity: width)
+                    for j in 0..<width { excluded![j] = ex[j] }
+                } else {
+                    excluded = nil
+                }
+            } else {
+                hist = nil
+                excluded = nil
+            }
+        }
+
+        deinit {
+            channelMax.deallocate()
+            hist?.deallocate()
+            excluded?.deallocate()
+        }
+
+        func add(_ x: UnsafePointer<Float>, rows: Int) {
+            let w = width
+            var a1 = 0.0, a2 = 0.0, a3 = 0.0, a4 = 0.0
+            for r in 0..<rows {
+                let xr = x + r * w
+                // Per-row partial sums in Float pairs would lose x⁴ precision: stay in Double.
+                for j in 0..<w {
+                    let v = xr[j]
+                    let a = abs(v)
+                    if a > channelMax[j] || a.isNaN { channelMax[j] = a.isNaN ? .infinity : a }
+                    let d = Double(v), d2 = d * d
+                    a1 += d
+                    a2 += d2
+                    a3 += d2 * d
+                    a4 += d2 * d2
+                }
+            }
+            s1 += a1; s2 += a2; s3 += a3; s4 += a4
+            count += rows * w
+            guard let hist, let plan else { return }
+            let n = bins, gs = groupSize
+            for gi in 0..<groups {
+                let upper = plan.uppers[gi]
+                let inv = upper > 0 ? Float(n) / upper : 0
+                let h = hist + gi * n
+                let lo = gi * gs, hi = min(w, lo + gs)
+                for r in 0..<rows {
+                    let xr = x + r * w
+                    if let excluded {
+                        for j in lo..<hi where !excluded[j] {
+                            h[Int(min(Float(n - 1), abs(xr[j]) * inv))] += 1
+                        }
+                    } else {
+                        for j in lo..<hi {
+                            h[Int(min(Float(n - 1), abs(xr[j]) * inv))] += 1
+                        }
+                    }
+                }
+            }
+        }
+
+        func statistics() -> SiteStatistics {
+            let cm = Array(UnsafeBufferPointer(start: channelMax, count: width))
+            var hs: [AbsHistogram] = []
+            if let hist, let plan {
+                for gi in 0..<groups {
+                    var h = AbsHistogram(upper: plan.uppers[gi], bins: bins)
+                    h.counts = Array(UnsafeBufferPointer(start: hist + gi * bins, count: bins))
+                    hs.append(h)
+                }
+            }
+            return SiteStatistics(id: id, width: width, count: count, sum: s1, sumSquares: s2, sumCubes: s3, sumFourth: s4,
+                                  maxAbs: cm.max() ?? 0, channelMaxAbs: cm, histograms: hs,
+                                  histogramGroupSize: plan?.groupSize)
+        }
+    }
+
+    let config: ModelConfig
+    private var accumulators: [SiteID: Accumulator] = [:]
+
+    init(config: ModelConfig, histograms: [SiteID: ActivationStatistics.HistogramPlan]?, bins: Int) {
+        self.config = config
+        for (id, width) in SiteID.all(config) {
+            accumulators[id] = Accumulator(id: id, width: width, plan: histograms?[id], bins: bins)
+        }
+    }
+
+    func observe(layer: Int, site: LinearSite, x: UnsafePointer<Float>, rows: Int, width: Int) {
+        guard let acc = accumulators[SiteID(layer, site)], acc.width == width else { return }
+        acc.add(x, rows: rows)
+    }
+
+    func result() -> [SiteStatistics] {
+        accumulators.values.map { $0.statistics() }.sorted { $0.id < $1.id }
+    }
+}
+
+// MARK: - Range calibration
+
+/// Turns the |x| histogram of a tensor into one clip threshold T for symmetric int8
+/// (scale T/127): minmax, percentile, MSE-optimal, or TensorRT's entropy (KL) method.
+public enum RangeCalibration {
+    /// Positive int8 levels (codes 1…127 plus zero).
+    public static let int8Max: Double = 127
+
+    public static func threshold(_ method: CalibrationMethod, histogram: AbsHistogram, maxAbs: Float) -> Float {
+        let t: Float
+        switch method {
+        case .minmax: t = maxAbs
+        case .percentile(let p): t = min(maxAbs, histogram.percentile(p))
+        case .mse: t = mseThreshold(histogram)
+        case .entropy: t = entropyThreshold(histogram)
+        }
+        // A tensor that is all zeros still needs a usable (positive) scale.
+        return t > 0 && t.isFinite ? t : (maxAbs > 0 && maxAbs.isFinite ? maxAbs : 1)
+    }
+
+    /// ∫₀ᵘ (s − round(s))² ds for u ≥ 0, in units of the quantization step.
+    @inline(__always)
+    static func sawtoothIntegral(_ u: Double) -> Double {
+        let k = u.rounded(.toNearestOrAwayFromZero)
+        let r = u - k
+        return k / 12 + r * r * r / 3
+    }
+
+    /// Expected squared error per element of symmetric int8 with clip threshold `t` (step t/127),
+    /// each bin's values taken as uniform over the bin: rounding error below t, clipping error above.
+    public static func expectedSquaredError(_ h: AbsHistogram, threshold t: Double) -> Double {
+        let w = h.binWidth
+        let step = t / int8Max
+        guard step > 0 else { return .infinity }
+        var err = 0.0
+        for (i, n) in h.counts.enumerated() where n > 0 {
+            let a = Double(i) * w, b = a + w
+            // Part of the bin below the threshold: rounding error.
+            let hi = min(b, t)
+            if hi > a {
+                let e = step * step * step * (sawtoothIntegral(hi / step) - sawtoothIntegral(a / step))
+                err += n * e / w
+            }
+            // Part above: (x − t)², integrated over [max(a, t), b].
+            let lo = max(a, t)
+            if b > lo {
+                let e = (pow(b - t, 3) - pow(lo - t, 3)) / 3
+                err += n * e / w
+            }
+        }
+        let tot = h.total
+        return tot > 0 ? err / tot : 0
+    }
+
+    /// The bin edge (from 1 bin up to all of them) minimising `expectedSquaredError`.
+    public static func mseThreshold(_ h: AbsHistogram) -> Float {
+        var best = Double.infinity, bestT = Double(h.upper)
+        let w = h.binWidth
+        for i in 1...h.bins {
+            let t = Double(i) * w
+            let e = expectedSquaredError(h, threshold: t)
+            if e < best {
+                best = e
+                bestT = t
+            }
+        }
+        return Float(bestT)
+    }
+
+    /// TensorRT's entropy calibration: for every candidate i ≥ `levels` bins, the reference P is
+    /// the first i bins with the mass beyond folded into the last; the candidate Q merges those i
+    /// bins (without the folded mass) into `levels` levels and spreads each level evenly over the
+    /// bins where P is non-zero. The threshold is the upper edge of the i minimising KL(P‖Q).
+    /// O(bins × levels) through prefix sums.
+    public static func entropyThreshold(_ h: AbsHistogram, levels: Int = 128) -> Float {
+        let n = h.bins
+        guard n > levels else { return h.upper }
+        let b = h.counts
+        var cum = [Double](repeating: 0, count: n + 1)      // Σ b
+        var nz = [Double](repeating: 0, count: n + 1)       // non-zero bins
+        var blogb = [Double](repeating: 0, count: n + 1)    // Σ b log b
+        for i in 0..<n {
+            cum[i + 1] = cum[i] + b[i]
+            nz[i + 1] = nz[i] + (b[i] > 0 ? 1 : 0)
+            blogb[i + 1] = blogb[i] + (b[i] > 0 ? b[i] * log(b[i]) : 0)
+        }
+        let total = cum[n]
+        guard total > 0 else { return h.upper }
+        let logZ = log(total)
+        var best = Double.infinity, bestI = n
+        for i in levels...n {
+            let outliers = total - cum[i]
+            let last = b[i - 1] + outliers
+            // Σ p log p over the first i−1 bins, plus the last (folded) bin.
+            var plogp = (blogb[i - 1] - cum[i - 1] * logZ) / total
+            if last > 0 { plogp += last / total * (log(last) - logZ) }
+            // Σ p log q, one level at a time.
+            let zq = cum[i]
+            guard zq > 0 else { continue }
+            let merged = i / levels
+            var plogq = 0.0
+            for j in 0..<levels {
+                let s = j * merged, e = j == levels - 1 ? i : s + merged
+                let qj = cum[e] - cum[s]
+                var nonzero = nz[e] - nz[s]
+                var pj = qj
+                if j == levels - 1 {
+                    pj += outliers
+                    if b[i - 1] == 0 && last > 0 { nonzero += 1 }
+                }
+                guard pj > 0 else { continue }
+                // An empty level under folded mass: smooth with half a count rather than log 0.
+                let q = max(qj, 0.5) / (nonzero * zq)
+                plogq += pj / total * log(q)
+            }
+            let kl = plogp - plogq
+            if kl < best {
+                best = kl
+                bestI = i
+            }
+        }
+        return Float(Double(bestI) * h.binWidth)
+    }
+}
