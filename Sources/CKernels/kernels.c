@@ -127,6 +127,14 @@ static void group_sums(const float *x, int in, int group, float *xs) {
 // 8 int8 codes → 8 floats.
 #define I8X8(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
 
+// Software prefetch distance in row blocks. A block of 4 rows is one contiguous span; while it is
+// multiplied, the span PREFETCH_BLOCKS blocks ahead is requested one cache line per inner step.
+// Without it the 4 interleaved row streams ran at ~6 GB/s from DRAM (half the streaming read
+// bandwidth); with it the int8 kernel doubles (measured on the 211 decode matrices of
+// SmolLM2-135M: 5.8 → 11-16 GMAC/s).
+#define PREFETCH_BLOCKS 2
+#define PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+
 ATTR_AVX2 static void gemv_i8_f32_avx2(const int8_t *codes, const float *scales, const float *mins, int group,
                                        int out, int in, const float *x, float *y) {
     const int ng = groups_of(in, group);
@@ -136,11 +144,14 @@ ATTR_AVX2 static void gemv_i8_f32_avx2(const int8_t *codes, const float *scales,
     int o = 0;
     for (; o + 4 <= out; o += 4) {
         const int8_t *w0 = codes + (size_t)o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
+        // 64 bytes of this block are read per step of 16: fetch as much of the block ahead.
+        const int8_t *ahead = o + 4 * (PREFETCH_BLOCKS + 1) <= out ? w0 + (size_t)4 * PREFETCH_BLOCKS * in : NULL;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int lo = 0; lo < fast; lo += group) {
             // Eight independent FMA chains (4 rows × 2 halves) keep both FMA pipes busy.
             __m256 d0 = _mm256_setzero_ps(), d1 = d0, d2 = d0, d3 = d0, e0 = d0, e1 = d0, e2 = d0, e3 = d0;
             for (int i = lo; i < lo + group; i += 16) {
+                if (ahead) PREFETCH(ahead + 4 * i);
                 const __m256 xv = _mm256_loadu_ps(x + i), xw = _mm256_loadu_ps(x + i + 8);
                 d0 = _mm256_fmadd_ps(I8X8(w0 + i), xv, d0);
                 d1 = _mm256_fmadd_ps(I8X8(w1 + i), xv, d1);
@@ -192,15 +203,29 @@ ATTR_AVX2 static void gemv_i8_f32_avx2(const int8_t *codes, const float *scales,
     }
 }
 
-// 32 packed 4-bit codes → four vectors of 8 floats (elements 0-7, 8-15, 16-23, 24-31).
-ATTR_AVX2 static inline void u4x32(const uint8_t *p, __m256 *f0, __m256 *f1, __m256 *f2, __m256 *f3) {
-    const __m128i b = _mm_loadu_si128((const __m128i *)p);
-    const __m128i lo4 = _mm_and_si128(b, _mm_set1_epi8(15));
-    const __m128i hi4 = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
-    *f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo4));
-    *f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo4, 8)));
-    *f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi4));
-    *f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi4, 8)));
+// Four rows at a time (each activation load feeds four weight rows). A 16-byte block of 32 codes
+// is widened 8 bytes at a time to 32-bit lanes, whose low and high nibbles are then the codes of
+// elements j and j+16: one widening per 16 codes instead of a mask, a shift and four widenings of
+// the 16 bytes (in cache: 8.6 → 12.2 GMAC/s). Two FMA chains per row; x is read from L1 as a
+// memory operand so the eight accumulators stay in registers.
+#define U4_ROW(W, A, B, X) {                                                                    \
+        const __m256i e_ = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(W)));         \
+        const __m256i f_ = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((W) + 8)));   \
+        A = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(e_, m15)), _mm256_loadu_ps(X), A);       \
+        B = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(f_, m15)), _mm256_loadu_ps((X) + 8), B); \
+        A = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(e_, 4)), _mm256_loadu_ps((X) + 16), A); \
+        B = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(f_, 4)), _mm256_loadu_ps((X) + 24), B); }
+
+// The partial last group (or groups not of 32-multiples) of one row, scalar.
+static inline float u4_tail(const uint8_t *w, const float *scales, int group, int fast, int in, const float *x) {
+    float r = 0;
+    for (int lo = fast; lo < in; lo += group) {
+        const int hi = lo + group < in ? lo + group : in;
+        float d = 0;
+        for (int i = lo; i < hi; i++) d += (float)u4_code(w, i) * x[i];
+        r += scales[lo / group] * d;
+    }
+    return r;
 }
 
 ATTR_AVX2 static void gemv_u4_f32_avx2(const uint8_t *packed, const float *scales, const float *mins, int group,
@@ -210,67 +235,46 @@ ATTR_AVX2 static void gemv_u4_f32_avx2(const uint8_t *packed, const float *scale
     if (mins) group_sums(x, in, group, xs);
     const size_t rowBytes = (size_t)((in + 31) / 32) * 16;
     const int fast = (group % 32 == 0) ? in - in % group : 0;
+    const __m256i m15 = _mm256_set1_epi32(15);
     int o = 0;
-    for (; o + 2 <= out; o += 2) {
-        const uint8_t *w0 = packed + (size_t)o * rowBytes, *w1 = w0 + rowBytes;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    for (; o + 4 <= out; o += 4) {
+        const uint8_t *w0 = packed + (size_t)o * rowBytes, *w1 = w0 + rowBytes, *w2 = w1 + rowBytes, *w3 = w2 + rowBytes;
+        const uint8_t *ahead = o + 4 * (PREFETCH_BLOCKS + 1) <= out ? w0 + 4 * PREFETCH_BLOCKS * rowBytes : NULL;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int lo = 0; lo < fast; lo += group) {
-            // Four accumulators per row so the FMAs of one block do not wait on each other.
-            __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, q0 = p0, q1 = p0, q2 = p0, q3 = p0;
+            __m256 p0 = _mm256_setzero_ps(), p1 = p0, q0 = p0, q1 = p0, r0 = p0, r1 = p0, s0 = p0, s1 = p0;
             for (int i = lo; i < lo + group; i += 32) {
-                const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
-                const __m256 x2 = _mm256_loadu_ps(x + i + 16), x3 = _mm256_loadu_ps(x + i + 24);
-                __m256 f0, f1, f2, f3;
-                u4x32(w0 + (i >> 5) * 16, &f0, &f1, &f2, &f3);
-                p0 = _mm256_fmadd_ps(f0, x0, p0); p1 = _mm256_fmadd_ps(f1, x1, p1);
-                p2 = _mm256_fmadd_ps(f2, x2, p2); p3 = _mm256_fmadd_ps(f3, x3, p3);
-                u4x32(w1 + (i >> 5) * 16, &f0, &f1, &f2, &f3);
-                q0 = _mm256_fmadd_ps(f0, x0, q0); q1 = _mm256_fmadd_ps(f1, x1, q1);
-                q2 = _mm256_fmadd_ps(f2, x2, q2); q3 = _mm256_fmadd_ps(f3, x3, q3);
+                const int b = (i >> 5) * 16;
+                if (ahead) PREFETCH(ahead + 4 * b);
+                U4_ROW(w0 + b, p0, p1, x + i)
+                U4_ROW(w1 + b, q0, q1, x + i)
+                U4_ROW(w2 + b, r0, r1, x + i)
+                U4_ROW(w3 + b, s0, s1, x + i)
             }
-            const __m256 d0 = _mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3));
-            const __m256 d1 = _mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3));
             const int g = lo / group;
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)o * ng + g]), d0, a0);
-            a1 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 1) * ng + g]), d1, a1);
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 0) * ng + g]), _mm256_add_ps(p0, p1), a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 1) * ng + g]), _mm256_add_ps(q0, q1), a1);
+            a2 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 2) * ng + g]), _mm256_add_ps(r0, r1), a2);
+            a3 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 3) * ng + g]), _mm256_add_ps(s0, s1), a3);
         }
-        float r[2] = {hsum256(a0), hsum256(a1)};
-        const uint8_t *ws[2] = {w0, w1};
-        for (int k = 0; k < 2; k++) {
-            for (int lo = fast; lo < in; lo += group) {
-                const int hi = lo + group < in ? lo + group : in;
-                float d = 0;
-                for (int i = lo; i < hi; i++) d += (float)u4_code(ws[k], i) * x[i];
-                r[k] += scales[(size_t)(o + k) * ng + lo / group] * d;
-            }
-            if (mins) r[k] += min_term(mins + (size_t)(o + k) * ng, xs, ng);
-            y[o + k] = r[k];
+        const float r[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
+        for (int k = 0; k < 4; k++) {
+            float v = r[k] + u4_tail(w0 + k * rowBytes, scales + (size_t)(o + k) * ng, group, fast, in, x);
+            if (mins) v += min_term(mins + (size_t)(o + k) * ng, xs, ng);
+            y[o + k] = v;
         }
     }
     for (; o < out; o++) {
         const uint8_t *w = packed + (size_t)o * rowBytes;
         __m256 acc = _mm256_setzero_ps();
         for (int lo = 0; lo < fast; lo += group) {
-            __m256 d = _mm256_setzero_ps();
-            for (int i = lo; i < lo + group; i += 32) {
-                __m256 f0, f1, f2, f3;
-                u4x32(w + (i >> 5) * 16, &f0, &f1, &f2, &f3);
-                d = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x + i), d);
-                d = _mm256_fmadd_ps(f1, _mm256_loadu_ps(x + i + 8), d);
-                d = _mm256_fmadd_ps(f2, _mm256_loadu_ps(x + i + 16), d);
-                d = _mm256_fmadd_ps(f3, _mm256_loadu_ps(x + i + 24), d);
-            }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)o * ng + lo / group]), d, acc);
+            __m256 p0 = _mm256_setzero_ps(), p1 = p0;
+            for (int i = lo; i < lo + group; i += 32) U4_ROW(w + (i >> 5) * 16, p0, p1, x + i)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)o * ng + lo / group]), _mm256_add_ps(p0, p1), acc);
         }
-        float r = hsum256(acc);
-        for (int lo = fast; lo < in; lo += group) {
-            const int hi = lo + group < in ? lo + group : in;
-            float d = 0;
-            for (int i = lo; i < hi; i++) d += (float)u4_code(w, i) * x[i];
-            r += scales[(size_t)o * ng + lo / group] * d;
-        }
-        if (mins) r += min_term(mins + (size_t)o * ng, xs, ng);
-        y[o] = r;
+        float v = hsum256(acc) + u4_tail(w, scales + (size_t)o * ng, group, fast, in, x);
+        if (mins) v += min_term(mins + (size_t)o * ng, xs, ng);
+        y[o] = v;
     }
 }
 
