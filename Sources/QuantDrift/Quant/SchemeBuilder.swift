@@ -43,8 +43,7 @@ public enum SchemeBuilder {
                 if let act { return ActivationOnlyLinear(base: dense, activations: act) }
                 return dense
             }
-            let m = try WeightQuantizer.quantize(w, rows: rows, cols: cols, spec: spec)
-            return try QuantizedLinear(m, activations: act)
+            return try WeightQuantizer.layer(w, rows: rows, cols: cols, spec: spec, activations: act)
         }
 
         let ws = scheme.weights
@@ -72,10 +71,10 @@ public enum SchemeBuilder {
         var embedding = model.weights.tokenEmbedding
         let embedSkipped = skippedTensors.contains("embed") || (c.tiedOutput && skippedTensors.contains("lm_head"))
         if let spec = headSpec, !embedSkipped {
-            if c.tiedOutput, let q = head as? QuantizedLinear {
-                embedding = q.matrix.dequantized()
+            if c.tiedOutput, let q = head as? any DequantizableLinear {
+                embedding = q.dequantizedWeight()
             } else {
-                embedding = try WeightQuantizer.quantize(embedding, rows: c.vocabSize, cols: c.dim, spec: spec).dequantized()
+                embedding = try WeightQuantizer.layer(embedding, rows: c.vocabSize, cols: c.dim, spec: spec).dequantizedWeight()
             }
         }
         return RuntimeWeights(tokenEmbedding: embedding, layers: layers, outputNorm: model.weights.outputNorm, head: head)
