@@ -35,6 +35,9 @@ public enum SchemeBuilder {
         for l in skippedLayers where l >= c.layerCount {
             throw QuantDriftError.invalidInput("scheme: skip layer \(l) but the model has \(c.layerCount) layers")
         }
+        // GPTQ and AWQ run the FP32 model over the calibration data first (AWQ also rescales).
+        let calibrated = try CalibratedWeights(model: model, spec: scheme.weights, calibration: calibration)
+        let source = calibrated?.weights ?? model.weights
 
         func linear(_ w: [Float], rows: Int, cols: Int, kind: String, layer: Int?, spec: WeightQuant?) throws -> any LinearLayer {
             let dense = DenseLinear(weight: w, outDim: rows, inDim: cols)
@@ -42,6 +45,9 @@ public enum SchemeBuilder {
             guard let spec else {
                 if let act { return ActivationOnlyLinear(base: dense, activations: act) }
                 return dense
+            }
+            if let m = try calibrated?.quantize(w, rows: rows, cols: cols, kind: kind, layer: layer, spec: spec) {
+                return try QuantizedLinear(m, activations: act)
             }
             return try WeightQuantizer.layer(w, rows: rows, cols: cols, spec: spec, activations: act)
         }
@@ -53,7 +59,7 @@ public enum SchemeBuilder {
             headSpec = WeightQuant(format: .q8_0, granularity: .group(32), symmetric: true, method: .rtn)
         }
         var layers: [RuntimeLayer] = []
-        for (i, l) in model.weights.layers.enumerated() {
+        for (i, l) in source.layers.enumerated() {
             layers.append(RuntimeLayer(
                 attnNorm: l.attnNorm,
                 wq: try linear(l.wq, rows: c.qDim, cols: c.dim, kind: "attn_q", layer: i, spec: ws),
