@@ -39,6 +39,8 @@ struct KernelTests {
         Case(bits: 8, group: 32, symmetric: true), Case(bits: 4, group: nil, symmetric: true),
         Case(bits: 4, group: 32, symmetric: true), Case(bits: 4, group: 64, symmetric: false),
         Case(bits: 3, group: 32, symmetric: false), Case(bits: 2, group: 32, symmetric: true),
+        // Groups that do not divide the row: the partial last group runs in SIMD, then a scalar tail.
+        Case(bits: 4, group: 128, symmetric: true), Case(bits: 8, group: 128, symmetric: false),
     ]
 
     @Test(arguments: cases, sizes)
@@ -64,6 +66,43 @@ struct KernelTests {
             let want = ReferenceKernels.gemv(m, Array(x3[(r * cols)..<((r + 1) * cols)]))
             for i in 0..<rows { #expect(abs(y3[r * rows + i] - want[i]) <= 1e-5 * max(1, abs(want[i]))) }
         }
+    }
+
+    /// Each output row is computed the same way whether it sits in a block of rows or alone, so
+    /// any split of the rows (e.g. over threads) gives bitwise the same result.
+    @Test(arguments: cases)
+    func floatActivationRowsDoNotDependOnTheirBlock(c: Case) {
+        let rows = 11, cols = 577
+        let w = Self.random(rows * cols, seed: 8)
+        let m = WeightQuantizer.uniform(w, rows: rows, cols: cols, bits: c.bits, group: min(c.group ?? cols, cols),
+                                        sharedAcrossRows: false, symmetric: c.symmetric)
+        let x = Self.random(cols, seed: 9)
+        let ng = m.groupsPerRow
+        var all = [Float](repeating: 0, count: rows)
+        var one = [Float](repeating: 0, count: rows)
+        m.scales.withUnsafeBufferPointer { s in
+            withOptionalPointer(m.mins) { mn in
+                switch m.codes {
+                case .int8(let q):
+                    q.withUnsafeBufferPointer { qp in
+                        qd_gemv_i8_f32(qp.baseAddress, s.baseAddress, mn, Int32(m.groupSize), Int32(rows), Int32(cols), x, &all)
+                        for r in 0..<rows {
+                            qd_gemv_i8_f32(qp.baseAddress! + r * cols, s.baseAddress! + r * ng, mn.map { $0 + r * ng },
+                                           Int32(m.groupSize), 1, Int32(cols), x, &one[r])
+                        }
+                    }
+                case .nibbles(let q):
+                    q.withUnsafeBufferPointer { qp in
+                        qd_gemv_u4_f32(qp.baseAddress, s.baseAddress, mn, Int32(m.groupSize), Int32(rows), Int32(cols), x, &all)
+                        for r in 0..<rows {
+                            qd_gemv_u4_f32(qp.baseAddress! + r * m.nibbleRowBytes, s.baseAddress! + r * ng, mn.map { $0 + r * ng },
+                                           Int32(m.groupSize), 1, Int32(cols), x, &one[r])
+                        }
+                    }
+                }
+            }
+        }
+        #expect(all.map(\.bitPattern) == one.map(\.bitPattern), "\(c)")
     }
 
     @Test(arguments: cases, [1, 31, 64, 577])

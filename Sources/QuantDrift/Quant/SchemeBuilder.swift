@@ -37,9 +37,14 @@ public enum SchemeBuilder {
         for l in skippedLayers where l >= c.layerCount {
             throw QuantDriftError.invalidInput("scheme: skip layer \(l) but the model has \(c.layerCount) layers")
         }
+        if let w = scheme.weights, w.method != .rtn, scheme.activations?.smoothAlpha != nil {
+            throw QuantDriftError.unsupported("scheme: \(w.method.rawValue) together with SmoothQuant is not supported")
+        }
+        // GPTQ and AWQ run the FP32 model over the calibration data first (AWQ also rescales).
+        let calibrated = try CalibratedWeights(model: model, spec: scheme.weights, calibration: calibration)
 
         // Calibration: SmoothQuant factors folded into the FP32 weights, outlier channels, static scales.
-        var source = model.weights
+        var source = calibrated?.weights ?? model.weights
         var plan = ActivationPlan.none
         var staticScales: [SiteID: SiteCalibration] = [:]
         if let a = scheme.activations, a.needsCalibration {
@@ -87,8 +92,10 @@ public enum SchemeBuilder {
                     if let act { return ActivationOnlyLinear(base: d, activations: act) }
                     return d
                 }
-                let m = try WeightQuantizer.quantize(w, rows: rows, cols: cols, spec: spec)
-                return try QuantizedLinear(m, activations: act)
+                if let m = try calibrated?.quantize(w, rows: rows, cols: cols, kind: kind, layer: layer, spec: spec) {
+                    return try QuantizedLinear(m, activations: act)
+                }
+                return try WeightQuantizer.layer(w, rows: rows, cols: cols, spec: spec, activations: act)
             }
             if let channels = plan.outliers[site], act != nil {
                 return try OutlierLinear(weight: w, outDim: rows, inDim: cols, channels: channels, makeInner: build)
@@ -124,10 +131,10 @@ public enum SchemeBuilder {
         var embedding = source.tokenEmbedding
         let embedSkipped = skippedTensors.contains("embed") || (c.tiedOutput && skippedTensors.contains("lm_head"))
         if let spec = headSpec, !embedSkipped {
-            if c.tiedOutput, let q = head as? QuantizedLinear {
-                embedding = q.matrix.dequantized()
+            if c.tiedOutput, let q = head as? any DequantizableLinear {
+                embedding = q.dequantizedWeight()
             } else {
-                embedding = try WeightQuantizer.quantize(embedding, rows: c.vocabSize, cols: c.dim, spec: spec).dequantized()
+                embedding = try WeightQuantizer.layer(embedding, rows: c.vocabSize, cols: c.dim, spec: spec).dequantizedWeight()
             }
         }
         return RuntimeWeights(tokenEmbedding: embedding, layers: layers, outputNorm: source.outputNorm, head: head)

@@ -4,23 +4,40 @@ public enum WeightQuantizer {
     public static func quantize(_ w: [Float], rows: Int, cols: Int, spec: WeightQuant) throws -> QuantizedMatrix {
         switch spec.format {
         case .int8, .int4, .int3, .int2:
-            let group: Int
-            switch spec.granularity {
-            case .tensor, .channel: group = cols
-            case .group(let n): group = min(n, cols)
-            case .token: throw QuantDriftError.invalidInput("scheme: weights cannot be quantized per token")
-            }
-            guard group == cols || group % 32 == 0 else {
-                throw QuantDriftError.invalidInput("scheme: weight group size \(group) must be a multiple of 32 (or the whole row, \(cols))")
-            }
+            let group = try uniformGroup(spec, cols: cols)
             return uniform(w, rows: rows, cols: cols, bits: spec.format.bits, group: group,
                            sharedAcrossRows: spec.granularity == .tensor, symmetric: spec.symmetric)
         case .q8_0: return blockQ8_0(w, rows: rows, cols: cols)
         case .q4_0: return blockQ4_0(w, rows: rows, cols: cols)
         case .q4_1: return blockQ4_1(w, rows: rows, cols: cols)
         default:
-            throw QuantDriftError.unsupported("scheme: \(spec.format.rawValue) weights have no integer kernel; they are emulated through value tables")
+            throw QuantDriftError.unsupported("scheme: \(spec.format.rawValue) weights have no integer kernel; they are emulated through value tables (quantizeTable)")
         }
+    }
+
+    /// A weight layer of any format: integer formats on their kernels (`QuantizedLinear`),
+    /// emulated formats through their value tables (`TableLinear`).
+    public static func layer(_ w: [Float], rows: Int, cols: Int, spec: WeightQuant,
+                             activations: ActivationQuantizer? = nil) throws -> any DequantizableLinear {
+        if spec.format.isEmulated {
+            return TableLinear(try quantizeTable(w, rows: rows, cols: cols, spec: spec), activations: activations)
+        }
+        return try QuantizedLinear(quantize(w, rows: rows, cols: cols, spec: spec), activations: activations)
+    }
+
+    /// The group size of a uniform integer weight spec on rows of `cols` (the whole row for
+    /// tensor and channel granularity).
+    static func uniformGroup(_ spec: WeightQuant, cols: Int) throws -> Int {
+        let group: Int
+        switch spec.granularity {
+        case .tensor, .channel: group = cols
+        case .group(let n): group = min(n, cols)
+        case .token: throw QuantDriftError.invalidInput("scheme: weights cannot be quantized per token")
+        }
+        guard group == cols || group % 32 == 0 else {
+            throw QuantDriftError.invalidInput("scheme: weight group size \(group) must be a multiple of 32 (or the whole row, \(cols))")
+        }
+        return group
     }
 
     // MARK: Uniform integer, round to nearest
@@ -31,67 +48,32 @@ public enum WeightQuantizer {
     public static func uniform(_ w: [Float], rows: Int, cols: Int, bits: Int, group: Int,
                                sharedAcrossRows: Bool, symmetric: Bool) -> QuantizedMatrix {
         precondition(w.count == rows * cols && bits >= 2 && bits <= 8)
+        let grid = UniformGrid(bits: bits, symmetric: symmetric)
         let ng = (cols + group - 1) / group
-        var scales = [Float](repeating: 0, count: rows * ng)
-        var mins = [Float](repeating: 0, count: rows * ng)
-        let qmaxSym = Float((1 << (bits - 1)) - 1)
-        let levels = Float((1 << bits) - 1)
-        // Range of every (row, group), or of the whole tensor.
-        func stats(_ r: Int, _ g: Int) -> (lo: Float, hi: Float) {
-            var lo = Float.infinity, hi = -Float.infinity
-            let c0 = g * group, c1 = min(c0 + group, cols)
-            for c in c0..<c1 { lo = min(lo, w[r * cols + c]); hi = max(hi, w[r * cols + c]) }
-            return (lo, hi)
-        }
+        var cells = [UniformCell](repeating: UniformCell(scale: 0, inv: 0, zero: 0, min: 0), count: rows * ng)
         var global: (lo: Float, hi: Float)? = nil
         if sharedAcrossRows {
             var lo = Float.infinity, hi = -Float.infinity
             for v in w { lo = min(lo, v); hi = max(hi, v) }
             global = (lo, hi)
         }
-        var codes = [Int8](repeating: 0, count: rows * cols)
-        for r in 0..<rows {
-            for g in 0..<ng {
-                let (lo, hi) = global ?? stats(r, g)
-                let c0 = g * group, c1 = min(c0 + group, cols)
-                let i = r * ng + g
-                if symmetric {
-                    let amax = max(abs(lo), abs(hi))
-                    let scale = amax > 0 ? amax / qmaxSym : 0
-                    let inv: Float = scale > 0 ? 1 / scale : 0
-                    scales[i] = scale
-                    for c in c0..<c1 {
-                        let q = (w[r * cols + c] * inv).rounded(.toNearestOrAwayFromZero)
-                        codes[r * cols + c] = Int8(max(-qmaxSym, min(qmaxSym, q)))
+        var stored = [Int](repeating: 0, count: rows * cols)
+        w.withUnsafeBufferPointer { wp in
+            for r in 0..<rows {
+                for g in 0..<ng {
+                    let c0 = g * group, c1 = min(c0 + group, cols)
+                    let cell: UniformCell
+                    if let (lo, hi) = global {
+                        cell = grid.cell(lo: lo, hi: hi)
+                    } else {
+                        cell = grid.cell(of: wp.baseAddress! + r * cols + c0, count: c1 - c0)
                     }
-                } else {
-                    let lo0 = min(lo, 0), hi0 = max(hi, 0)  // keep 0 representable exactly
-                    let scale = hi0 > lo0 ? (hi0 - lo0) / levels : 0
-                    let inv: Float = scale > 0 ? 1 / scale : 0
-                    let zero = (-lo0 * inv).rounded(.toNearestOrAwayFromZero)
-                    scales[i] = scale
-                    mins[i] = -zero * scale
-                    for c in c0..<c1 {
-                        let q = (w[r * cols + c] * inv).rounded(.toNearestOrAwayFromZero) + zero
-                        let u = max(0, min(levels, q))
-                        // int8 stores code - 128 so it fits Int8; the offset moves into the min.
-                        codes[r * cols + c] = bits == 8 ? Int8(Int(u) - 128) : Int8(Int(u))
-                    }
-                    if bits == 8 { mins[i] += 128 * scale }
+                    cells[r * ng + g] = cell
+                    for c in c0..<c1 { stored[r * cols + c] = grid.code(wp[r * cols + c], cell) }
                 }
             }
         }
-        if bits == 8 {
-            return QuantizedMatrix(rows: rows, cols: cols, groupSize: group, codes: .int8(codes), scales: scales,
-                                   mins: symmetric ? nil : mins, bits: 8)
-        }
-        // Nibble container: symmetric codes shift by 2^(b-1) to be non-negative.
-        let offset = symmetric ? (1 << (bits - 1)) : 0
-        let unsigned = codes.map { UInt8(Int($0) + offset) }
-        if symmetric { for i in 0..<mins.count { mins[i] = -Float(offset) * scales[i] } }
-        return QuantizedMatrix(rows: rows, cols: cols, groupSize: group,
-                               codes: .nibbles(QuantizedMatrix.packNibbles(unsigned, rows: rows, cols: cols)),
-                               scales: scales, mins: mins, bits: bits)
+        return grid.matrix(rows: rows, cols: cols, group: group, codes: stored, cells: cells)
     }
 
     // MARK: llama.cpp block formats (ggml's reference quantizers)
@@ -169,4 +151,91 @@ public enum WeightQuantizer {
                                codes: .nibbles(QuantizedMatrix.packNibbles(codes, rows: rows, cols: cols)),
                                scales: scales, mins: mins, bits: 4, scaleBytes: 2)
     }
+}
+
+// MARK: - The uniform grid, shared by RTN, GPTQ and AWQ
+
+/// The round-to-nearest integer grid of `WeightQuantizer.uniform`, split so that GPTQ and AWQ
+/// produce codes on exactly the same grid: a cell (one row's group) has a scale and a min, and a
+/// stored code c decodes to `scale * c + min` (as `QuantizedMatrix` decodes it).
+struct UniformGrid: Sendable {
+    let bits: Int
+    let symmetric: Bool
+    let qmaxSym: Float
+    let levels: Float
+    /// Symmetric nibble codes are stored offset by 2^(b-1); the offset is folded into the min.
+    let offset: Int
+
+    init(bits: Int, symmetric: Bool) {
+        precondition(bits >= 2 && bits <= 8)
+        self.bits = bits
+        self.symmetric = symmetric
+        qmaxSym = Float((1 << (bits - 1)) - 1)
+        levels = Float((1 << bits) - 1)
+        offset = symmetric && bits < 8 ? 1 << (bits - 1) : 0
+    }
+
+    /// The cell of a group whose values span [lo, hi].
+    @inline(__always)
+    func cell(lo: Float, hi: Float) -> UniformCell {
+        if symmetric {
+            let amax = max(abs(lo), abs(hi))
+            let scale = amax > 0 ? amax / qmaxSym : 0
+            return UniformCell(scale: scale, inv: scale > 0 ? 1 / scale : 0, zero: 0, min: -Float(offset) * scale)
+        }
+        let lo0 = min(lo, 0), hi0 = max(hi, 0)  // keep 0 representable exactly
+        let scale = hi0 > lo0 ? (hi0 - lo0) / levels : 0
+        let inv: Float = scale > 0 ? 1 / scale : 0
+        let zero = (-lo0 * inv).rounded(.toNearestOrAwayFromZero)
+        var mn = -zero * scale
+        // int8 stores code - 128 so it fits Int8; the offset moves into the min.
+        if bits == 8 { mn += 128 * scale }
+        return UniformCell(scale: scale, inv: inv, zero: zero, min: mn)
+    }
+
+    /// The cell of `count` values at `p`.
+    @inline(__always)
+    func cell(of p: UnsafePointer<Float>, count: Int) -> UniformCell {
+        var lo = Float.infinity, hi = -Float.infinity
+        for i in 0..<count { lo = min(lo, p[i]); hi = max(hi, p[i]) }
+        return cell(lo: lo, hi: hi)
+    }
+
+    /// The stored code of w in a cell (Int8 range for 8 bits, 0...2^b-1 for nibbles).
+    @inline(__always)
+    func code(_ w: Float, _ c: UniformCell) -> Int {
+        if symmetric {
+            let q = (w * c.inv).rounded(.toNearestOrAwayFromZero)
+            return Int(max(-qmaxSym, min(qmaxSym, q))) + offset
+        }
+        let q = (w * c.inv).rounded(.toNearestOrAwayFromZero) + c.zero
+        let u = Int(max(0, min(levels, q)))
+        return bits == 8 ? u - 128 : u
+    }
+
+    /// The value a stored code decodes to (exactly as `QuantizedMatrix.value` computes it).
+    @inline(__always)
+    func value(_ stored: Int, _ c: UniformCell) -> Float {
+        c.scale * Float(stored) + (bits == 8 && symmetric ? 0 : c.min)
+    }
+
+    /// Assembles stored codes (rows, cols) and cells (rows, groups) into a matrix.
+    func matrix(rows: Int, cols: Int, group: Int, codes stored: [Int], cells: [UniformCell]) -> QuantizedMatrix {
+        let scales = cells.map(\.scale)
+        if bits == 8 {
+            return QuantizedMatrix(rows: rows, cols: cols, groupSize: group, codes: .int8(stored.map { Int8($0) }),
+                                   scales: scales, mins: symmetric ? nil : cells.map(\.min), bits: 8)
+        }
+        return QuantizedMatrix(rows: rows, cols: cols, groupSize: group,
+                               codes: .nibbles(QuantizedMatrix.packNibbles(stored.map { UInt8($0) }, rows: rows, cols: cols)),
+                               scales: scales, mins: cells.map(\.min), bits: bits)
+    }
+}
+
+/// One group's grid: scale, its inverse, zero point (asymmetric) and the min stored with it.
+struct UniformCell: Sendable {
+    var scale: Float
+    var inv: Float
+    var zero: Float
+    var min: Float
 }
