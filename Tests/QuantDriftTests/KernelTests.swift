@@ -105,6 +105,21 @@ struct KernelTests {
         #expect(all.map(\.bitPattern) == one.map(\.bitPattern), "\(c)")
     }
 
+    /// The C row decoder (the multi-row path's tiles, a tied embedding) gives bitwise `value(r, c)`.
+    @Test(arguments: cases, sizes)
+    func rowDecoderMatchesValueBitwise(c: Case, cols: Int) {
+        let rows = 6
+        let m = WeightQuantizer.uniform(Self.random(rows * cols, seed: 13), rows: rows, cols: cols, bits: c.bits,
+                                        group: min(c.group ?? cols, cols), sharedAcrossRows: false, symmetric: c.symmetric)
+        let all = m.dequantized()
+        var part = [Float](repeating: 0, count: 2 * cols)
+        m.dequantizeRows(3..<5, into: &part)
+        for r in 0..<rows {
+            for i in 0..<cols { #expect(all[r * cols + i].bitPattern == m.value(r, i).bitPattern, "\(c) (\(r), \(i))") }
+        }
+        #expect(Array(all[(3 * cols)..<(5 * cols)]) == part)
+    }
+
     @Test(arguments: cases, [1, 31, 64, 577])
     func integerActivationKernelMatchesScalarTwin(c: Case, cols: Int) throws {
         let rows = 4

@@ -21,6 +21,11 @@ void qd_gemv_i8_f32(const int8_t *codes, const float *scales, const float *mins,
                     int out, int in, const float *x, float *y);
 void qd_gemv_u4_f32(const uint8_t *packed, const float *scales, const float *mins, int group,
                     int out, int in, const float *x, float *y);
+// Decodes `rows` rows to FP32 (rows, in): scale·code + min, exactly as the products read them.
+void qd_decode_i8(const int8_t *codes, const float *scales, const float *mins, int group, int rows, int in,
+                  float *out);
+void qd_decode_u4(const uint8_t *packed, const float *scales, const float *mins, int group, int rows, int in,
+                  float *out);
 // Integer activations for `rows` rows: xq (rows, in), xscales (rows, ceil(in/xgroup)),
 // xsum32 (rows, ceil(in/32)); y (rows, out). Each weight row is used for every activation row
 // while it is in cache, so a prefill streams the weights once.

@@ -1,3 +1,5 @@
+import CKernels
+
 /// A weight matrix in integer codes with a scale (and optional min) per (row, group):
 /// element i of row o decodes to `scales[o*ng + g] * code + mins[o*ng + g]`, g = i / groupSize.
 /// 8-bit codes are Int8 row-major; 4-bit (and 3-, 2-bit) codes are unsigned nibbles packed per
@@ -61,15 +63,24 @@ public struct QuantizedMatrix: Sendable {
         return scales[g] * Float(code(r, c)) + (mins?[g] ?? 0)
     }
 
-    /// Decodes rows `range` into `out` ((range.count, cols) floats).
+    /// Decodes rows `range` into `out` ((range.count, cols) floats), as `value` does (C kernels).
     public func dequantizeRows(_ range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
-        let ng = groupsPerRow
+        guard !range.isEmpty else { return }
+        let ng = groupsPerRow, n = Int32(range.count)
         scales.withUnsafeBufferPointer { s in
-            for r in range {
-                let o = out + (r - range.lowerBound) * cols
-                for c in 0..<cols {
-                    let g = r * ng + c / groupSize
-                    o[c] = s[g] * Float(code(r, c)) + (mins?[g] ?? 0)
+            withOptionalPointer(mins) { mn in
+                let sp = s.baseAddress! + range.lowerBound * ng
+                let mp = mn.map { $0 + range.lowerBound * ng }
+                switch codes {
+                case .int8(let q):
+                    q.withUnsafeBufferPointer { qp in
+                        qd_decode_i8(qp.baseAddress! + range.lowerBound * cols, sp, mp, Int32(groupSize), n, Int32(cols), out)
+                    }
+                case .nibbles(let q):
+                    q.withUnsafeBufferPointer { qp in
+                        qd_decode_u4(qp.baseAddress! + range.lowerBound * nibbleRowBytes, sp, mp, Int32(groupSize), n,
+                                     Int32(cols), out)
+                    }
                 }
             }
         }
