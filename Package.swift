@@ -33,7 +33,8 @@ let package = Package(
         .target(name: "CKernels"),
         .target(
             name: "QuantDrift",
-            dependencies: ["COpenBLAS", "CZstd", "CKernels"]
+            dependencies: ["COpenBLAS", "CZstd", "CKernels"],
+            exclude: ["Report/report-schema.md"]
         ),
         .executableTarget(
             name: "quantdrift",
