@@ -7,7 +7,7 @@ struct QuantDriftCLI: ParsableCommand {
         commandName: "quantdrift",
         abstract: "How much does a quantization scheme change what an LLM says, and how does that change grow along a generation?",
         version: QuantDriftVersion.string,
-        subcommands: [GenerateCommand.self, TokenizeCommand.self, LogitsCommand.self, PerplexityCommand.self,
+        subcommands: [RunCommand.self, CompareCommand.self, GenerateCommand.self, TokenizeCommand.self, LogitsCommand.self, PerplexityCommand.self,
                       KLDCommand.self, InspectCommand.self, CalibrateCommand.self, BenchCommand.self, SchemesCommand.self])
 }
 
@@ -92,6 +92,18 @@ enum CalibrationOptions {
     /// Resolves the default folder from the current directory or beside the executable's package.
     static func resolve(_ path: String) -> String {
         guard path == defaultPath, !FileManager.default.fileExists(atPath: path) else { return path }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            let candidate = dir.appendingPathComponent(path).path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return path
+    }
+
+    /// Resolves a path under the package (Prompts/…) from the current directory or beside the executable.
+    static func resolveBundled(_ path: String) -> String {
+        guard !path.hasPrefix("/"), !FileManager.default.fileExists(atPath: path) else { return path }
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         for _ in 0..<5 {
             let candidate = dir.appendingPathComponent(path).path

@@ -155,6 +155,23 @@ struct SchemeEffectTests {
         #expect(try Self.logits("fp32").map(\.bitPattern) == Self.logits("fp32").map(\.bitPattern))
     }
 
+    /// A quantized cache reused after reset (kld chunks, tracker prompts) must not read codes
+    /// left over from the previous sequence: the second run equals a fresh cache's.
+    @Test(arguments: ["kv4", "kivi2", "kv=int4,prerope,sink=4"])
+    func quantizedCacheReusedAfterResetMatchesAFreshOne(scheme: String) throws {
+        let model = try Golden.defaultModel()
+        let rt = try SchemeRuntime(model: model, scheme: try Scheme(parsing: scheme))
+        let first = Array(Self.tokens.prefix(100)), second = Array(Self.tokens.suffix(80))
+        let reused = try rt.transformer(model: model, contextLength: 128, allLogits: true)
+        try reused.forward(first, logits: .none)
+        reused.reset()
+        let got = Array(try reused.forward(second, logits: .all))
+        let fresh = try rt.transformer(model: model, contextLength: 128, allLogits: true)
+        let want = Array(try fresh.forward(second, logits: .all))
+        let mismatch = got.count == want.count ? got.indices.first { got[$0].bitPattern != want[$0].bitPattern } : -2
+        #expect(mismatch == nil, "\(scheme): first differing logit at \(mismatch ?? -1)")
+    }
+
     @Test func kvCacheQuantizesAndReportsItsRealSize() throws {
         let model = try Golden.defaultModel()
         let c = model.config

@@ -122,6 +122,13 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
 
     public func store(layer: Int, position: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         for (p, src) in [(k, keys), (v, values)] {
+            // Writing below what was quantized (after a reset or truncate) makes those codes stale:
+            // roll back to the start of the overwritten position's token group.
+            if position < p.quantizedUpTo[layer] {
+                let start = position < spec.sinks || p.q?.axis == .token
+                    ? position : spec.sinks + (position - spec.sinks) / p.group * p.group
+                p.quantizedUpTo[layer] = min(p.quantizedUpTo[layer], start)
+            }
             (p.fp.pointer + (layer * contextLength + position) * kvDim).update(from: src, count: rows * kvDim)
             if p.q != nil { flush(p, layer: layer, end: position + rows) }
         }

@@ -19,8 +19,9 @@ public enum LogSoftmax {
         var mx = -Float.infinity
         for v in row where v > mx { mx = v }
         var sum = 0.0
-        for v in row { sum += Foundation.exp(Double(v - mx)) }
-        return Double(mx) + Foundation.log(sum)
+        let m = Double(mx)
+        for v in row { sum += Foundation.exp(Double(v) - m) }
+        return m + Foundation.log(sum)
     }
 }
 

@@ -1,0 +1,427 @@
+import Dispatch
+import Foundation
+
+/// Which comparisons a run makes.
+public enum TrackerMode: String, Sendable, CaseIterable {
+    /// The candidate reads the reference's tokens: the per-token shift at every position.
+    case teacher
+    /// Each model generates its own continuation: first divergence, survival, text quality.
+    case free
+    case both
+
+    var teacherForced: Bool { self != .free }
+    var freeRunning: Bool { self != .teacher }
+}
+
+/// The settings of a tracker run.
+public struct TrackerOptions: Sendable {
+    /// Continuation length for prompts without their own `max_tokens`.
+    public var maxTokens: Int
+    /// Overrides every prompt's `max_tokens` when set (`-n`).
+    public var forcedMaxTokens: Int?
+    public var mode: TrackerMode
+    /// Temperature 0 = greedy; otherwise coupled sampling with the seed's shared stream.
+    public var sampling: SamplingParameters
+    /// Workers running models side by side (each with one BLAS thread).
+    public var threads: Int
+    /// Stop a continuation after an end-of-generation token.
+    public var stopAtEndOfGeneration: Bool
+    /// Tokens per teacher-forced forward chunk.
+    public var chunk: Int
+
+    public init(maxTokens: Int = 256, forcedMaxTokens: Int? = nil, mode: TrackerMode = .both,
+                sampling: SamplingParameters = SamplingParameters(), threads: Int = 2,
+                stopAtEndOfGeneration: Bool = true, chunk: Int = 128) {
+        self.maxTokens = maxTokens
+        self.forcedMaxTokens = forcedMaxTokens
+        self.mode = mode
+        self.sampling = sampling
+        self.threads = threads
+        self.stopAtEndOfGeneration = stopAtEndOfGeneration
+        self.chunk = chunk
+    }
+
+    func maxTokens(for p: WorkloadPrompt) -> Int { forcedMaxTokens ?? p.maxTokens ?? maxTokens }
+}
+
+/// The FP32 reference's run on one prompt: its continuation (the teacher-forcing tokens and the
+/// reference's free-running text) and its logits at every continuation position.
+public struct ReferenceRun: Sendable {
+    public var id: String
+    public var promptTokens: [Int]
+    public var continuation: [Int]
+    /// The continuation length asked for (the text may have stopped earlier at end of generation).
+    public var maxTokens: Int
+    /// (continuation.count, vocab): row t is the teacher-forced distribution that predicts
+    /// continuation[t] (a batched forward over prompt + continuation), as logits or log-probs.
+    public var logits: [Float]
+    /// (continuation.count, vocab) logits of the decode steps that chose the continuation; kept
+    /// only when sampling, where the coupling needs the exact distribution the reference drew from.
+    public var decodeLogits: [Float]?
+
+    public init(id: String, promptTokens: [Int], continuation: [Int], maxTokens: Int, logits: [Float],
+                decodeLogits: [Float]? = nil) {
+        self.id = id
+        self.maxTokens = maxTokens
+        self.promptTokens = promptTokens
+        self.continuation = continuation
+        self.logits = logits
+        self.decodeLogits = decodeLogits
+    }
+}
+
+/// One candidate's results on one prompt.
+public struct PromptResult: Sendable {
+    public var promptIndex: Int
+    /// Teacher-forced divergences, one per continuation position.
+    public var positions: [TokenDivergence] = []
+    /// TV of the sampling distributions at each position (greedy: 1 when the argmax differs).
+    public var samplingTV: [Double] = []
+    /// Free-running: the candidate's own continuation.
+    public var freeTokens: [Int]?
+    /// 0-based index of the first token that differs from the reference's; nil = never.
+    public var firstDivergence: Int?
+    public var reconverged: Bool?
+    /// Mean −log P(y) of the candidate's free-running tokens under the reference.
+    public var candidateTextNLL: Double?
+    /// Mean relative error of cached keys/values by age (KV schemes), keyed by age bin.
+    public var kvErrorByAge: [(sum: Double, count: Int)]?
+    /// Wall time of the teacher-forced and free-running parts.
+    public var teacherSeconds = 0.0
+    public var freeSeconds = 0.0
+}
+
+/// A model configuration compared with the reference.
+public struct TrackerCandidate: Sendable {
+    public enum Role: Sendable, Equatable {
+        /// A scheme of the report.
+        case main
+        /// One part of scheme `parent`'s split: "weights", "activations" or "kv" (teacher-forced only).
+        case part(String, parent: Int)
+        /// Scheme `parent` applied to one layer only (teacher-forced only).
+        case layer(Int, parent: Int)
+    }
+
+    public var name: String
+    public var scheme: Scheme
+    public var role: Role
+    /// Built ahead (main schemes), or built by the worker that runs it (parts, layers).
+    public var runtime: SchemeRuntime?
+
+    public init(name: String, scheme: Scheme, role: Role = .main, runtime: SchemeRuntime? = nil) {
+        self.name = name
+        self.scheme = scheme
+        self.role = role
+        self.runtime = runtime
+    }
+}
+
+/// Runs the FP32 reference and candidates in lockstep over a workload (DESIGN §4).
+public final class LockstepEngine: @unchecked Sendable {
+    public let model: Model
+    public let options: TrackerOptions
+    public let calibration: CalibrationSet?
+    let vocab: Int
+    let uniforms: SharedUniforms
+
+    public init(model: Model, options: TrackerOptions, calibration: CalibrationSet? = nil) throws {
+        guard options.threads >= 1 else { throw QuantDriftError.invalidInput("--threads must be ≥ 1") }
+        guard options.chunk >= 1 else { throw QuantDriftError.invalidInput("chunk must be ≥ 1") }
+        try options.sampling.validate()
+        self.model = model
+        self.options = options
+        self.calibration = calibration
+        vocab = model.config.vocabSize
+        uniforms = SharedUniforms(seed: options.sampling.seed)
+    }
+
+    /// Token ids of a workload prompt: BOS when the model adds it, the chat template when asked.
+    public static func promptTokens(_ p: WorkloadPrompt, tokenizer: Tokenizer) throws -> [Int] {
+        var ids: [Int] = []
+        if tokenizer.spec.addBOS, let bos = tokenizer.spec.bosID { ids.append(bos) }
+        ids += p.chat ? tokenizer.encode(tokenizer.chatPrompt(user: p.prompt), parseSpecial: true) : tokenizer.encode(p.prompt)
+        guard !ids.isEmpty else { throw QuantDriftError.invalidInput("prompt '\(p.id)' has no tokens") }
+        return ids
+    }
+
+    /// Positions the transformers must hold for this workload; throws when a prompt does not fit.
+    public func contextLength(for workload: Workload) throws -> Int {
+        var need = 1
+        for p in workload.prompts {
+            let n = options.maxTokens(for: p)
+            let l = try Self.promptTokens(p, tokenizer: model.tokenizer).count
+            guard l + n <= model.config.contextLength else {
+                throw QuantDriftError.invalidInput("prompt '\(p.id)' (\(l) tokens) + \(n) new tokens exceed the model's context length \(model.config.contextLength)")
+            }
+            need = max(need, l + n)
+        }
+        return need
+    }
+
+    // MARK: - Parallel work
+
+    /// Runs `count` work items on `options.threads` workers (each with its own state from
+    /// `makeState`), items taken in order; the first error stops the rest.
+    func parallel<State>(_ count: Int, makeState: @Sendable () throws -> State,
+                         _ body: @Sendable (inout State, Int) throws -> Void) throws {
+        let workers = max(1, min(options.threads, count))
+        let queue = WorkQueue(count: count)
+        let errors = ErrorBox()
+        BLAS.setThreads(1)  // the workers are the parallelism; results do not depend on their number
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            do {
+                var state = try makeState()
+                while errors.error == nil, let i = queue.take() {
+                    try body(&state, i)
+                }
+            } catch {
+                errors.set(error)
+            }
+        }
+        if let e = errors.error { throw e }
+    }
+
+    // MARK: - Reference
+
+    /// Runs the FP32 reference on every prompt.
+    public func referenceRuns(_ workload: Workload, contextLength: Int,
+                              progress: @Sendable (String) -> Void = { _ in }) throws -> [ReferenceRun] {
+        let box = ResultBox<ReferenceRun>(count: workload.prompts.count)
+        try parallel(workload.prompts.count, makeState: {
+            try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
+        }) { reference, i in
+            let run = try self.reference(workload.prompts[i], index: i, transformer: reference)
+            box.set(i, run)
+            progress(workload.prompts[i].id)
+        }
+        return box.values()
+    }
+
+    func reference(_ p: WorkloadPrompt, index: Int, transformer r: Transformer) throws -> ReferenceRun {
+        let prompt = try Self.promptTokens(p, tokenizer: model.tokenizer)
+        let n = options.maxTokens(for: p)
+        let sampling = options.sampling
+        let distribution = sampling.isGreedy ? nil : SamplingDistribution(sampling, vocab: vocab)
+        var probs = [Double](repeating: 0, count: sampling.isGreedy ? 0 : vocab)
+        var decodeLogits: [Float] = []
+        var continuation: [Int] = []
+        r.reset()
+        var logits = try r.forward(prompt, logits: .last)
+        for t in 0..<n {
+            let token: Int
+            if let distribution {
+                decodeLogits.append(contentsOf: logits)
+                probs.withUnsafeMutableBufferPointer { distribution.compute(logits, into: $0) }
+                token = probs.withUnsafeBufferPointer {
+                    SamplingDistribution.draw($0, uniforms.uniform(prompt: index, step: t, draw: 0))
+                }
+            } else {
+                token = Sampler.argmax(logits)
+            }
+            continuation.append(token)
+            if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { break }
+            if t == n - 1 { break }
+            logits = try r.forward(CollectionOfOne(token), logits: .last)
+        }
+        var rows = [Float](repeating: 0, count: continuation.count * vocab)
+        try rows.withUnsafeMutableBufferPointer { out in
+            try teacherForced(r, prompt: prompt, continuation: continuation) { t, row in
+                out.baseAddress!.advanced(by: t * vocab).update(from: row.baseAddress!, count: vocab)
+            }
+        }
+        return ReferenceRun(id: p.id, promptTokens: prompt, continuation: continuation, maxTokens: n, logits: rows,
+                            decodeLogits: distribution == nil ? nil : decodeLogits)
+    }
+
+    /// Batched forward over prompt + continuation (all but its last token): calls `row(t, logits)`
+    /// with the logits that predict continuation[t].
+    func teacherForced(_ m: Transformer, prompt: [Int], continuation: [Int],
+                       _ row: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        m.reset()
+        if prompt.count > 1 { try m.forward(prompt.dropLast(), logits: .none) }
+        let inputs = [prompt.last!] + continuation.dropLast()
+        var start = 0
+        while start < inputs.count {
+            let end = min(start + m.maxBatch, inputs.count)
+            let logits = try m.forward(inputs[start..<end], logits: .all)
+            for j in 0..<(end - start) {
+                try row(start + j, UnsafeBufferPointer(rebasing: logits[(j * vocab)..<((j + 1) * vocab)]))
+            }
+            start = end
+        }
+    }
+
+    // MARK: - Candidates
+
+    /// Runs every candidate on every prompt; results[candidate][prompt].
+    public func run(_ candidates: [TrackerCandidate], references: [ReferenceRun], contextLength: Int,
+                    progress: @Sendable (String) -> Void = { _ in }) throws -> [[PromptResult]] {
+        let jobs = candidates.count * references.count
+        let box = ResultBox<PromptResult>(count: jobs)
+        // Workers keep the transformer of the candidate they ran last (jobs are ordered by
+        // candidate, so a worker usually stays on one), and one reference to score free text.
+        struct WorkerState {
+            var candidate = -1
+            var transformer: Transformer?
+            var reference: Transformer?
+        }
+        try parallel(jobs, makeState: { WorkerState() }) { state, job in
+            let c = job / references.count, p = job % references.count
+            let cand = candidates[c]
+            if state.candidate != c {
+                state.transformer = nil
+                let runtime = try cand.runtime ?? SchemeRuntime(model: model, scheme: cand.scheme, calibration: calibration)
+                state.transformer = try runtime.transformer(model: model, contextLength: contextLength,
+                                                            maxBatch: options.chunk, allLogits: true)
+                state.candidate = c
+            }
+            let free = options.mode.freeRunning && cand.role == .main
+            if free && state.reference == nil {
+                state.reference = try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
+            }
+            let result = try self.compare(state.transformer!, references[p], promptIndex: p,
+                                          teacher: options.mode.teacherForced || cand.role != .main,
+                                          free: free, scorer: state.reference)
+            box.set(job, result)
+            progress("\(cand.name) · \(references[p].id)")
+        }
+        let flat = box.values()
+        return (0..<candidates.count).map { Array(flat[($0 * references.count)..<(($0 + 1) * references.count)]) }
+    }
+
+    func compare(_ m: Transformer, _ ref: ReferenceRun, promptIndex: Int, teacher: Bool, free: Bool,
+                 scorer: Transformer?) throws -> PromptResult {
+        var result = PromptResult(promptIndex: promptIndex)
+        let sampling = options.sampling
+        let distP = sampling.isGreedy ? nil : SamplingDistribution(sampling, vocab: vocab)
+        let distQ = sampling.isGreedy ? nil : SamplingDistribution(sampling, vocab: vocab)
+        var p = [Double](repeating: 0, count: sampling.isGreedy ? 0 : vocab)
+        var q = p
+        let t0 = monotonicSeconds()
+        if teacher {
+            result.positions.reserveCapacity(ref.continuation.count)
+            try ref.logits.withUnsafeBufferPointer { refRows in
+                try teacherForced(m, prompt: ref.promptTokens, continuation: ref.continuation) { t, row in
+                    let r = UnsafeBufferPointer(rebasing: refRows[(t * vocab)..<((t + 1) * vocab)])
+                    let d = TokenDivergence.compare(reference: r, candidate: row, target: ref.continuation[t])
+                    result.positions.append(d)
+                    if let distP, let distQ {
+                        p.withUnsafeMutableBufferPointer { distP.compute(r, into: $0) }
+                        q.withUnsafeMutableBufferPointer { distQ.compute(row, into: $0) }
+                        result.samplingTV.append(p.withUnsafeBufferPointer { pp in
+                            q.withUnsafeBufferPointer { SamplingDistribution.totalVariation(pp, $0) } })
+                    } else {
+                        result.samplingTV.append(d.sameTop ? 0 : 1)
+                    }
+                }
+            }
+        }
+        let t1 = monotonicSeconds()
+        result.teacherSeconds = t1 - t0
+        if free {
+            try freeRun(m, ref, promptIndex: promptIndex, result: &result, p: &p, q: &q, distP: distP, distQ: distQ)
+            if let first = result.firstDivergence, let scorer, let tokens = result.freeTokens {
+                // The reference's NLL of the candidate's own text.
+                var sum = 0.0
+                try teacherForced(scorer, prompt: ref.promptTokens, continuation: tokens) { t, row in
+                    sum += LogSoftmax.logSumExp(row) - Double(row[tokens[t]])
+                }
+                result.candidateTextNLL = sum / Double(tokens.count)
+                result.reconverged = reconverges(tokens, ref.continuation, after: first)
+            } else if result.firstDivergence == nil {
+                result.candidateTextNLL = referenceTextNLL(ref)
+                result.reconverged = false
+            }
+            result.freeSeconds = monotonicSeconds() - t1
+        }
+        return result
+    }
+
+    func freeRun(_ m: Transformer, _ ref: ReferenceRun, promptIndex: Int, result: inout PromptResult,
+                 p: inout [Double], q: inout [Double], distP: SamplingDistribution?, distQ: SamplingDistribution?) throws {
+        let n = ref.maxTokens
+        var tokens: [Int] = []
+        tokens.reserveCapacity(n)
+        var identical = true
+        m.reset()
+        var logits = try m.forward(ref.promptTokens, logits: .last)
+        for t in 0..<n {
+            let token: Int
+            if let distP, let distQ {
+                q.withUnsafeMutableBufferPointer { distQ.compute(logits, into: $0) }
+                if identical && t < ref.continuation.count {
+                    let rows = ref.decodeLogits ?? ref.logits
+                    rows.withUnsafeBufferPointer { r in
+                        p.withUnsafeMutableBufferPointer {
+                            distP.compute(UnsafeBufferPointer(rebasing: r[(t * vocab)..<((t + 1) * vocab)]), into: $0)
+                        }
+                    }
+                    token = p.withUnsafeBufferPointer { pp in
+                        q.withUnsafeBufferPointer {
+                            SamplingDistribution.coupled(reference: ref.continuation[t], p: pp, q: $0,
+                                                         u: uniforms.uniform(prompt: promptIndex, step: t, draw: 1),
+                                                         v: uniforms.uniform(prompt: promptIndex, step: t, draw: 2))
+                        }
+                    }
+                } else {
+                    token = q.withUnsafeBufferPointer {
+                        SamplingDistribution.draw($0, uniforms.uniform(prompt: promptIndex, step: t, draw: 0))
+                    }
+                }
+            } else {
+                token = Sampler.argmax(logits)
+            }
+            tokens.append(token)
+            if identical && (t >= ref.continuation.count || token != ref.continuation[t]) {
+                identical = false
+                result.firstDivergence = t
+            }
+            if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { break }
+            if t == n - 1 { break }
+            logits = try m.forward(CollectionOfOne(token), logits: .last)
+        }
+        if identical && tokens.count != ref.continuation.count { result.firstDivergence = tokens.count }
+        result.freeTokens = tokens
+    }
+
+    /// Mean −log P(y) of the reference's own continuation.
+    public func referenceTextNLL(_ ref: ReferenceRun) -> Double {
+        guard !ref.continuation.isEmpty else { return 0 }
+        var sum = 0.0
+        ref.logits.withUnsafeBufferPointer { rows in
+            for t in 0..<ref.continuation.count {
+                let row = UnsafeBufferPointer(rebasing: rows[(t * vocab)..<((t + 1) * vocab)])
+                sum += LogSoftmax.logSumExp(row) - Double(row[ref.continuation[t]])
+            }
+        }
+        return sum / Double(ref.continuation.count)
+    }
+}
+
+/// Results written by concurrent workers into their own slots.
+final class ResultBox<T>: @unchecked Sendable {
+    private var slots: [T?]
+    private let lock = NSLock()
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ v: T) {
+        lock.lock()
+        slots[i] = v
+        lock.unlock()
+    }
+    func values() -> [T] { slots.map { $0! } }
+}
+
+/// Hands out work item indices in order to concurrent workers.
+final class WorkQueue: @unchecked Sendable {
+    private let count: Int
+    private var next = 0
+    private let lock = NSLock()
+    init(count: Int) { self.count = count }
+    func take() -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard next < count else { return nil }
+        next += 1
+        return next - 1
+    }
+}
