@@ -202,6 +202,19 @@ struct LockstepTests {
         #expect(diverged >= 1)
     }
 
+    /// KIVI keeps its newest 32 entries in FP32: no error below age 31, error beyond.
+    @Test func kvErrorByAgeShowsTheResidualWindow() throws {
+        let (_, results) = try Self.run(["kivi2"], mode: .free)
+        var sums = [Double](repeating: 0, count: 12), counts = [Int](repeating: 0, count: 12)
+        for r in results[0] {
+            let bins = try #require(r.kvErrorByAge)
+            for (i, b) in bins.enumerated() where i < 12 { sums[i] += b.sum; counts[i] += b.count }
+        }
+        // Bins of age + 1: 1, 2–3, 4–7, 8–15, 16–31 hold ages 0…30, all in the residual window.
+        for i in 0..<5 { #expect(counts[i] > 0 && sums[i] == 0, "bin \(i)") }
+        #expect(counts[5] > 0 && sums[5] / Double(counts[5]) > 1e-4)   // ages 31…62: quantized from 32 on
+    }
+
     /// Results do not depend on the number of workers.
     @Test func resultsAreIdenticalAcrossThreadCounts() throws {
         let (a, _) = try Self.run(["w8", "kv8"], threads: 1)

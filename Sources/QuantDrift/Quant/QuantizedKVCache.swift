@@ -199,7 +199,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         }
     }
 
-    private func read(_ p: Part, layer: Int, count: Int) -> UnsafePointer<Float> {
+    func read(_ p: Part, layer: Int, count: Int) -> UnsafePointer<Float> {
         let fp = p.fp.pointer + layer * contextLength * kvDim
         guard let q = p.q else { return UnsafePointer(fp) }
         let out = p.view.pointer

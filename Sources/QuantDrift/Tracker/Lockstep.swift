@@ -372,6 +372,9 @@ public final class LockstepEngine: @unchecked Sendable {
                 token = Sampler.argmax(logits)
             }
             tokens.append(token)
+            if let cache = m.cache as? QuantizedKVCache, (t + 1) % Self.kvSnapshotEvery == 0 {
+                recordKVError(cache, count: m.position, into: &result)
+            }
             if identical && (t >= ref.continuation.count || token != ref.continuation[t]) {
                 identical = false
                 result.firstDivergence = t
@@ -380,8 +383,26 @@ public final class LockstepEngine: @unchecked Sendable {
             if t == n - 1 { break }
             logits = try m.forward(CollectionOfOne(token), logits: .last)
         }
+        if let cache = m.cache as? QuantizedKVCache, tokens.count % Self.kvSnapshotEvery != 0 {
+            recordKVError(cache, count: m.position, into: &result)
+        }
         if identical && tokens.count != ref.continuation.count { result.firstDivergence = tokens.count }
         result.freeTokens = tokens
+    }
+
+    /// Free-running steps between two snapshots of the KV cache's error by age.
+    static let kvSnapshotEvery = 16
+
+    /// Adds the cache's per-entry reconstruction error, binned by age (log-spaced bins of
+    /// age + 1), at the current step.
+    func recordKVError(_ cache: QuantizedKVCache, count: Int, into result: inout PromptResult) {
+        let bins = PositionBins.logSpaced(upTo: cache.contextLength)
+        if result.kvErrorByAge == nil { result.kvErrorByAge = Array(repeating: (0, 0), count: bins.ranges.count) }
+        for (pos, e) in cache.relativeErrors(count: count).enumerated() {
+            guard let b = bins.index(of: count - pos) else { continue }
+            result.kvErrorByAge![b].sum += e
+            result.kvErrorByAge![b].count += 1
+        }
     }
 
     /// Mean −log P(y) of the reference's own continuation.

@@ -196,7 +196,8 @@ public struct TrackerReport {
                 counts[i] += b.count
             }
         }
-        let bins = PositionBins.logSpaced(upTo: max(maxTokens + (references.map(\.promptTokens.count).max() ?? 0), 1))
+        // The same bins the engine used: log-spaced over age + 1 up to the cache's length.
+        let bins = PositionBins.logSpaced(upTo: references.map { $0.promptTokens.count + $0.maxTokens }.max() ?? 1)
         return .array(bins.ranges.indices.compactMap { i in
             guard i < counts.count, counts[i] > 0 else { return nil }
             let r = bins.ranges[i]
