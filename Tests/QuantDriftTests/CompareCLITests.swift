@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+@testable import QuantDrift
+
+@Suite("compare and run on the default model")
+struct CompareCLITests {
+    static func workload() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qd-compare-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let url = dir.appendingPathComponent("w.jsonl")
+        try """
+        {"id": "colours", "prompt": "Name three colours.", "chat": true, "max_tokens": 12}
+        {"id": "river", "prompt": "The river ran", "max_tokens": 10}
+        """.write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    /// report.json without its timing fields (the only values allowed to change between runs).
+    static func withoutTimings(_ text: String) -> String {
+        text.split(separator: "\n").filter { !$0.contains("_seconds\"") && !$0.contains("_tok_s\"") }.joined(separator: "\n")
+    }
+
+    static func report(_ dir: URL) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("report.json"))) as! [String: Any]
+    }
+
+    @Test func compareWritesTheContractAndIsByteIdenticalAcrossRunsAndThreads() throws {
+        let w = try Self.workload()
+        let a = w.deletingLastPathComponent().appendingPathComponent("a"), b = w.deletingLastPathComponent().appendingPathComponent("b")
+        let common = ["compare", "--schemes", "fp32,w8a8", "--prompts", w.path, "--attribute"]
+        let r1 = try CLIRunner.run(common + ["--out", a.path, "--threads", "1"])
+        #expect(r1.status == 0, "\(r1.stderr)")
+        let r2 = try CLIRunner.run(common + ["--out", b.path, "--threads", "2"])
+        #expect(r2.status == 0, "\(r2.stderr)")
+        let ta = try String(contentsOf: a.appendingPathComponent("report.json"), encoding: .utf8)
+        let tb = try String(contentsOf: b.appendingPathComponent("report.json"), encoding: .utf8)
+        #expect(Self.withoutTimings(ta).replacingOccurrences(of: "\"threads\": 1", with: "")
+                == Self.withoutTimings(tb).replacingOccurrences(of: "\"threads\": 2", with: ""))
+        #expect(try Data(contentsOf: a.appendingPathComponent("tokens.csv")) == Data(contentsOf: b.appendingPathComponent("tokens.csv")))
+
+        let report = try Self.report(a)
+        #expect(report["schema"] as? String == "quantdrift.report/1")
+        let conditions = try #require(report["conditions"] as? [String: Any])
+        for key in ["model", "workload", "runtime"] { #expect(conditions[key] != nil, "conditions.\(key)") }
+        let model = try #require(conditions["model"] as? [String: Any])
+        #expect((model["sha256"] as? String)?.count == 64)
+        let schemes = try #require(report["schemes"] as? [[String: Any]])
+        #expect(schemes.map { $0["name"] as? String } == ["fp32", "w8a8"])
+        for s in schemes {
+            let summary = try #require(s["summary"] as? [String: Any])
+            for key in ["mean_kld", "mean_kld_ci", "p99_kld", "top1_agreement", "median_first_divergence", "survival"] {
+                #expect(summary[key] != nil, "summary.\(key)")
+            }
+        }
+        let fp32 = try #require(schemes[0]["summary"] as? [String: Any])
+        #expect(fp32["mean_kld"] as? Double == 0 && fp32["top1_agreement"] as? Double == 1)
+        // w8a8 splits into its weight and activation parts, plus the whole.
+        let parts = try #require(schemes[1]["attribution"] as? [[String: Any]])
+        #expect(parts.map { $0["part"] as? String } == ["weights", "activations", "all"])
+        #expect(parts.allSatisfy { ($0["mean_kld"] as? Double ?? 0) > 0 })
+        // tokens.csv: a header and one row per scheme × prompt × position.
+        let csv = try String(contentsOf: a.appendingPathComponent("tokens.csv"), encoding: .utf8)
+        let positions = schemes.map { (($0["summary"] as! [String: Any])["positions"] as! Int) }.reduce(0, +)
+        #expect(csv.split(separator: "\n").count >= 1 + positions)
+    }
+
+    @Test func perLayerRanksEveryLayer() throws {
+        let w = try Self.workload()
+        let out = w.deletingLastPathComponent().appendingPathComponent("layers")
+        let r = try CLIRunner.run(["compare", "--schemes", "w4g32", "--prompts", w.path, "--mode", "teacher", "-n", "4",
+                                   "--per-layer", "--out", out.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let schemes = try #require(Self.report(out)["schemes"] as? [[String: Any]])
+        let layers = try #require(schemes[0]["per_layer"] as? [[String: Any]])
+        #expect(layers.count == 30)
+        let klds = layers.map { $0["mean_kld"] as? Double ?? -1 }
+        #expect(klds == klds.sorted(by: >) && klds.allSatisfy { $0 > 0 })
+        // Teacher-only: no free-running figures.
+        let summary = try #require(schemes[0]["summary"] as? [String: Any])
+        #expect(summary["survival"] is NSNull)
+    }
+
+    @Test(arguments: [
+        (["compare", "--schemes", "w9", "--prompts", "Prompts/default.jsonl"], "unknown"),
+        (["compare", "--schemes", "w8", "--prompts", "/nonexistent.jsonl"], "no such file"),
+        (["compare", "--schemes", "w8", "--prompts", "Prompts"], "is a directory"),
+        (["compare", "--schemes", "w8", "--mode", "sideways"], "--mode"),
+        (["compare", "--schemes", "w8", "-n", "100000"], "-n"),
+        (["compare", "--schemes", "w8", "--out", "/proc/qd-report"], "report folder"),
+    ])
+    func badArgumentsExitTwoWithOneLine(arguments: [String], expected: String) throws {
+        let r = try CLIRunner.run(arguments)
+        #expect(r.status == 2, "\(arguments): \(r.stderr)")
+        #expect(r.stderr.contains(expected), "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+    }
+}
