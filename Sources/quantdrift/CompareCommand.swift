@@ -46,6 +46,9 @@ struct TrackerCommandOptions: ParsableArguments {
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating after an end-of-generation token.")
     var ignoreEOS = false
 
+    @Flag(name: .long, help: "Continue an interrupted run of the same command from the results it kept in OUT/.partial.")
+    var resume = false
+
     func validate() throws {
         guard (1...64).contains(threads) else { throw ValidationError("--threads must be in 1...64, got \(threads)") }
         if let n { guard (1...Workload.maxTokensLimit).contains(n) else { throw ValidationError("-n must be in 1...\(Workload.maxTokensLimit), got \(n)") } }
@@ -118,6 +121,9 @@ enum Tracking {
             data = try CalibrationOptions.load(o.calibration, tokenizer: model.tokenizer)
         }
         let engine = try LockstepEngine(model: model, options: options, calibration: data)
+        let stop = Interruption.install()
+        engine.shouldStop = { stop.requested }
+        let modelConditions = try RunConditions.model(model)
         let ctx = try engine.contextLength(for: workload)
 
         // Candidates: every scheme, then its parts and layers when asked.
@@ -152,12 +158,26 @@ enum Tracking {
             }
         }
 
+        // Everything the results depend on besides the candidate (not the worker count).
+        let key = [QuantDriftVersion.string, modelConditions.serialized(), workload.sha256, o.mode, "\(sampling)",
+                   "\(o.n ?? -1)", "\(o.ignoreEOS)", "\(options.chunk)", data?.sha256 ?? "-"].joined(separator: "\n")
+        let checkpoint = try TrackerCheckpoint(folder: outDir.appendingPathComponent(".partial"), key: SHA256.hex(Array(key.utf8)),
+                                               resume: o.resume)
+        if o.resume { CLI.note("resuming: \(checkpoint.count) results kept") }
+
         let total = workload.prompts.count * (1 + candidates.count)
         let bar = LockedProgress(ProgressBar(label: "run"), total: total)
         let t0 = monotonicSeconds()
-        let references = try engine.referenceRuns(workload, contextLength: ctx) { _ in bar.step() }
-        let t1 = monotonicSeconds()
-        let results = try engine.run(candidates, references: references, contextLength: ctx) { _ in bar.step() }
+        let references: [ReferenceRun], results: [[PromptResult]]
+        let t1: Double
+        do {
+            references = try engine.referenceRuns(workload, contextLength: ctx) { _ in bar.step() }
+            t1 = monotonicSeconds()
+            results = try engine.run(candidates, references: references, contextLength: ctx, checkpoint: checkpoint) { _ in bar.step() }
+        } catch QuantDriftError.interrupted {
+            bar.finish()
+            throw QuantDriftError.interrupted("interrupted: \(checkpoint.count) of \(workload.prompts.count * candidates.count) comparisons kept in \(outDir.path)/.partial; run the same command with --resume to continue")
+        }
         bar.finish()
         let t2 = monotonicSeconds()
 
@@ -165,7 +185,7 @@ enum Tracking {
                                    options: options, calibration: calibrationInfo)
         let json: JSON = .object([
             ("schema", "quantdrift.report/1"),
-            ("conditions", .object([("model", try RunConditions.model(model)),
+            ("conditions", .object([("model", modelConditions),
                                     ("workload", RunConditions.workload(workload, options: options)),
                                     ("runtime", RunConditions.runtime(version: QuantDriftVersion.string, threads: o.threads)),
                                     ("reference", .object([("scheme", "fp32"), ("trace_file", .null), ("trace_sha256", .null)]))])),
@@ -174,6 +194,7 @@ enum Tracking {
         ])
         try RunConditions.writeAtomically(Data((json.serialized(pretty: true) + "\n").utf8), to: outDir.appendingPathComponent("report.json"))
         try RunConditions.writeAtomically(Data(report.tokensCSV().utf8), to: outDir.appendingPathComponent("tokens.csv"))
+        checkpoint.remove()
         printSummary(json)
         CLI.note(String(format: "wrote %@/report.json and tokens.csv in %.0f s", outDir.path, t2 - t0))
     }
@@ -233,4 +254,37 @@ final class LockedProgress: @unchecked Sendable {
         lock.unlock()
     }
     func finish() { bar.finish() }
+}
+
+/// SIGINT/SIGTERM: the first asks the run to stop after the current step (finished results are
+/// kept); a second one exits at once.
+final class Interruption: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flag = false
+    private var sources: [DispatchSourceSignal] = []
+
+    var requested: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return flag
+    }
+
+    static func install() -> Interruption {
+        let i = Interruption()
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                i.lock.lock()
+                let again = i.flag
+                i.flag = true
+                i.lock.unlock()
+                if again { _exit(130) }
+                CLI.note("\nstopping after the current step (again to quit at once)…")
+            }
+            source.resume()
+            i.sources.append(source)
+        }
+        return i
+    }
 }

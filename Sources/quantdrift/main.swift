@@ -10,6 +10,7 @@ do {
     fflush(nil)
 } catch let error as QuantDriftError {
     fflush(nil)
+    if case .interrupted = error { CLI.fail(error.description, code: 130) }
     CLI.fail(error.description, code: error.isBadInput ? 2 : 1)
 } catch {
     fflush(nil)

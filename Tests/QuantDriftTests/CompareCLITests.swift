@@ -64,6 +64,52 @@ struct CompareCLITests {
         #expect(csv.split(separator: "\n").count >= 1 + positions)
     }
 
+    /// SIGINT mid-run keeps the finished comparisons and writes no report; --resume finishes the
+    /// run, and its report equals an uninterrupted run's byte for byte (timings aside).
+    @Test func interruptedThenResumedEqualsUninterrupted() throws {
+        let w = try Self.workload()
+        let base = w.deletingLastPathComponent()
+        let whole = base.appendingPathComponent("whole"), cut = base.appendingPathComponent("cut")
+        try? FileManager.default.removeItem(at: cut)
+        let args = ["compare", "--schemes", "w8,kv4,w4g32", "--prompts", w.path, "--threads", "1"]
+        let full = try CLIRunner.run(args + ["--out", whole.path])
+        #expect(full.status == 0, "\(full.stderr)")
+
+        let p = Process()
+        p.executableURL = CLIRunner.executable
+        p.arguments = args + ["--out", cut.path]
+        p.currentDirectoryURL = Golden.packageRoot
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        // Interrupt once two comparisons are kept.
+        let deadline = Date().addingTimeInterval(600)
+        func kept() -> Int {
+            let dirs = (try? FileManager.default.contentsOfDirectory(atPath: cut.path + "/.partial")) ?? []
+            return dirs.map { ((try? FileManager.default.contentsOfDirectory(atPath: cut.path + "/.partial/" + $0)) ?? [])
+                .filter { $0.hasSuffix(".bin") }.count }.reduce(0, +)
+        }
+        while kept() < 2 && p.isRunning && Date() < deadline { usleep(50_000) }
+        kill(p.processIdentifier, SIGINT)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 130, "\(stderr)")
+        #expect(stderr.contains("--resume"), "\(stderr)")
+        #expect(!FileManager.default.fileExists(atPath: cut.appendingPathComponent("report.json").path))
+        let keptBefore = kept()
+        #expect(keptBefore >= 2 && keptBefore < 6)
+
+        let resumed = try CLIRunner.run(args + ["--out", cut.path, "--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resuming: \(keptBefore) results kept"), "\(resumed.stderr)")
+        let a = try String(contentsOf: whole.appendingPathComponent("report.json"), encoding: .utf8)
+        let b = try String(contentsOf: cut.appendingPathComponent("report.json"), encoding: .utf8)
+        #expect(Self.withoutTimings(a).replacingOccurrences(of: whole.path, with: "") == Self.withoutTimings(b).replacingOccurrences(of: cut.path, with: ""))
+        #expect(try Data(contentsOf: whole.appendingPathComponent("tokens.csv")) == Data(contentsOf: cut.appendingPathComponent("tokens.csv")))
+        #expect(!FileManager.default.fileExists(atPath: cut.appendingPathComponent(".partial").path))
+    }
+
     @Test func perLayerRanksEveryLayer() throws {
         let w = try Self.workload()
         let out = w.deletingLastPathComponent().appendingPathComponent("layers")

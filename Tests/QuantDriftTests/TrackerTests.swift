@@ -226,3 +226,28 @@ struct LockstepTests {
         #expect(a.tokensCSV() == b.tokensCSV())
     }
 }
+
+@Suite("Checkpoint files")
+struct CheckpointTests {
+    @Test func promptResultRoundTripsExactlyAndCorruptionIsRejected() throws {
+        var r = PromptResult(promptIndex: 3)
+        r.positions = [TokenDivergence(kld: 0.1, reverseKLD: .leastNonzeroMagnitude, tv: 1.0 / 3, sameTop: true, dp: -0.25,
+                                       nllReference: 2, nllCandidate: 2.5, entropyReference: 1, entropyCandidate: .pi)]
+        r.samplingTV = [0, 1]
+        r.freeTokens = [5, 6, 7]
+        r.firstDivergence = 2
+        r.reconverged = false
+        r.candidateTextNLL = 1.75
+        r.kvErrorByAge = [(0.5, 2), (0, 1)]
+        let data = PromptResultCodec.encode(r)
+        let back = try PromptResultCodec.decode(data)
+        #expect(PromptResultCodec.encode(back) == data)
+        #expect(back.positions == r.positions && back.freeTokens == r.freeTokens && back.firstDivergence == 2)
+        for cut in [0, 7, 8, 20, data.count - 1] {
+            #expect(throws: QuantDriftError.self) { try PromptResultCodec.decode(data.prefix(cut)) }
+        }
+        var lying = data
+        lying.replaceSubrange(16..<24, with: [UInt8](repeating: 0x7F, count: 8))   // positions count
+        #expect(throws: QuantDriftError.self) { try PromptResultCodec.decode(lying) }
+    }
+}

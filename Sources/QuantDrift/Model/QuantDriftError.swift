@@ -7,10 +7,12 @@ public enum QuantDriftError: Error, CustomStringConvertible, Equatable, Sendable
     case unsupported(String)
     /// A bug or an environment failure (allocation, write error) not caused by the input.
     case internalError(String)
+    /// The user stopped the run (SIGINT/SIGTERM); finished work was kept.
+    case interrupted(String)
 
     public var description: String {
         switch self {
-        case .invalidInput(let m), .unsupported(let m), .internalError(let m): return m
+        case .invalidInput(let m), .unsupported(let m), .internalError(let m), .interrupted(let m): return m
         }
     }
 
@@ -18,7 +20,7 @@ public enum QuantDriftError: Error, CustomStringConvertible, Equatable, Sendable
     public var isBadInput: Bool {
         switch self {
         case .invalidInput, .unsupported: return true
-        case .internalError: return false
+        case .internalError, .interrupted: return false
         }
     }
 }

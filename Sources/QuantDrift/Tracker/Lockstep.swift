@@ -123,6 +123,8 @@ public final class LockstepEngine: @unchecked Sendable {
     public let calibration: CalibrationSet?
     let vocab: Int
     let uniforms: SharedUniforms
+    /// Polled between work items and decode steps: true stops the run with `.interrupted`.
+    public var shouldStop: @Sendable () -> Bool = { false }
 
     public init(model: Model, options: TrackerOptions, calibration: CalibrationSet? = nil) throws {
         guard options.threads >= 1 else { throw QuantDriftError.invalidInput("--threads must be ≥ 1") }
@@ -172,6 +174,7 @@ public final class LockstepEngine: @unchecked Sendable {
             do {
                 var state = try makeState()
                 while errors.error == nil, let i = queue.take() {
+                    try checkStop()
                     try body(&state, i)
                 }
             } catch {
@@ -179,6 +182,10 @@ public final class LockstepEngine: @unchecked Sendable {
             }
         }
         if let e = errors.error { throw e }
+    }
+
+    func checkStop() throws {
+        if shouldStop() { throw QuantDriftError.interrupted("interrupted") }
     }
 
     // MARK: - Reference
@@ -221,6 +228,7 @@ public final class LockstepEngine: @unchecked Sendable {
             continuation.append(token)
             if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { break }
             if t == n - 1 { break }
+            try checkStop()
             logits = try r.forward(CollectionOfOne(token), logits: .last)
         }
         var rows = [Float](repeating: 0, count: continuation.count * vocab)
@@ -254,7 +262,9 @@ public final class LockstepEngine: @unchecked Sendable {
     // MARK: - Candidates
 
     /// Runs every candidate on every prompt; results[candidate][prompt].
+    /// With a checkpoint, results kept there are reused and every new one is saved as it finishes.
     public func run(_ candidates: [TrackerCandidate], references: [ReferenceRun], contextLength: Int,
+                    checkpoint: TrackerCheckpoint? = nil,
                     progress: @Sendable (String) -> Void = { _ in }) throws -> [[PromptResult]] {
         let jobs = candidates.count * references.count
         let box = ResultBox<PromptResult>(count: jobs)
@@ -268,6 +278,11 @@ public final class LockstepEngine: @unchecked Sendable {
         try parallel(jobs, makeState: { WorkerState() }) { state, job in
             let c = job / references.count, p = job % references.count
             let cand = candidates[c]
+            if let kept = checkpoint?.load(cand, prompt: p), kept.promptIndex == p {
+                box.set(job, kept)
+                progress("\(cand.name) · \(references[p].id) (kept)")
+                return
+            }
             if state.candidate != c {
                 state.transformer = nil
                 let runtime = try cand.runtime ?? SchemeRuntime(model: model, scheme: cand.scheme, calibration: calibration)
@@ -282,6 +297,7 @@ public final class LockstepEngine: @unchecked Sendable {
             let result = try self.compare(state.transformer!, references[p], promptIndex: p,
                                           teacher: options.mode.teacherForced || cand.role != .main,
                                           free: free, scorer: state.reference)
+            try checkpoint?.save(result, cand, prompt: p)
             box.set(job, result)
             progress("\(cand.name) · \(references[p].id)")
         }
@@ -381,6 +397,7 @@ public final class LockstepEngine: @unchecked Sendable {
             }
             if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { break }
             if t == n - 1 { break }
+            try checkStop()
             logits = try m.forward(CollectionOfOne(token), logits: .last)
         }
         if let cache = m.cache as? QuantizedKVCache, tokens.count % Self.kvSnapshotEvery != 0 {

@@ -1,0 +1,142 @@
+import Foundation
+
+/// Finished (candidate, prompt) results kept on disk while a run goes, one small file each,
+/// written atomically: an interrupted run resumes where it stopped and, every result being
+/// deterministic, ends with the same report as an uninterrupted one.
+public final class TrackerCheckpoint: @unchecked Sendable {
+    public let folder: URL
+
+    /// - Parameter key: identifies everything the results depend on besides the candidate
+    ///   (model, workload, options, version); a different key starts from nothing.
+    public init(folder: URL, key: String, resume: Bool) throws {
+        self.folder = folder.appendingPathComponent(String(key.prefix(16)))
+        let fm = FileManager.default
+        if !resume { try? fm.removeItem(at: folder) }
+        do { try fm.createDirectory(at: self.folder, withIntermediateDirectories: true) }
+        catch { throw QuantDriftError.invalidInput("\(folder.path): cannot create the checkpoint folder") }
+    }
+
+    func url(_ candidate: TrackerCandidate, prompt: Int) -> URL {
+        var h = SHA256()
+        h.update(Array((candidate.name + "\n" + candidate.scheme.spec).utf8))
+        return folder.appendingPathComponent(String(SHA256.hex(h.finalize()).prefix(16)) + "-\(prompt).bin")
+    }
+
+    /// A kept result, or nil (absent, or unreadable: then it is simply computed again).
+    public func load(_ candidate: TrackerCandidate, prompt: Int) -> PromptResult? {
+        guard let data = try? Data(contentsOf: url(candidate, prompt: prompt)) else { return nil }
+        return try? PromptResultCodec.decode(data)
+    }
+
+    public func save(_ r: PromptResult, _ candidate: TrackerCandidate, prompt: Int) throws {
+        try RunConditions.writeAtomically(PromptResultCodec.encode(r), to: url(candidate, prompt: prompt))
+    }
+
+    /// How many results are kept.
+    public var count: Int { ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { $0.hasSuffix(".bin") }.count }
+
+    /// Forgets everything once the report is written.
+    public func remove() { try? FileManager.default.removeItem(at: folder.deletingLastPathComponent()) }
+}
+
+/// A compact binary form of PromptResult: doubles as exact bit patterns, every length checked.
+enum PromptResultCodec {
+    static let magic: [UInt8] = Array("QDPR0001".utf8)
+
+    static func encode(_ r: PromptResult) -> Data {
+        var w = BinaryWriter()
+        w.bytes(magic)
+        w.int(r.promptIndex)
+        w.int(r.positions.count)
+        for d in r.positions {
+            for x in [d.kld, d.reverseKLD, d.tv, d.dp, d.nllReference, d.nllCandidate, d.entropyReference, d.entropyCandidate] { w.double(x) }
+            w.int(d.sameTop ? 1 : 0)
+        }
+        w.doubles(r.samplingTV)
+        w.int(r.freeTokens == nil ? -1 : r.freeTokens!.count)
+        for t in r.freeTokens ?? [] { w.int(t) }
+        w.int(r.firstDivergence ?? -1)
+        w.int(r.reconverged.map { $0 ? 1 : 0 } ?? -1)
+        w.int(r.candidateTextNLL == nil ? 0 : 1)
+        w.double(r.candidateTextNLL ?? 0)
+        w.int(r.kvErrorByAge == nil ? -1 : r.kvErrorByAge!.count)
+        for b in r.kvErrorByAge ?? [] { w.double(b.sum); w.int(b.count) }
+        w.double(r.teacherSeconds)
+        w.double(r.freeSeconds)
+        return w.data
+    }
+
+    static func decode(_ data: Data) throws -> PromptResult {
+        var r = BinaryReader(data)
+        guard try r.bytes(magic.count) == magic else { throw QuantDriftError.invalidInput("not a result file") }
+        var out = PromptResult(promptIndex: try r.int())
+        let n = try r.count(perItem: 9 * 8)
+        out.positions = try (0..<n).map { _ in
+            let x = try (0..<8).map { _ in try r.double() }
+            return TokenDivergence(kld: x[0], reverseKLD: x[1], tv: x[2], sameTop: try r.int() == 1, dp: x[3],
+                                   nllReference: x[4], nllCandidate: x[5], entropyReference: x[6], entropyCandidate: x[7])
+        }
+        out.samplingTV = try r.doubles()
+        let f = try r.int()
+        if f >= 0 {
+            guard f <= r.remaining / 8 else { throw QuantDriftError.invalidInput("bad count") }
+            out.freeTokens = try (0..<f).map { _ in try r.int() }
+        }
+        let first = try r.int()
+        out.firstDivergence = first >= 0 ? first : nil
+        let re = try r.int()
+        out.reconverged = re < 0 ? nil : re == 1
+        let hasNLL = try r.int()
+        let nll = try r.double()
+        out.candidateTextNLL = hasNLL == 1 ? nll : nil
+        let k = try r.int()
+        if k >= 0 {
+            guard k <= r.remaining / 16 else { throw QuantDriftError.invalidInput("bad count") }
+            out.kvErrorByAge = try (0..<k).map { _ in (try r.double(), try r.int()) }
+        }
+        out.teacherSeconds = try r.double()
+        out.freeSeconds = try r.double()
+        guard r.remaining == 0 else { throw QuantDriftError.invalidInput("trailing bytes") }
+        return out
+    }
+}
+
+struct BinaryWriter {
+    var data = Data()
+    mutating func bytes(_ b: [UInt8]) { data.append(contentsOf: b) }
+    mutating func int(_ v: Int) { withUnsafeBytes(of: Int64(v).littleEndian) { data.append(contentsOf: $0) } }
+    mutating func double(_ v: Double) { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+    mutating func doubles(_ v: [Double]) {
+        int(v.count)
+        for x in v { double(x) }
+    }
+}
+
+struct BinaryReader {
+    let bytes: [UInt8]
+    var offset = 0
+    init(_ data: Data) { bytes = [UInt8](data) }
+    var remaining: Int { bytes.count - offset }
+
+    mutating func bytes(_ n: Int) throws -> [UInt8] {
+        guard n >= 0, n <= remaining else { throw QuantDriftError.invalidInput("truncated") }
+        defer { offset += n }
+        return Array(bytes[offset..<(offset + n)])
+    }
+    mutating func u64() throws -> UInt64 {
+        let b = try bytes(8)
+        return b.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    }
+    mutating func int() throws -> Int { Int(Int64(bitPattern: try u64())) }
+    mutating func double() throws -> Double { Double(bitPattern: try u64()) }
+    /// A count of items of `perItem` bytes that the rest of the data can hold.
+    mutating func count(perItem: Int) throws -> Int {
+        let n = try int()
+        guard n >= 0, n <= remaining / perItem else { throw QuantDriftError.invalidInput("bad count") }
+        return n
+    }
+    mutating func doubles() throws -> [Double] {
+        let n = try count(perItem: 8)
+        return try (0..<n).map { _ in try double() }
+    }
+}
