@@ -8,7 +8,8 @@ struct QuantDriftCLI: ParsableCommand {
         abstract: "How much does a quantization scheme change what an LLM says, and how does that change grow along a generation?",
         version: QuantDriftVersion.string,
         subcommands: [GenerateCommand.self, TokenizeCommand.self, LogitsCommand.self, PerplexityCommand.self,
-                      KLDCommand.self, InspectCommand.self, CalibrateCommand.self, BenchCommand.self, SchemesCommand.self])
+                      KLDCommand.self, InspectCommand.self, CalibrateCommand.self, BenchCommand.self, SchemesCommand.self,
+                      CheckCommand.self, RenderCommand.self])
 }
 
 /// Shared helpers of the commands: stderr, exit, output files.
