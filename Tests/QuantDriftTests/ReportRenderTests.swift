@@ -49,7 +49,7 @@ struct ReportRenderTests {
         #expect(h.contains("&lt;img src=x onerror=alert(1)&gt;"))
         let md = try ReportRenderer.markdown(SyntheticReport.data(o))
         #expect(!md.contains("<script"))
-        #expect(md.contains("&lt;script&gt;"))
+        #expect(md.contains("&lt;script>alert(1)&lt;/script>&amp;\""))
     }
 
     @Test func renderingIsByteIdenticalAndIndependentOfJSONLayout() throws {
@@ -89,6 +89,26 @@ struct ReportRenderTests {
         // Three schemes → three paired rows (each pair once), under a header and a separator line.
         let pairedSection = md.components(separatedBy: "## Paired differences")[1].components(separatedBy: "##")[0]
         #expect(MarkupCheck.count("\n| ", in: pairedSection) == 2 + 3)
+    }
+
+    /// The fp32 self-check (KLD exactly 0) cannot sit on a log axis: it is named, not drawn.
+    @Test func zeroDriftSchemeAndEmptyReportRender() throws {
+        var o = Options()
+        o.schemes = ["fp32", "w8", "w4g32"]
+        o.baseKLD = [0, 0.002, 0.1]
+        let h = try html(o)
+        #expect(MarkupCheck.problem(h) == nil, "\(MarkupCheck.problem(h) ?? "")")
+        #expect(h.contains("fp32 (zero: not shown)"))
+        #expect(!h.contains("nan") && !h.contains("inf"))
+        let md = try ReportRenderer.markdown(SyntheticReport.data(o))
+        #expect(md.contains("fp32: identical to the reference (KLD 0, top-1 100%, no divergence)."))
+        #expect(md.contains("| fp32 | 0 [0, 0] |"))
+        #expect(md.contains("none (> 256)"))
+
+        o.schemes = []
+        let empty = try html(o)
+        #expect(MarkupCheck.problem(empty) == nil, "\(MarkupCheck.problem(empty) ?? "")")
+        #expect(MarkupCheck.count("<svg", in: empty) == 2)
     }
 
     @Test func emptyCurvesAndNullValuesRender() throws {

@@ -19,7 +19,7 @@ enum HTMLReport {
 
         h += "<section id=\"metrics\">\n<h2>Schemes × metrics</h2>\n"
         h += table(ReportReading.columns.map(\.header), report.schemes.map { s in ReportReading.columns.map { $0.cell(s) } },
-                   colours: report.schemes.indices.map(SVGPlot.colour))
+                   colours: report.schemes.indices.map(SVGPlot.colour), cls: "metrics")
         h += "<p class=\"note\">KLD in nats per token (teacher-forced); first divergence, survival, text NLL and repetition from free-running generations. – = does not apply.</p>\n"
         let pairs = ReportReading.pairs(report)
         if !pairs.isEmpty {
@@ -166,8 +166,8 @@ enum HTMLReport {
     }
 
     /// A table with escaped cells; `colours` marks the first cell of each row with a swatch.
-    private static func table(_ header: [String], _ rows: [[String]], colours: [String]? = nil) -> String {
-        var t = "<table>\n<thead><tr>" + header.map { "<th>\(F.html($0))</th>" }.joined() + "</tr></thead>\n<tbody>\n"
+    private static func table(_ header: [String], _ rows: [[String]], colours: [String]? = nil, cls: String? = nil) -> String {
+        var t = (cls.map { "<div class=\"wide\"><table class=\"\($0)\">" } ?? "<table>") + "\n<thead><tr>" + header.map { "<th>\(F.html($0))</th>" }.joined() + "</tr></thead>\n<tbody>\n"
         for (i, r) in rows.enumerated() {
             t += "<tr>"
             for (k, cell) in r.enumerated() {
@@ -179,7 +179,7 @@ enum HTMLReport {
             }
             t += "</tr>\n"
         }
-        return t + "</tbody>\n</table>\n"
+        return t + "</tbody>\n</table>\n" + (cls == nil ? "" : "</div>\n")
     }
 
     private static let css = """
@@ -189,7 +189,7 @@ enum HTMLReport {
     .sub{color:#4a5562;margin:0 0 8px}.note{color:#5a6572;font-size:13px}
     table{border-collapse:collapse;background:#fff;font-size:13px;margin:6px 0;width:100%}
     th,td{border:1px solid #d5dae1;padding:4px 7px;text-align:left;vertical-align:top}th{background:#eef1f5}
-    td.name{white-space:nowrap;font-weight:600}.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
+    td.name{white-space:nowrap;font-weight:600}table.metrics td{white-space:nowrap}.wide{overflow-x:auto}.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
     figure{margin:14px 0;background:#fff;border:1px solid #d5dae1;padding:6px}figcaption{font-size:13px;color:#4a5562;padding:2px 6px}
     svg.plot{display:block;width:100%;height:auto}
     svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;fill:#1d232b}

@@ -91,8 +91,7 @@ enum ReportFormat {
         for c in s.unicodeScalars {
             switch c {
             case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
+            case "<": out += "&lt;"  // no HTML; a lone ">" mid-line is harmless and stays readable
             case "|": out += "\\|"
             case "`", "*", "\\": out += "\\" + String(c)
             case "(" where out.hasSuffix("]"): out += "\\("

@@ -281,7 +281,7 @@ enum SVGPlot {
         guard hi > lo else { return [lo] }
         let raw = (hi - lo) / 6
         let p = pow(10, floor(log10(raw)))
-        let step = [1.0, 2, 2.5, 5, 10].map { $0 * p }.first { $0 >= raw * 0.75 } ?? 10 * p
+        let step = [1.0, 2, 5, 10].map { $0 * p }.first { $0 >= raw * 0.75 } ?? 10 * p
         var ticks: [Double] = []
         var k = (lo / step).rounded(.up)
         while k * step <= hi * (1 + 1e-9) + 1e-300, ticks.count < 50 {

@@ -67,6 +67,7 @@ enum SyntheticReport {
             let predicted = (0...o.maxTokens).map { pow(1 - hazard * 0.85, Double($0)) }
             let observed = (0...o.maxTokens).map { t -> Double in (pow(1 - hazard, Double(t)) * n).rounded(.down) / n }
             let firstDivergences = o.promptIDs.indices.map { k -> Int? in
+                guard hazard > 0 else { return nil }
                 let t = Int((log(1 - (Double(k) + 0.5) / n) / log(1 - hazard)).rounded(.up))
                 return t <= o.maxTokens ? max(t, 1) : nil
             }
