@@ -7,8 +7,9 @@ struct QuantDriftCLI: ParsableCommand {
         commandName: "quantdrift",
         abstract: "How much does a quantization scheme change what an LLM says, and how does that change grow along a generation?",
         version: QuantDriftVersion.string,
-        subcommands: [RunCommand.self, CompareCommand.self, GenerateCommand.self, TokenizeCommand.self, LogitsCommand.self, PerplexityCommand.self,
-                      KLDCommand.self, InspectCommand.self, CalibrateCommand.self, BenchCommand.self, SchemesCommand.self])
+        subcommands: [RunCommand.self, CompareCommand.self, CheckCommand.self, RenderCommand.self, GenerateCommand.self,
+                      TokenizeCommand.self, LogitsCommand.self, PerplexityCommand.self, KLDCommand.self, InspectCommand.self,
+                      CalibrateCommand.self, BenchCommand.self, SchemesCommand.self])
 }
 
 /// Shared helpers of the commands: stderr, exit, output files.

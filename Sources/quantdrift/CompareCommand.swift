@@ -194,9 +194,10 @@ enum Tracking {
         ])
         try RunConditions.writeAtomically(Data((json.serialized(pretty: true) + "\n").utf8), to: outDir.appendingPathComponent("report.json"))
         try RunConditions.writeAtomically(Data(report.tokensCSV().utf8), to: outDir.appendingPathComponent("tokens.csv"))
+        try ReportWriter.writeRenderings(report: json, to: outDir)
         checkpoint.remove()
         printSummary(json)
-        CLI.note(String(format: "wrote %@/report.json and tokens.csv in %.0f s", outDir.path, t2 - t0))
+        CLI.note(String(format: "wrote report.json, tokens.csv, summary.md and report.html to %@ in %.0f s", outDir.path, t2 - t0))
     }
 
     static func prepareOutput(_ dir: URL) throws {
