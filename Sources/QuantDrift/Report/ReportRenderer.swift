@@ -54,4 +54,3 @@ public enum ReportWriter {
         return [md, html]
     }
 }
-}
