@@ -49,10 +49,21 @@ public enum KLDMode {
         return (1 - f) * sorted[ip] + f * sorted[min(ip + 1, sorted.count - 1)]
     }
 
+    /// The header a kld reference trace carries: the model, the text, the runtime and the chunking.
+    public static func traceHeader(modelSHA256: String, textSHA256: String, runtime: String, vocabSize: Int,
+                                   nCtx: Int) -> ReferenceTraceHeader {
+        ReferenceTraceHeader(modelSHA256: modelSHA256, workloadSHA256: textSHA256, runtime: runtime, vocabSize: vocabSize,
+                             settings: ["mode": "kld", "n_ctx": String(nCtx), "scored": "second half of each chunk"])
+    }
+
     /// Runs the FP32 reference and `candidate` over `tokens` in chunks of `nCtx` (a trailing
     /// partial chunk dropped; first token BOS when the model adds BOS) and compares the second
-    /// half of every chunk. The two models run side by side on two threads.
+    /// half of every chunk. Two chunks run at a time, one per core, each through its own
+    /// transformers; results are summed in chunk order, so they do not depend on the scheduling.
+    /// With `.load` the reference's log-probs come from a trace and only the candidate runs;
+    /// with `.save` they are also written to the trace (the comparison still uses the live logits).
     public static func run(model: Model, candidate: SchemeRuntime, tokens: [Int], nCtx: Int,
+                           reference: KLDReference = .live,
                            progress: (Int, Int) -> Void = { _, _ in }) throws -> KLDResult {
         guard nCtx >= 4 else { throw QuantDriftError.invalidInput("--ctx must be at least 4, got \(nCtx)") }
         guard nCtx <= model.config.contextLength else {
@@ -62,45 +73,63 @@ public enum KLDMode {
         guard chunks >= 1 else {
             throw QuantDriftError.invalidInput("the text has \(tokens.count) tokens, fewer than one chunk of \(nCtx)")
         }
-        let reference = try Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
-        let cand = try candidate.transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
         let vocab = model.config.vocabSize
         let first = nCtx / 2
+        let rows = nCtx - 1 - first
+        var chunkTokens: [[Int]] = (0..<chunks).map { c in
+            var chunk = Array(tokens[(c * nCtx)..<((c + 1) * nCtx)])
+            if model.tokenizer.spec.addBOS, let bos = model.tokenizer.spec.bosID { chunk[0] = bos }
+            return chunk
+        }
+        var loaded: ReferenceTraceReader?
+        if case .load(let reader) = reference {
+            try checkTrace(reader, chunks: chunkTokens, first: first, rows: rows, vocab: vocab)
+            loaded = reader
+        }
+        let trace = loaded
+        let laneCount = min(2, chunks)
+        let lanes = try (0..<laneCount).map { _ in
+            try KLDLane(model: model, candidate: candidate, nCtx: nCtx, rows: rows,
+                        runsReference: trace == nil, keepsLogProbs: trace != nil || reference.saves)
+        }
         var klds: [Double] = [], dps: [Double] = []
+        klds.reserveCapacity(chunks * rows)
+        dps.reserveCapacity(chunks * rows)
         var sumNLL = 0.0, sumNLL2 = 0.0, sumBase = 0.0, sumBase2 = 0.0, sumKLD = 0.0, sumKLD2 = 0.0
         var sumDp = 0.0, sumDp2 = 0.0, sumTV = 0.0
         var sameTop = 0
         let start = monotonicSeconds()
-        for c in 0..<chunks {
-            var chunk = Array(tokens[(c * nCtx)..<((c + 1) * nCtx)])
-            if model.tokenizer.spec.addBOS, let bos = model.tokenizer.spec.bosID { chunk[0] = bos }
-            reference.reset()
-            cand.reset()
-            // Reference and candidate side by side; each writes only its own buffers.
-            let models = [reference, cand]
-            let errors = ErrorBox()
-            let input = chunk
-            DispatchQueue.concurrentPerform(iterations: 2) { i in
-                do { try models[i].forward(input, logits: .all) } catch { errors.set(error) }
+        var next = 0
+        while next < chunks {
+            let round = min(laneCount, chunks - next)
+            let base = next
+            let input = chunkTokens
+            DispatchQueue.concurrentPerform(iterations: round) { i in
+                lanes[i].process(chunk: base + i, tokens: input[base + i], first: first, trace: trace)
             }
-            if let e = errors.error { throw e }
-            let p = reference.allLogits(rows: nCtx), q = cand.allLogits(rows: nCtx)
-            for j in first..<(nCtx - 1) {
-                let d = TokenDivergence.compare(
-                    reference: UnsafeBufferPointer(rebasing: p[(j * vocab)..<((j + 1) * vocab)]),
-                    candidate: UnsafeBufferPointer(rebasing: q[(j * vocab)..<((j + 1) * vocab)]),
-                    target: chunk[j + 1])
-                klds.append(d.kld)
-                dps.append(d.dp)
-                sumNLL += d.nllCandidate; sumNLL2 += d.nllCandidate * d.nllCandidate
-                sumBase += d.nllReference; sumBase2 += d.nllReference * d.nllReference
-                sumKLD += d.kld; sumKLD2 += d.kld * d.kld
-                sumDp += d.dp; sumDp2 += d.dp * d.dp
-                sumTV += d.tv
-                if d.sameTop { sameTop += 1 }
+            for i in 0..<round {
+                let lane = lanes[i], c = base + i
+                if let e = lane.error { throw e }
+                if case .save(let writer) = reference {
+                    try lane.logProbs.withUnsafeBufferPointer {
+                        try writer.append(id: "chunk \(c)", tokens: input[c], firstScored: first, logProbs: $0)
+                    }
+                }
+                for d in lane.results {
+                    klds.append(d.kld)
+                    dps.append(d.dp)
+                    sumNLL += d.nllCandidate; sumNLL2 += d.nllCandidate * d.nllCandidate
+                    sumBase += d.nllReference; sumBase2 += d.nllReference * d.nllReference
+                    sumKLD += d.kld; sumKLD2 += d.kld * d.kld
+                    sumDp += d.dp; sumDp2 += d.dp * d.dp
+                    sumTV += d.tv
+                    if d.sameTop { sameTop += 1 }
+                }
+                progress(c + 1, chunks)
             }
-            progress(c + 1, chunks)
+            next += round
         }
+        chunkTokens.removeAll()
         let seconds = monotonicSeconds() - start
         let n = klds.count
         let (lp, lpSE) = meanAndUncertainty(sumNLL, sumNLL2, n)
@@ -119,6 +148,114 @@ public enum KLDMode {
             sameTopP: same, sameTopPSE: n > 1 ? (same * (1 - same) / Double(n - 1)).squareRoot() : 0,
             meanDp: sumDp / Double(n), rmsDp: (sumDp2 / Double(n)).squareRoot(), meanTV: sumTV / Double(n),
             seconds: seconds, tokensPerSecond: Double(chunks * nCtx) / seconds)
+    }
+
+    /// A trace must hold exactly this run's chunks, tokens and scored rows.
+    static func checkTrace(_ reader: ReferenceTraceReader, chunks: [[Int]], first: Int, rows: Int, vocab: Int) throws {
+        let name = reader.url.path
+        guard reader.vocabSize == vocab else {
+            throw QuantDriftError.invalidInput("reference trace \(name): vocabulary of \(reader.vocabSize), the model has \(vocab)")
+        }
+        guard reader.count == chunks.count else {
+            throw QuantDriftError.invalidInput("reference trace \(name): \(reader.count) chunks, this run has \(chunks.count)")
+        }
+        for (c, chunk) in chunks.enumerated() {
+            guard reader.firstScored(at: c) == first, reader.rows(at: c) == rows, reader.tokens(at: c) == chunk else {
+                throw QuantDriftError.invalidInput("reference trace \(name): record \(c) (\(reader.id(at: c))) does not hold this run's chunk \(c)")
+            }
+        }
+    }
+}
+
+/// Where the FP32 reference's side of a kld run comes from.
+public enum KLDReference {
+    /// Run the FP32 model.
+    case live
+    /// Run the FP32 model and store its scored log-probs.
+    case save(ReferenceTraceWriter)
+    /// Read the reference's log-probs from a trace; only the candidate runs.
+    case load(ReferenceTraceReader)
+
+    var saves: Bool { if case .save = self { return true } else { return false } }
+}
+
+/// One core's share of a kld run: its own transformers and buffers, reused for every chunk it
+/// takes, so the hot loop allocates nothing.
+final class KLDLane: @unchecked Sendable {
+    let reference: Transformer?
+    let candidate: Transformer
+    let vocab: Int
+    let nCtx: Int
+    /// (rows, vocab) reference log-probs of the scored positions: read from a trace, or kept for one.
+    var logProbs: [Float]
+    /// 2 × vocab doubles for TokenDivergence.compare.
+    var scratch: [Double]
+    /// One divergence per scored position of the last chunk.
+    var results: [TokenDivergence] = []
+    var error: Error?
+
+    init(model: Model, candidate runtime: SchemeRuntime, nCtx: Int, rows: Int, runsReference: Bool, keepsLogProbs: Bool) throws {
+        reference = runsReference ? try Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true) : nil
+        candidate = try runtime.transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
+        vocab = model.config.vocabSize
+        self.nCtx = nCtx
+        logProbs = keepsLogProbs ? [Float](repeating: 0, count: rows * vocab) : []
+        scratch = [Double](repeating: 0, count: 2 * vocab)
+        results.reserveCapacity(rows)
+    }
+
+    func process(chunk c: Int, tokens chunk: [Int], first: Int, trace: ReferenceTraceReader?) {
+        results.removeAll(keepingCapacity: true)
+        error = nil
+        do {
+            let vocab = self.vocab
+            let rows = nCtx - 1 - first
+            if let trace {
+                try logProbs.withUnsafeMutableBufferPointer { try trace.readLogProbs(at: c, into: $0) }
+            } else if let reference {
+                reference.reset()
+                try reference.forward(chunk, logits: .all)
+            }
+            candidate.reset()
+            let q = try candidate.forward(chunk, logits: .all)
+            if let reference {
+                let p = reference.allLogits(rows: nCtx)
+                let scored = UnsafeBufferPointer(rebasing: p[(first * vocab)..<((first + rows) * vocab)])
+                if !logProbs.isEmpty { Self.logSoftmax(scored, vocab: vocab, into: &logProbs) }
+                compare(reference: scored, candidate: q, chunk: chunk, first: first, rows: rows)
+            } else {
+                let lp = logProbs
+                lp.withUnsafeBufferPointer { compare(reference: $0, candidate: q, chunk: chunk, first: first, rows: rows) }
+            }
+        } catch {
+            self.error = error
+        }
+    }
+
+    /// Compares the scored rows: `reference` holds rows first ..< first+rows, `candidate` all rows.
+    private func compare(reference: UnsafeBufferPointer<Float>, candidate q: UnsafeBufferPointer<Float>, chunk: [Int],
+                         first: Int, rows: Int) {
+        let vocab = self.vocab
+        scratch.withUnsafeMutableBufferPointer { s in
+            for r in 0..<rows {
+                let j = first + r
+                results.append(TokenDivergence.compare(
+                    reference: UnsafeBufferPointer(rebasing: reference[(r * vocab)..<((r + 1) * vocab)]),
+                    candidate: UnsafeBufferPointer(rebasing: q[(j * vocab)..<((j + 1) * vocab)]),
+                    target: chunk[j + 1], scratch: s))
+            }
+        }
+    }
+
+    /// Row-wise log-softmax of logits (rows, vocab) into float32 log-probs.
+    static func logSoftmax(_ logits: UnsafeBufferPointer<Float>, vocab: Int, into out: inout [Float]) {
+        out.withUnsafeMutableBufferPointer { o in
+            for r in 0..<(logits.count / vocab) {
+                let row = UnsafeBufferPointer(rebasing: logits[(r * vocab)..<((r + 1) * vocab)])
+                let lse = LogSoftmax.logSumExp(row)
+                for i in 0..<vocab { o[r * vocab + i] = Float(Double(row[i]) - lse) }
+            }
+        }
     }
 }
 
