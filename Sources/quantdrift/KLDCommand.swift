@@ -67,6 +67,7 @@ struct KLDCommand: ParsableCommand {
                 "kld_percentiles": .object(r.kldPercentiles.map { ($0.0, .double($0.1)) }),
                 "same_top_p": .double(r.sameTopP), "rms_dp": .double(r.rmsDp), "mean_dp": .double(r.meanDp),
                 "mean_tv": .double(r.meanTV), "seconds": .double(r.seconds), "tokens_per_s": .double(r.tokensPerSecond),
+                "phase_seconds": .object(r.phaseSeconds.map { ($0.0, .double($0.1)) }),
             ])
             return
         }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 @testable import QuantDrift
@@ -85,5 +86,24 @@ struct KLDTraceTests {
         #expect(close(d.nllReference, -a[17]) && close(d.nllCandidate, -b[17]))
         #expect(close(d.dp, exp(b[17]) - exp(a[17])))
         #expect(d.sameTop == (p.indices.max { p[$0] < p[$1] } == q.indices.max { q[$0] < q[$1] }))
+    }
+
+    @Test func vectorisedExpIsWithinTwoUlpOfLibm() {
+        var g = SplitMix64(seed: 5)
+        var x = (0..<10001).map { _ in Float(-g.nextDouble() * 760) }
+        x += [0, -1e-30, -708.1, -707.9, -.infinity, -745, -0.5]
+        let shift: Float = 0.25
+        var e = [Double](repeating: -1, count: x.count)
+        let sum = qd_exp_shifted(x, Int32(x.count), shift, &e)
+        var lanes = [0.0, 0.0, 0.0, 0.0]
+        var worst = 0.0
+        for i in x.indices {
+            let v = Double(x[i]) - Double(shift)
+            let want = v < -708 ? 0 : Foundation.exp(v)
+            lanes[i & 3] += e[i]
+            if want == 0 { #expect(e[i] == 0, "x=\(x[i])") } else { worst = max(worst, abs(e[i] - want) / want) }
+        }
+        #expect(worst <= 2 * Double.ulpOfOne, "worst relative error \(worst)")
+        #expect(sum == (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
     }
 }

@@ -27,6 +27,9 @@ public struct KLDResult: Sendable {
     public var seconds: Double
     /// Every token processed (chunks × n_ctx) per second; each is run by the reference and the candidate.
     public var tokensPerSecond: Double
+    /// Seconds spent in each phase, summed over the two lanes ("reference_forward",
+    /// "candidate_forward", "trace_read", "log_softmax", "compare", "trace_write"), to show where the time goes.
+    public var phaseSeconds: [(String, Double)] = []
 }
 
 public enum KLDMode {
@@ -98,6 +101,7 @@ public enum KLDMode {
         var sumNLL = 0.0, sumNLL2 = 0.0, sumBase = 0.0, sumBase2 = 0.0, sumKLD = 0.0, sumKLD2 = 0.0
         var sumDp = 0.0, sumDp2 = 0.0, sumTV = 0.0
         var sameTop = 0
+        var writeSeconds = 0.0
         let start = monotonicSeconds()
         var next = 0
         while next < chunks {
@@ -111,9 +115,11 @@ public enum KLDMode {
                 let lane = lanes[i], c = base + i
                 if let e = lane.error { throw e }
                 if case .save(let writer) = reference {
+                    let t = monotonicSeconds()
                     try lane.logProbs.withUnsafeBufferPointer {
                         try writer.append(id: "chunk \(c)", tokens: input[c], firstScored: first, logProbs: $0)
                     }
+                    writeSeconds += monotonicSeconds() - t
                 }
                 for d in lane.results {
                     klds.append(d.kld)
@@ -147,7 +153,9 @@ public enum KLDMode {
             kldPercentiles: keys.map { ($0.0, $0.0 == "50" ? median : percentile(sorted, $0.1)) },
             sameTopP: same, sameTopPSE: n > 1 ? (same * (1 - same) / Double(n - 1)).squareRoot() : 0,
             meanDp: sumDp / Double(n), rmsDp: (sumDp2 / Double(n)).squareRoot(), meanTV: sumTV / Double(n),
-            seconds: seconds, tokensPerSecond: Double(chunks * nCtx) / seconds)
+            seconds: seconds, tokensPerSecond: Double(chunks * nCtx) / seconds,
+            phaseSeconds: KLDLane.phaseNames.indices.map { p in (KLDLane.phaseNames[p], lanes.reduce(0) { $0 + $1.seconds[p] }) }
+                + [("trace_write", writeSeconds)])
     }
 
     /// A trace must hold exactly this run's chunks, tokens and scored rows.
@@ -193,6 +201,9 @@ final class KLDLane: @unchecked Sendable {
     /// One divergence per scored position of the last chunk.
     var results: [TokenDivergence] = []
     var error: Error?
+    /// Seconds per phase: reference forward, candidate forward, trace read, log-softmax, compare.
+    var seconds = [Double](repeating: 0, count: 5)
+    static let phaseNames = ["reference_forward", "candidate_forward", "trace_read", "log_softmax", "compare"]
 
     init(model: Model, candidate runtime: SchemeRuntime, nCtx: Int, rows: Int, runsReference: Bool, keepsLogProbs: Bool) throws {
         reference = runsReference ? try Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true) : nil
@@ -210,23 +221,36 @@ final class KLDLane: @unchecked Sendable {
         do {
             let vocab = self.vocab
             let rows = nCtx - 1 - first
+            var t = monotonicSeconds()
+            func lap(_ phase: Int) {
+                let now = monotonicSeconds()
+                seconds[phase] += now - t
+                t = now
+            }
             if let trace {
                 try logProbs.withUnsafeMutableBufferPointer { try trace.readLogProbs(at: c, into: $0) }
+                lap(2)
             } else if let reference {
                 reference.reset()
                 try reference.forward(chunk, logits: .all)
+                lap(0)
             }
             candidate.reset()
             let q = try candidate.forward(chunk, logits: .all)
+            lap(1)
             if let reference {
                 let p = reference.allLogits(rows: nCtx)
                 let scored = UnsafeBufferPointer(rebasing: p[(first * vocab)..<((first + rows) * vocab)])
-                if !logProbs.isEmpty { Self.logSoftmax(scored, vocab: vocab, into: &logProbs) }
+                if !logProbs.isEmpty {
+                    Self.logSoftmax(scored, vocab: vocab, into: &logProbs)
+                    lap(3)
+                }
                 compare(reference: scored, candidate: q, chunk: chunk, first: first, rows: rows)
             } else {
                 let lp = logProbs
                 lp.withUnsafeBufferPointer { compare(reference: $0, candidate: q, chunk: chunk, first: first, rows: rows) }
             }
+            lap(4)
         } catch {
             self.error = error
         }
