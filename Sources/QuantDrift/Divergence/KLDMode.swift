@@ -108,8 +108,12 @@ public enum KLDMode {
             let round = min(laneCount, chunks - next)
             let base = next
             let input = chunkTokens
-            DispatchQueue.concurrentPerform(iterations: round) { i in
-                lanes[i].process(chunk: base + i, tokens: input[base + i], first: first, trace: trace)
+            if round == 1 {
+                lanes[0].process(chunk: base, tokens: input[base], first: first, trace: trace, split: true)
+            } else {
+                DispatchQueue.concurrentPerform(iterations: round) { i in
+                    lanes[i].process(chunk: base + i, tokens: input[base + i], first: first, trace: trace)
+                }
             }
             for i in 0..<round {
                 let lane = lanes[i], c = base + i
@@ -188,20 +192,25 @@ public enum KLDReference {
 }
 
 /// One core's share of a kld run: its own transformers and buffers, reused for every chunk it
-/// takes, so the hot loop allocates nothing.
+/// takes, so the hot loop allocates nothing. A lane alone in its round (the last of an odd number
+/// of chunks) splits its chunk over both cores instead: reference (or trace) beside the candidate,
+/// then half of the comparisons each.
 final class KLDLane: @unchecked Sendable {
     let reference: Transformer?
     let candidate: Transformer
     let vocab: Int
     let nCtx: Int
+    let rows: Int
     /// (rows, vocab) reference log-probs of the scored positions: read from a trace, or kept for one.
     var logProbs: [Float]
-    /// 2 × vocab doubles for TokenDivergence.compare.
-    var scratch: [Double]
+    /// Two scratches of 2 × vocab doubles for TokenDivergence.compare, one per core.
+    private let scratch: UnsafeMutableBufferPointer<Double>
     /// One divergence per scored position of the last chunk.
-    var results: [TokenDivergence] = []
+    private let output: UnsafeMutableBufferPointer<TokenDivergence>
+    var results: UnsafeBufferPointer<TokenDivergence> { UnsafeBufferPointer(output) }
     var error: Error?
-    /// Seconds per phase: reference forward, candidate forward, trace read, log-softmax, compare.
+    /// Seconds per phase: reference forward, candidate forward, trace read, log-softmax, compare
+    /// (for a split chunk, each core's time is counted).
     var seconds = [Double](repeating: 0, count: 5)
     static let phaseNames = ["reference_forward", "candidate_forward", "trace_read", "log_softmax", "compare"]
 
@@ -210,64 +219,104 @@ final class KLDLane: @unchecked Sendable {
         candidate = try runtime.transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
         vocab = model.config.vocabSize
         self.nCtx = nCtx
+        self.rows = rows
         logProbs = keepsLogProbs ? [Float](repeating: 0, count: rows * vocab) : []
-        scratch = [Double](repeating: 0, count: 2 * vocab)
-        results.reserveCapacity(rows)
+        scratch = .allocate(capacity: 4 * vocab)
+        scratch.initialize(repeating: 0)
+        output = .allocate(capacity: rows)
+        output.initialize(repeating: TokenDivergence(kld: 0, reverseKLD: 0, tv: 0, sameTop: false, dp: 0, nllReference: 0,
+                                                     nllCandidate: 0, entropyReference: 0, entropyCandidate: 0))
     }
 
-    func process(chunk c: Int, tokens chunk: [Int], first: Int, trace: ReferenceTraceReader?) {
-        results.removeAll(keepingCapacity: true)
+    deinit {
+        scratch.deallocate()
+        output.deallocate()
+    }
+
+    /// Runs chunk `c`; `split` spreads it over both cores.
+    func process(chunk c: Int, tokens chunk: [Int], first: Int, trace: ReferenceTraceReader?, split: Bool = false) {
         error = nil
-        do {
-            let vocab = self.vocab
-            let rows = nCtx - 1 - first
-            var t = monotonicSeconds()
-            func lap(_ phase: Int) {
-                let now = monotonicSeconds()
-                seconds[phase] += now - t
-                t = now
+        // Phase 1: the reference side (trace or FP32 forward) and the candidate's forward.
+        let taskSeconds = SecondsPair()
+        let errors = ErrorBox()
+        if split {
+            DispatchQueue.concurrentPerform(iterations: 2) { task in
+                self.produce(task: task, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
             }
-            if let trace {
-                try logProbs.withUnsafeMutableBufferPointer { try trace.readLogProbs(at: c, into: $0) }
-                lap(2)
-            } else if let reference {
-                reference.reset()
-                try reference.forward(chunk, logits: .all)
-                lap(0)
-            }
-            candidate.reset()
-            let q = try candidate.forward(chunk, logits: .all)
-            lap(1)
-            if let reference {
-                let p = reference.allLogits(rows: nCtx)
-                let scored = UnsafeBufferPointer(rebasing: p[(first * vocab)..<((first + rows) * vocab)])
-                if !logProbs.isEmpty {
-                    Self.logSoftmax(scored, vocab: vocab, into: &logProbs)
-                    lap(3)
-                }
-                compare(reference: scored, candidate: q, chunk: chunk, first: first, rows: rows)
-            } else {
-                let lp = logProbs
-                lp.withUnsafeBufferPointer { compare(reference: $0, candidate: q, chunk: chunk, first: first, rows: rows) }
-            }
-            lap(4)
-        } catch {
-            self.error = error
+        } else {
+            produce(task: 0, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
+            produce(task: 1, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
         }
+        seconds[trace == nil ? 0 : 2] += taskSeconds.values[0]
+        seconds[1] += taskSeconds.values[1]
+        if let e = errors.error {
+            error = e
+            return
+        }
+        // Phase 2: log-softmax for a trace being saved, then the comparisons.
+        let vocab = self.vocab, rows = self.rows
+        let q = candidate.allLogits(rows: nCtx)
+        var t = monotonicSeconds()
+        if let reference {
+            let p = reference.allLogits(rows: nCtx)
+            let scored = UnsafeBufferPointer(rebasing: p[(first * vocab)..<((first + rows) * vocab)])
+            if !logProbs.isEmpty {
+                Self.logSoftmax(scored, vocab: vocab, into: &logProbs)
+                seconds[3] += monotonicSeconds() - t
+                t = monotonicSeconds()
+            }
+            compare(reference: scored, candidate: q, chunk: chunk, first: first, split: split)
+        } else {
+            let lp = logProbs
+            lp.withUnsafeBufferPointer { compare(reference: $0, candidate: q, chunk: chunk, first: first, split: split) }
+        }
+        seconds[4] += (monotonicSeconds() - t) * (split ? 2 : 1)
+    }
+
+    /// Task 0 fills the reference side (trace read or FP32 forward), task 1 runs the candidate.
+    private func produce(task: Int, chunk c: Int, tokens chunk: [Int], trace: ReferenceTraceReader?,
+                         seconds: SecondsPair, errors: ErrorBox) {
+        let t = monotonicSeconds()
+        do {
+            if task == 0 {
+                if let trace {
+                    try logProbs.withUnsafeMutableBufferPointer { try trace.readLogProbs(at: c, into: $0) }
+                } else if let reference {
+                    reference.reset()
+                    try reference.forward(chunk, logits: .all)
+                }
+            } else {
+                candidate.reset()
+                try candidate.forward(chunk, logits: .all)
+            }
+        } catch { errors.set(error) }
+        seconds.values[task] = monotonicSeconds() - t
     }
 
     /// Compares the scored rows: `reference` holds rows first ..< first+rows, `candidate` all rows.
+    /// Split, each core takes half of the rows with its own scratch; every row's result is the same.
     private func compare(reference: UnsafeBufferPointer<Float>, candidate q: UnsafeBufferPointer<Float>, chunk: [Int],
-                         first: Int, rows: Int) {
+                         first: Int, split: Bool) {
+        let rows = self.rows
+        guard split else { return compareRows(0..<rows, reference: reference, candidate: q, chunk: chunk, first: first, core: 0) }
+        let half = (rows + 1) / 2
+        let shared = SharedRows(reference: reference, candidate: q)
+        DispatchQueue.concurrentPerform(iterations: 2) { k in
+            self.compareRows(k == 0 ? 0..<half : half..<rows, reference: shared.reference, candidate: shared.candidate,
+                             chunk: chunk, first: first, core: k)
+        }
+    }
+
+    private func compareRows(_ range: Range<Int>, reference: UnsafeBufferPointer<Float>, candidate q: UnsafeBufferPointer<Float>,
+                             chunk: [Int], first: Int, core: Int) {
         let vocab = self.vocab
-        scratch.withUnsafeMutableBufferPointer { s in
-            for r in 0..<rows {
-                let j = first + r
-                results.append(TokenDivergence.compare(
-                    reference: UnsafeBufferPointer(rebasing: reference[(r * vocab)..<((r + 1) * vocab)]),
-                    candidate: UnsafeBufferPointer(rebasing: q[(j * vocab)..<((j + 1) * vocab)]),
-                    target: chunk[j + 1], scratch: s))
-            }
+        let s = UnsafeMutableBufferPointer(rebasing: scratch[(core * 2 * vocab)..<((core + 1) * 2 * vocab)])
+        for r in range {
+            let j = first + r
+            output[r] = TokenDivergence.compare(
+                reference: UnsafeBufferPointer(rebasing: reference[(r * vocab)..<((r + 1) * vocab)]),
+                candidate: UnsafeBufferPointer(rebasing: q[(j * vocab)..<((j + 1) * vocab)]),
+                target: chunk[j + 1], scratch: s)
         }
     }
 
@@ -281,6 +330,19 @@ final class KLDLane: @unchecked Sendable {
             }
         }
     }
+}
+
+/// Logit rows read by both cores of a split chunk (each core writes only its own results).
+struct SharedRows: @unchecked Sendable {
+    let reference: UnsafeBufferPointer<Float>
+    let candidate: UnsafeBufferPointer<Float>
+}
+
+/// The durations of the two tasks of a split chunk, each written by its own core.
+final class SecondsPair: @unchecked Sendable {
+    let values = UnsafeMutablePointer<Double>.allocate(capacity: 2)
+    init() { values.initialize(repeating: 0, count: 2) }
+    deinit { values.deallocate() }
 }
 
 /// First error thrown by concurrent work.
