@@ -19,6 +19,27 @@ struct KLDCommand: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON document.")
     var json = false
 
+    @Option(name: .customLong("save-reference"), help: "Also write the FP32 reference's scored log-probs to this trace file.")
+    var saveReference: String?
+
+    @Option(name: .customLong("reference"), help: "Read the FP32 reference's log-probs from this trace file (made with --save-reference) instead of running it.")
+    var reference: String?
+
+    func validate() throws {
+        if saveReference != nil && reference != nil {
+            throw ValidationError("--save-reference and --reference exclude each other")
+        }
+    }
+
+    /// The trace header this run writes or expects.
+    func traceHeader(model: Model, text: String) throws -> ReferenceTraceHeader {
+        let modelPath = try modelOptions.model ?? DefaultModel.path()
+        return KLDMode.traceHeader(
+            modelSHA256: try ModelFingerprint.sha256(path: modelPath), textSHA256: SHA256.hex(Array(text.utf8)),
+            runtime: RuntimeIdentity.string(toolVersion: QuantDriftVersion.string), vocabSize: model.config.vocabSize,
+            nCtx: ctx)
+    }
+
     func run() throws {
         let text = try CLI.readText(file)
         _ = try schemeOptions.parsed()
@@ -26,7 +47,16 @@ struct KLDCommand: ParsableCommand {
         let runtime = try schemeOptions.runtime(for: model)
         let tokens = model.tokenizer.encode(text)
         let progress = ProgressBar(label: "kld \(runtime.scheme.name)")
-        let r = try KLDMode.run(model: model, candidate: runtime, tokens: tokens, nCtx: ctx) { progress.update($0, of: $1) }
+        var source = KLDReference.live
+        var writer: ReferenceTraceWriter?
+        if let path = reference {
+            source = .load(try ReferenceTraceReader(url: URL(fileURLWithPath: path), expecting: traceHeader(model: model, text: text)))
+        } else if let path = saveReference {
+            writer = try ReferenceTraceWriter(url: URL(fileURLWithPath: path), header: traceHeader(model: model, text: text))
+            source = .save(writer!)
+        }
+        let r = try KLDMode.run(model: model, candidate: runtime, tokens: tokens, nCtx: ctx, reference: source) { progress.update($0, of: $1) }
+        try writer?.finish()
         progress.finish()
         if json {
             CLI.printJSON([
@@ -37,6 +67,7 @@ struct KLDCommand: ParsableCommand {
                 "kld_percentiles": .object(r.kldPercentiles.map { ($0.0, .double($0.1)) }),
                 "same_top_p": .double(r.sameTopP), "rms_dp": .double(r.rmsDp), "mean_dp": .double(r.meanDp),
                 "mean_tv": .double(r.meanTV), "seconds": .double(r.seconds), "tokens_per_s": .double(r.tokensPerSecond),
+                "phase_seconds": .object(r.phaseSeconds.map { ($0.0, .double($0.1)) }),
             ])
             return
         }
@@ -49,6 +80,7 @@ struct KLDCommand: ParsableCommand {
         print(String(format: "Minimum KLD: %10.6f", r.minKLD))
         print(String(format: "Mean    Δp: %6.3f %%   RMS Δp: %6.3f %%", 100 * r.meanDp, 100 * r.rmsDp))
         print(String(format: "Same top p: %6.3f ± %5.3f %%", 100 * r.sameTopP, 100 * r.sameTopPSE))
-        print(String(format: "%.1f s, %.1f tokens/s (each token through the reference and the candidate)", r.seconds, r.tokensPerSecond))
+        print(String(format: "%.1f s, %.1f tokens/s (each token through %@)", r.seconds, r.tokensPerSecond,
+                     reference == nil ? "the reference and the candidate" : "the candidate; reference from the trace"))
     }
 }

@@ -40,4 +40,9 @@ void qd_gemm_u4_i8(const uint8_t *packed, const float *scales, const float *mins
 int32_t qd_dot_i8_i8(const int8_t *a, const int8_t *b, int n);
 int32_t qd_dot_u4_i8(const uint8_t *packed, const int8_t *b, int n);
 
+// Binary16 conversions for reference traces.
+#include "qd_half.h"
+// Float64 exponentials for the divergence metrics.
+#include "qd_divergence.h"
+
 #endif

@@ -27,6 +27,9 @@ public struct KLDResult: Sendable {
     public var seconds: Double
     /// Every token processed (chunks × n_ctx) per second; each is run by the reference and the candidate.
     public var tokensPerSecond: Double
+    /// Seconds spent in each phase, summed over the two lanes ("reference_forward",
+    /// "candidate_forward", "trace_read", "log_softmax", "compare", "trace_write"), to show where the time goes.
+    public var phaseSeconds: [(String, Double)] = []
 }
 
 public enum KLDMode {
@@ -49,10 +52,21 @@ public enum KLDMode {
         return (1 - f) * sorted[ip] + f * sorted[min(ip + 1, sorted.count - 1)]
     }
 
+    /// The header a kld reference trace carries: the model, the text, the runtime and the chunking.
+    public static func traceHeader(modelSHA256: String, textSHA256: String, runtime: String, vocabSize: Int,
+                                   nCtx: Int) -> ReferenceTraceHeader {
+        ReferenceTraceHeader(modelSHA256: modelSHA256, workloadSHA256: textSHA256, runtime: runtime, vocabSize: vocabSize,
+                             settings: ["mode": "kld", "n_ctx": String(nCtx), "scored": "second half of each chunk"])
+    }
+
     /// Runs the FP32 reference and `candidate` over `tokens` in chunks of `nCtx` (a trailing
     /// partial chunk dropped; first token BOS when the model adds BOS) and compares the second
-    /// half of every chunk. The two models run side by side on two threads.
+    /// half of every chunk. Two chunks run at a time, one per core, each through its own
+    /// transformers; results are summed in chunk order, so they do not depend on the scheduling.
+    /// With `.load` the reference's log-probs come from a trace and only the candidate runs;
+    /// with `.save` they are also written to the trace (the comparison still uses the live logits).
     public static func run(model: Model, candidate: SchemeRuntime, tokens: [Int], nCtx: Int,
+                           reference: KLDReference = .live,
                            progress: (Int, Int) -> Void = { _, _ in }) throws -> KLDResult {
         guard nCtx >= 4 else { throw QuantDriftError.invalidInput("--ctx must be at least 4, got \(nCtx)") }
         guard nCtx <= model.config.contextLength else {
@@ -62,45 +76,70 @@ public enum KLDMode {
         guard chunks >= 1 else {
             throw QuantDriftError.invalidInput("the text has \(tokens.count) tokens, fewer than one chunk of \(nCtx)")
         }
-        let reference = try Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
-        let cand = try candidate.transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
         let vocab = model.config.vocabSize
         let first = nCtx / 2
+        let rows = nCtx - 1 - first
+        var chunkTokens: [[Int]] = (0..<chunks).map { c in
+            var chunk = Array(tokens[(c * nCtx)..<((c + 1) * nCtx)])
+            if model.tokenizer.spec.addBOS, let bos = model.tokenizer.spec.bosID { chunk[0] = bos }
+            return chunk
+        }
+        var loaded: ReferenceTraceReader?
+        if case .load(let reader) = reference {
+            try checkTrace(reader, chunks: chunkTokens, first: first, rows: rows, vocab: vocab)
+            loaded = reader
+        }
+        let trace = loaded
+        let laneCount = min(2, chunks)
+        let lanes = try (0..<laneCount).map { _ in
+            try KLDLane(model: model, candidate: candidate, nCtx: nCtx, rows: rows,
+                        runsReference: trace == nil, keepsLogProbs: trace != nil || reference.saves)
+        }
         var klds: [Double] = [], dps: [Double] = []
+        klds.reserveCapacity(chunks * rows)
+        dps.reserveCapacity(chunks * rows)
         var sumNLL = 0.0, sumNLL2 = 0.0, sumBase = 0.0, sumBase2 = 0.0, sumKLD = 0.0, sumKLD2 = 0.0
         var sumDp = 0.0, sumDp2 = 0.0, sumTV = 0.0
         var sameTop = 0
+        var writeSeconds = 0.0
         let start = monotonicSeconds()
-        for c in 0..<chunks {
-            var chunk = Array(tokens[(c * nCtx)..<((c + 1) * nCtx)])
-            if model.tokenizer.spec.addBOS, let bos = model.tokenizer.spec.bosID { chunk[0] = bos }
-            reference.reset()
-            cand.reset()
-            // Reference and candidate side by side; each writes only its own buffers.
-            let models = [reference, cand]
-            let errors = ErrorBox()
-            let input = chunk
-            DispatchQueue.concurrentPerform(iterations: 2) { i in
-                do { try models[i].forward(input, logits: .all) } catch { errors.set(error) }
+        var next = 0
+        while next < chunks {
+            let round = min(laneCount, chunks - next)
+            let base = next
+            let input = chunkTokens
+            if round == 1 {
+                lanes[0].process(chunk: base, tokens: input[base], first: first, trace: trace, split: true)
+            } else {
+                DispatchQueue.concurrentPerform(iterations: round) { i in
+                    lanes[i].process(chunk: base + i, tokens: input[base + i], first: first, trace: trace)
+                }
             }
-            if let e = errors.error { throw e }
-            let p = reference.allLogits(rows: nCtx), q = cand.allLogits(rows: nCtx)
-            for j in first..<(nCtx - 1) {
-                let d = TokenDivergence.compare(
-                    reference: UnsafeBufferPointer(rebasing: p[(j * vocab)..<((j + 1) * vocab)]),
-                    candidate: UnsafeBufferPointer(rebasing: q[(j * vocab)..<((j + 1) * vocab)]),
-                    target: chunk[j + 1])
-                klds.append(d.kld)
-                dps.append(d.dp)
-                sumNLL += d.nllCandidate; sumNLL2 += d.nllCandidate * d.nllCandidate
-                sumBase += d.nllReference; sumBase2 += d.nllReference * d.nllReference
-                sumKLD += d.kld; sumKLD2 += d.kld * d.kld
-                sumDp += d.dp; sumDp2 += d.dp * d.dp
-                sumTV += d.tv
-                if d.sameTop { sameTop += 1 }
+            for i in 0..<round {
+                let lane = lanes[i], c = base + i
+                if let e = lane.error { throw e }
+                if case .save(let writer) = reference {
+                    let t = monotonicSeconds()
+                    try lane.logProbs.withUnsafeBufferPointer {
+                        try writer.append(id: "chunk \(c)", tokens: input[c], firstScored: first, logProbs: $0)
+                    }
+                    writeSeconds += monotonicSeconds() - t
+                }
+                for d in lane.results {
+                    klds.append(d.kld)
+                    dps.append(d.dp)
+                    sumNLL += d.nllCandidate; sumNLL2 += d.nllCandidate * d.nllCandidate
+                    sumBase += d.nllReference; sumBase2 += d.nllReference * d.nllReference
+                    sumKLD += d.kld; sumKLD2 += d.kld * d.kld
+                    sumDp += d.dp; sumDp2 += d.dp * d.dp
+                    sumTV += d.tv
+                    if d.sameTop { sameTop += 1 }
+                }
+                progress(c + 1, chunks)
             }
-            progress(c + 1, chunks)
+            next += round
         }
+        chunkTokens.removeAll()
         let seconds = monotonicSeconds() - start
         let n = klds.count
         let (lp, lpSE) = meanAndUncertainty(sumNLL, sumNLL2, n)
@@ -118,8 +157,192 @@ public enum KLDMode {
             kldPercentiles: keys.map { ($0.0, $0.0 == "50" ? median : percentile(sorted, $0.1)) },
             sameTopP: same, sameTopPSE: n > 1 ? (same * (1 - same) / Double(n - 1)).squareRoot() : 0,
             meanDp: sumDp / Double(n), rmsDp: (sumDp2 / Double(n)).squareRoot(), meanTV: sumTV / Double(n),
-            seconds: seconds, tokensPerSecond: Double(chunks * nCtx) / seconds)
+            seconds: seconds, tokensPerSecond: Double(chunks * nCtx) / seconds,
+            phaseSeconds: KLDLane.phaseNames.indices.map { p in (KLDLane.phaseNames[p], lanes.reduce(0) { $0 + $1.seconds[p] }) }
+                + [("trace_write", writeSeconds)])
     }
+
+    /// A trace must hold exactly this run's chunks, tokens and scored rows.
+    static func checkTrace(_ reader: ReferenceTraceReader, chunks: [[Int]], first: Int, rows: Int, vocab: Int) throws {
+        let name = reader.url.path
+        guard reader.vocabSize == vocab else {
+            throw QuantDriftError.invalidInput("reference trace \(name): vocabulary of \(reader.vocabSize), the model has \(vocab)")
+        }
+        guard reader.count == chunks.count else {
+            throw QuantDriftError.invalidInput("reference trace \(name): \(reader.count) chunks, this run has \(chunks.count)")
+        }
+        for (c, chunk) in chunks.enumerated() {
+            guard reader.firstScored(at: c) == first, reader.rows(at: c) == rows, reader.tokens(at: c) == chunk else {
+                throw QuantDriftError.invalidInput("reference trace \(name): record \(c) (\(reader.id(at: c))) does not hold this run's chunk \(c)")
+            }
+        }
+    }
+}
+
+/// Where the FP32 reference's side of a kld run comes from.
+public enum KLDReference {
+    /// Run the FP32 model.
+    case live
+    /// Run the FP32 model and store its scored log-probs.
+    case save(ReferenceTraceWriter)
+    /// Read the reference's log-probs from a trace; only the candidate runs.
+    case load(ReferenceTraceReader)
+
+    var saves: Bool { if case .save = self { return true } else { return false } }
+}
+
+/// One core's share of a kld run: its own transformers and buffers, reused for every chunk it
+/// takes, so the hot loop allocates nothing. A lane alone in its round (the last of an odd number
+/// of chunks) splits its chunk over both cores instead: reference (or trace) beside the candidate,
+/// then half of the comparisons each.
+final class KLDLane: @unchecked Sendable {
+    let reference: Transformer?
+    let candidate: Transformer
+    let vocab: Int
+    let nCtx: Int
+    let rows: Int
+    /// (rows, vocab) reference log-probs of the scored positions: read from a trace, or kept for one.
+    var logProbs: [Float]
+    /// Two scratches of 2 × vocab doubles for TokenDivergence.compare, one per core.
+    private let scratch: UnsafeMutableBufferPointer<Double>
+    /// One divergence per scored position of the last chunk.
+    private let output: UnsafeMutableBufferPointer<TokenDivergence>
+    var results: UnsafeBufferPointer<TokenDivergence> { UnsafeBufferPointer(output) }
+    var error: Error?
+    /// Seconds per phase: reference forward, candidate forward, trace read, log-softmax, compare
+    /// (for a split chunk, each core's time is counted).
+    var seconds = [Double](repeating: 0, count: 5)
+    static let phaseNames = ["reference_forward", "candidate_forward", "trace_read", "log_softmax", "compare"]
+
+    init(model: Model, candidate runtime: SchemeRuntime, nCtx: Int, rows: Int, runsReference: Bool, keepsLogProbs: Bool) throws {
+        reference = runsReference ? try Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true) : nil
+        candidate = try runtime.transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
+        vocab = model.config.vocabSize
+        self.nCtx = nCtx
+        self.rows = rows
+        logProbs = keepsLogProbs ? [Float](repeating: 0, count: rows * vocab) : []
+        scratch = .allocate(capacity: 4 * vocab)
+        scratch.initialize(repeating: 0)
+        output = .allocate(capacity: rows)
+        output.initialize(repeating: TokenDivergence(kld: 0, reverseKLD: 0, tv: 0, sameTop: false, dp: 0, nllReference: 0,
+                                                     nllCandidate: 0, entropyReference: 0, entropyCandidate: 0))
+    }
+
+    deinit {
+        scratch.deallocate()
+        output.deallocate()
+    }
+
+    /// Runs chunk `c`; `split` spreads it over both cores.
+    func process(chunk c: Int, tokens chunk: [Int], first: Int, trace: ReferenceTraceReader?, split: Bool = false) {
+        error = nil
+        // Phase 1: the reference side (trace or FP32 forward) and the candidate's forward.
+        let taskSeconds = SecondsPair()
+        let errors = ErrorBox()
+        if split {
+            DispatchQueue.concurrentPerform(iterations: 2) { task in
+                self.produce(task: task, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
+            }
+        } else {
+            produce(task: 0, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
+            produce(task: 1, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
+        }
+        seconds[trace == nil ? 0 : 2] += taskSeconds.values[0]
+        seconds[1] += taskSeconds.values[1]
+        if let e = errors.error {
+            error = e
+            return
+        }
+        // Phase 2: log-softmax for a trace being saved, then the comparisons.
+        let vocab = self.vocab, rows = self.rows
+        let q = candidate.allLogits(rows: nCtx)
+        var t = monotonicSeconds()
+        if let reference {
+            let p = reference.allLogits(rows: nCtx)
+            let scored = UnsafeBufferPointer(rebasing: p[(first * vocab)..<((first + rows) * vocab)])
+            if !logProbs.isEmpty {
+                Self.logSoftmax(scored, vocab: vocab, into: &logProbs)
+                seconds[3] += monotonicSeconds() - t
+                t = monotonicSeconds()
+            }
+            compare(reference: scored, candidate: q, chunk: chunk, first: first, split: split)
+        } else {
+            let lp = logProbs
+            lp.withUnsafeBufferPointer { compare(reference: $0, candidate: q, chunk: chunk, first: first, split: split) }
+        }
+        seconds[4] += (monotonicSeconds() - t) * (split ? 2 : 1)
+    }
+
+    /// Task 0 fills the reference side (trace read or FP32 forward), task 1 runs the candidate.
+    private func produce(task: Int, chunk c: Int, tokens chunk: [Int], trace: ReferenceTraceReader?,
+                         seconds: SecondsPair, errors: ErrorBox) {
+        let t = monotonicSeconds()
+        do {
+            if task == 0 {
+                if let trace {
+                    try logProbs.withUnsafeMutableBufferPointer { try trace.readLogProbs(at: c, into: $0) }
+                } else if let reference {
+                    reference.reset()
+                    try reference.forward(chunk, logits: .all)
+                }
+            } else {
+                candidate.reset()
+                try candidate.forward(chunk, logits: .all)
+            }
+        } catch { errors.set(error) }
+        seconds.values[task] = monotonicSeconds() - t
+    }
+
+    /// Compares the scored rows: `reference` holds rows first ..< first+rows, `candidate` all rows.
+    /// Split, each core takes half of the rows with its own scratch; every row's result is the same.
+    private func compare(reference: UnsafeBufferPointer<Float>, candidate q: UnsafeBufferPointer<Float>, chunk: [Int],
+                         first: Int, split: Bool) {
+        let rows = self.rows
+        guard split else { return compareRows(0..<rows, reference: reference, candidate: q, chunk: chunk, first: first, core: 0) }
+        let half = (rows + 1) / 2
+        let shared = SharedRows(reference: reference, candidate: q)
+        DispatchQueue.concurrentPerform(iterations: 2) { k in
+            self.compareRows(k == 0 ? 0..<half : half..<rows, reference: shared.reference, candidate: shared.candidate,
+                             chunk: chunk, first: first, core: k)
+        }
+    }
+
+    private func compareRows(_ range: Range<Int>, reference: UnsafeBufferPointer<Float>, candidate q: UnsafeBufferPointer<Float>,
+                             chunk: [Int], first: Int, core: Int) {
+        let vocab = self.vocab
+        let s = UnsafeMutableBufferPointer(rebasing: scratch[(core * 2 * vocab)..<((core + 1) * 2 * vocab)])
+        for r in range {
+            let j = first + r
+            output[r] = TokenDivergence.compare(
+                reference: UnsafeBufferPointer(rebasing: reference[(r * vocab)..<((r + 1) * vocab)]),
+                candidate: UnsafeBufferPointer(rebasing: q[(j * vocab)..<((j + 1) * vocab)]),
+                target: chunk[j + 1], scratch: s)
+        }
+    }
+
+    /// Row-wise log-softmax of logits (rows, vocab) into float32 log-probs.
+    static func logSoftmax(_ logits: UnsafeBufferPointer<Float>, vocab: Int, into out: inout [Float]) {
+        out.withUnsafeMutableBufferPointer { o in
+            for r in 0..<(logits.count / vocab) {
+                let row = UnsafeBufferPointer(rebasing: logits[(r * vocab)..<((r + 1) * vocab)])
+                let lse = LogSoftmax.logSumExp(row)
+                for i in 0..<vocab { o[r * vocab + i] = Float(Double(row[i]) - lse) }
+            }
+        }
+    }
+}
+
+/// Logit rows read by both cores of a split chunk (each core writes only its own results).
+struct SharedRows: @unchecked Sendable {
+    let reference: UnsafeBufferPointer<Float>
+    let candidate: UnsafeBufferPointer<Float>
+}
+
+/// The durations of the two tasks of a split chunk, each written by its own core.
+final class SecondsPair: @unchecked Sendable {
+    let values = UnsafeMutablePointer<Double>.allocate(capacity: 2)
+    init() { values.initialize(repeating: 0, count: 2) }
+    deinit { values.deallocate() }
 }
 
 /// First error thrown by concurrent work.

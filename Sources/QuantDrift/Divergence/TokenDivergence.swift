@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// The divergence of a candidate's next-token distribution Q from the reference's P at one
@@ -23,24 +24,43 @@ public struct TokenDivergence: Sendable, Equatable {
     /// ΔNLL = log P(y) − log Q(y).
     public var dNLL: Double { nllCandidate - nllReference }
 
-    /// Compares two rows of logits; `target` is the token taken at this step.
+    /// Compares two rows of logits (or log-probabilities); `target` is the token taken at this step.
     public static func compare(reference p: UnsafeBufferPointer<Float>, candidate q: UnsafeBufferPointer<Float>,
                                target: Int) -> TokenDivergence {
-        precondition(p.count == q.count && target >= 0 && target < p.count)
-        let lp = LogSoftmax.logSumExp(p), lq = LogSoftmax.logSumExp(q)
-        var kld = 0.0, rkld = 0.0, tv = 0.0, hp = 0.0, hq = 0.0
+        var scratch = [Double](repeating: 0, count: 2 * p.count)
+        return scratch.withUnsafeMutableBufferPointer { compare(reference: p, candidate: q, target: target, scratch: $0) }
+    }
+
+    /// As `compare(reference:candidate:target:)` with a caller's scratch of at least 2 × vocab
+    /// doubles, so a hot loop allocates nothing. One exp per entry per distribution: exp(x − max)
+    /// is kept and reused for the probability (e / Σe) instead of recomputing exp(x − logΣexp).
+    public static func compare(reference p: UnsafeBufferPointer<Float>, candidate q: UnsafeBufferPointer<Float>,
+                               target: Int, scratch: UnsafeMutableBufferPointer<Double>) -> TokenDivergence {
+        let n = p.count
+        precondition(q.count == n && target >= 0 && target < n && scratch.count >= 2 * n)
         var argP = 0, argQ = 0
         var maxP = -Float.infinity, maxQ = -Float.infinity
-        for i in 0..<p.count {
+        for i in 0..<n {
+            if p[i] > maxP { maxP = p[i]; argP = i }
+            if q[i] > maxQ { maxQ = q[i]; argQ = i }
+        }
+        let eP = scratch.baseAddress!, eQ = scratch.baseAddress! + n
+        let mp = Double(maxP), mq = Double(maxQ)
+        // exp(x − max) in float64 (vectorised in CKernels), kept for the probabilities below.
+        let sumP = qd_exp_shifted(p.baseAddress, Int32(n), maxP, eP)
+        let sumQ = qd_exp_shifted(q.baseAddress, Int32(n), maxQ, eQ)
+        let lp = mp + Foundation.log(sumP), lq = mq + Foundation.log(sumQ)
+        let invP = 1 / sumP, invQ = 1 / sumQ
+        var kld = 0.0, rkld = 0.0, tv = 0.0, hp = 0.0, hq = 0.0
+        for i in 0..<n {
             let a = Double(p[i]) - lp, b = Double(q[i]) - lq
-            let pa = exp(a), qb = exp(b)
-            kld += pa * (a - b)
-            rkld += qb * (b - a)
+            let pa = eP[i] * invP, qb = eQ[i] * invQ
+            let d = a - b
+            kld += pa * d
+            rkld -= qb * d
             tv += abs(pa - qb)
             hp -= pa * a
             hq -= qb * b
-            if p[i] > maxP { maxP = p[i]; argP = i }
-            if q[i] > maxQ { maxQ = q[i]; argQ = i }
         }
         let nllP = lp - Double(p[target]), nllQ = lq - Double(q[target])
         return TokenDivergence(kld: kld, reverseKLD: rkld, tv: tv / 2, sameTop: argP == argQ,

@@ -1,0 +1,109 @@
+import CKernels
+import Foundation
+import Testing
+@testable import QuantDrift
+
+/// kld with a saved FP32 reference trace against the live reference (issue 4 item 7), and the
+/// one-exp TokenDivergence against a direct float64 computation.
+@Suite("KLD reference trace", .serialized)
+struct KLDTraceTests {
+    /// The first ~4 KB of eval.txt, cut at a line end.
+    static func shortText() throws -> String {
+        let text = try String(contentsOf: fixtureURL("eval.txt"), encoding: .utf8)
+        let head = String(decoding: Array(text.utf8.prefix(4096)), as: UTF8.self)
+        return String(head[..<(head.lastIndex(of: "\n") ?? head.endIndex)])
+    }
+
+    @Test func savedTraceChangesMeanKLDByLessThanOnePercent() throws {
+        let model = try Golden.defaultModel()
+        let runtime = try SchemeRuntime(model: model, scheme: try Scheme(parsing: "q8_0"))
+        let tokens = model.tokenizer.encode(try Self.shortText())
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("kld-trace-\(getpid()).qdtrace")
+        defer { try? FileManager.default.removeItem(at: url) }
+        let header = KLDMode.traceHeader(modelSHA256: "test-model", textSHA256: "test-text", runtime: "test",
+                                         vocabSize: model.config.vocabSize, nCtx: 128)
+        let writer = try ReferenceTraceWriter(url: url, header: header)
+        let live = try KLDMode.run(model: model, candidate: runtime, tokens: tokens, nCtx: 128, reference: .save(writer))
+        try writer.finish()
+        let reader = try ReferenceTraceReader(url: url, expecting: header)
+        #expect(reader.count == live.chunks)
+        let traced = try KLDMode.run(model: model, candidate: runtime, tokens: tokens, nCtx: 128, reference: .load(reader))
+        let rel = abs(traced.meanKLD - live.meanKLD) / live.meanKLD
+        print("kld ctx 128 q8_0: live \(live.meanKLD), trace \(traced.meanKLD), relative \(rel), \(live.chunks) chunks")
+        #expect(live.chunks >= 3 && live.tokensScored == live.chunks * 63)
+        #expect(traced.tokensScored == live.tokensScored)
+        #expect(live.meanKLD > 0 && rel < 0.01, "live \(live.meanKLD) trace \(traced.meanKLD)")
+        #expect(abs(traced.pplBase - live.pplBase) / live.pplBase < 1e-3)
+        #expect(traced.ppl == live.ppl, "the candidate ran the same way in both runs")
+        #expect(abs(traced.sameTopP - live.sameTopP) <= 0.02)
+
+        // A trace of other chunks is refused with one clear line.
+        #expect(throws: QuantDriftError.self) {
+            _ = try KLDMode.run(model: model, candidate: runtime, tokens: Array(tokens.dropFirst()), nCtx: 128, reference: .load(reader))
+        }
+    }
+
+    @Test func cliSavesAndReadsATraceAndRefusesAnotherContext() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kld-cli-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let text = dir.appendingPathComponent("short.txt")
+        try Self.shortText().write(to: text, atomically: true, encoding: .utf8)
+        let trace = dir.appendingPathComponent("ref.qdtrace").path
+        let base = ["kld", "--file", text.path, "--scheme", "q8_0", "--json"]
+        let saved = try CLIRunner.json(base + ["--ctx", "128", "--save-reference", trace])
+        #expect(FileManager.default.fileExists(atPath: trace))
+        let read = try CLIRunner.json(base + ["--ctx", "128", "--reference", trace])
+        let a = saved["mean_kld"] as! Double, b = read["mean_kld"] as! Double
+        #expect(a > 0 && abs(a - b) / a < 0.01, "live \(a) trace \(b)")
+        let other = try CLIRunner.run(base + ["--ctx", "96", "--reference", trace])
+        #expect(other.status == 2, "\(other.stderr)")
+        #expect(other.stderr.contains("different n_ctx (trace: 128, this run: 96)"), "\(other.stderr)")
+    }
+
+    @Test func oneExpCompareMatchesDirectFloat64() {
+        var g = SplitMix64(seed: 11)
+        let n = 5000
+        let p = (0..<n).map { _ in Float(g.nextDouble() * 16 - 8) }
+        let q = p.map { $0 + Float(g.nextDouble() * 0.5 - 0.25) }
+        let d = p.withUnsafeBufferPointer { pp in q.withUnsafeBufferPointer { qq in
+            TokenDivergence.compare(reference: pp, candidate: qq, target: 17) } }
+        // Direct: log-softmax in float64, then every sum.
+        func logSoftmax(_ x: [Float]) -> [Double] {
+            let m = Double(x.max()!)
+            let lse = m + log(x.reduce(0.0) { $0 + exp(Double($1) - m) })
+            return x.map { Double($0) - lse }
+        }
+        let a = logSoftmax(p), b = logSoftmax(q)
+        var kld = 0.0, rkld = 0.0, tv = 0.0, hp = 0.0, hq = 0.0
+        for i in 0..<n {
+            kld += exp(a[i]) * (a[i] - b[i]); rkld += exp(b[i]) * (b[i] - a[i])
+            tv += abs(exp(a[i]) - exp(b[i])); hp -= exp(a[i]) * a[i]; hq -= exp(b[i]) * b[i]
+        }
+        func close(_ x: Double, _ y: Double) -> Bool { abs(x - y) <= 1e-12 * max(1, abs(y)) }
+        #expect(close(d.kld, kld) && close(d.reverseKLD, rkld) && close(d.tv, tv / 2), "\(d) vs \(kld) \(rkld) \(tv / 2)")
+        #expect(close(d.entropyReference, hp) && close(d.entropyCandidate, hq))
+        #expect(close(d.nllReference, -a[17]) && close(d.nllCandidate, -b[17]))
+        #expect(close(d.dp, exp(b[17]) - exp(a[17])))
+        #expect(d.sameTop == (p.indices.max { p[$0] < p[$1] } == q.indices.max { q[$0] < q[$1] }))
+    }
+
+    @Test func vectorisedExpIsWithinTwoUlpOfLibm() {
+        var g = SplitMix64(seed: 5)
+        var x = (0..<10001).map { _ in Float(-g.nextDouble() * 760) }
+        x += [0, -1e-30, -708.1, -707.9, -.infinity, -745, -0.5]
+        let shift: Float = 0.25
+        var e = [Double](repeating: -1, count: x.count)
+        let sum = qd_exp_shifted(x, Int32(x.count), shift, &e)
+        var lanes = [0.0, 0.0, 0.0, 0.0]
+        var worst = 0.0
+        for i in x.indices {
+            let v = Double(x[i]) - Double(shift)
+            let want = v < -708 ? 0 : Foundation.exp(v)
+            lanes[i & 3] += e[i]
+            if want == 0 { #expect(e[i] == 0, "x=\(x[i])") } else { worst = max(worst, abs(e[i] - want) / want) }
+        }
+        #expect(worst <= 2 * Double.ulpOfOne, "worst relative error \(worst)")
+        #expect(sum == (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+    }
+}
