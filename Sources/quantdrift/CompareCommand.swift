@@ -46,6 +46,12 @@ struct TrackerCommandOptions: ParsableArguments {
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating after an end-of-generation token.")
     var ignoreEOS = false
 
+    @Option(name: .customLong("save-reference"), help: "Save the FP32 reference run (tokens and Float16 log-probs, zstd) to this file.")
+    var saveReference: String?
+
+    @Option(name: .long, help: "Use a saved FP32 reference run instead of running the reference.")
+    var reference: String?
+
     @Flag(name: .long, help: "Continue an interrupted run of the same command from the results it kept in OUT/.partial.")
     var resume = false
 
@@ -53,6 +59,7 @@ struct TrackerCommandOptions: ParsableArguments {
         guard (1...64).contains(threads) else { throw ValidationError("--threads must be in 1...64, got \(threads)") }
         if let n { guard (1...Workload.maxTokensLimit).contains(n) else { throw ValidationError("-n must be in 1...\(Workload.maxTokensLimit), got \(n)") } }
         guard TrackerMode(rawValue: mode) != nil else { throw ValidationError("--mode must be teacher, free or both, got '\(mode)'") }
+        guard saveReference == nil || reference == nil else { throw ValidationError("--save-reference and --reference exclude each other") }
     }
 }
 
@@ -123,7 +130,8 @@ enum Tracking {
         let engine = try LockstepEngine(model: model, options: options, calibration: data)
         let stop = Interruption.install()
         engine.shouldStop = { stop.requested }
-        let modelConditions = try RunConditions.model(model)
+        let modelSHA = try RunConditions.sha256(path: model.path)
+        let modelConditions = try RunConditions.model(model, sha256: modelSHA)
         let ctx = try engine.contextLength(for: workload)
 
         // Candidates: every scheme, then its parts and layers when asked.
@@ -138,7 +146,7 @@ enum Tracking {
                                                    ("data_sha256", .string(data.sha256)), ("tokens", .int(data.tokenCount))])
             } else if let file = s.calibrationFile {
                 calibrationInfo[s.name] = .object([("method", .string(s.calibration?.description ?? "file")),
-                                                   ("data_sha256", .string((try? RunConditions.modelSHA256(path: file)) ?? "")),
+                                                   ("data_sha256", .string((try? RunConditions.sha256(path: file)) ?? "")),
                                                    ("tokens", .null)])
             }
         }
@@ -160,7 +168,7 @@ enum Tracking {
 
         // Everything the results depend on besides the candidate (not the worker count).
         let key = [QuantDriftVersion.string, modelConditions.serialized(), workload.sha256, o.mode, "\(sampling)",
-                   "\(o.n ?? -1)", "\(o.ignoreEOS)", "\(options.chunk)", data?.sha256 ?? "-"].joined(separator: "\n")
+                   "\(o.n ?? -1)", "\(o.ignoreEOS)", "\(options.chunk)", data?.sha256 ?? "-", o.reference ?? "live"].joined(separator: "\n")
         let checkpoint = try TrackerCheckpoint(folder: outDir.appendingPathComponent(".partial"), key: SHA256.hex(Array(key.utf8)),
                                                resume: o.resume)
         if o.resume { CLI.note("resuming: \(checkpoint.count) results kept") }
@@ -171,7 +179,17 @@ enum Tracking {
         let references: [ReferenceRun], results: [[PromptResult]]
         let t1: Double
         do {
-            references = try engine.referenceRuns(workload, contextLength: ctx) { _ in bar.step() }
+            if let path = o.reference {
+                let header = engine.traceHeader(modelSHA256: modelSHA, workload: workload, version: QuantDriftVersion.string)
+                references = try engine.load(ReferenceTraceReader(url: URL(fileURLWithPath: path), expecting: header), workload: workload)
+                for _ in references { bar.step() }
+            } else {
+                references = try engine.referenceRuns(workload, contextLength: ctx) { _ in bar.step() }
+            }
+            if let path = o.saveReference {
+                let header = engine.traceHeader(modelSHA256: modelSHA, workload: workload, version: QuantDriftVersion.string)
+                try engine.save(references, to: ReferenceTraceWriter(url: URL(fileURLWithPath: path), header: header))
+            }
             t1 = monotonicSeconds()
             results = try engine.run(candidates, references: references, contextLength: ctx, checkpoint: checkpoint) { _ in bar.step() }
         } catch QuantDriftError.interrupted {
@@ -188,7 +206,8 @@ enum Tracking {
             ("conditions", .object([("model", modelConditions),
                                     ("workload", RunConditions.workload(workload, options: options)),
                                     ("runtime", RunConditions.runtime(version: QuantDriftVersion.string, threads: o.threads)),
-                                    ("reference", .object([("scheme", "fp32"), ("trace_file", .null), ("trace_sha256", .null)]))])),
+                                    ("reference", .object([("scheme", "fp32"), ("trace_file", o.reference.map { .string($0) } ?? .null),
+                                                           ("trace_sha256", try o.reference.map { .string(try RunConditions.sha256(path: $0)) } ?? .null)]))])),
             ("schemes", report.schemes()),
             ("timing", .object([("reference_seconds", .double(t1 - t0)), ("candidates_seconds", .double(t2 - t1))])),
         ])

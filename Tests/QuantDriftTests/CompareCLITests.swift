@@ -110,6 +110,32 @@ struct CompareCLITests {
         #expect(!FileManager.default.fileExists(atPath: cut.appendingPathComponent(".partial").path))
     }
 
+    /// A saved reference trace (Float16 log-probs) reproduces the live run's mean KLD within 1%,
+    /// and a trace made for another workload is refused with one line.
+    @Test func savedReferenceReproducesTheLiveRun() throws {
+        let w = try Self.workload()
+        let base = w.deletingLastPathComponent()
+        let trace = base.appendingPathComponent("ref.qdtrace")
+        let live = base.appendingPathComponent("live"), replay = base.appendingPathComponent("replay")
+        let args = ["compare", "--schemes", "w4g32", "--prompts", w.path, "--mode", "teacher"]
+        let r1 = try CLIRunner.run(args + ["--out", live.path, "--save-reference", trace.path])
+        #expect(r1.status == 0, "\(r1.stderr)")
+        let r2 = try CLIRunner.run(args + ["--out", replay.path, "--reference", trace.path])
+        #expect(r2.status == 0, "\(r2.stderr)")
+        func meanKLD(_ dir: URL) throws -> Double {
+            let s = try #require(Self.report(dir)["schemes"] as? [[String: Any]])
+            return try #require((s[0]["summary"] as? [String: Any])?["mean_kld"] as? Double)
+        }
+        let a = try meanKLD(live), b = try meanKLD(replay)
+        #expect(a > 0 && abs(a - b) / a < 0.01, "live \(a), from trace \(b)")
+        let other = base.appendingPathComponent("other.jsonl")
+        try "{\"id\": \"x\", \"prompt\": \"Something else\", \"max_tokens\": 4}\n".write(to: other, atomically: true, encoding: .utf8)
+        let r3 = try CLIRunner.run(["compare", "--schemes", "w4g32", "--prompts", other.path, "--mode", "teacher",
+                                    "--out", replay.path, "--reference", trace.path])
+        #expect(r3.status == 2 && r3.stderr.contains("workload_sha256"), "\(r3.stderr)")
+        #expect(r3.stderr.split(separator: "\n").count == 1)
+    }
+
     @Test func perLayerRanksEveryLayer() throws {
         let w = try Self.workload()
         let out = w.deletingLastPathComponent().appendingPathComponent("layers")

@@ -314,12 +314,14 @@ public final class LockstepEngine: @unchecked Sendable {
         var p = [Double](repeating: 0, count: sampling.isGreedy ? 0 : vocab)
         var q = p
         let t0 = monotonicSeconds()
+        let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * vocab)
+        defer { scratch.deallocate() }
         if teacher {
             result.positions.reserveCapacity(ref.continuation.count)
             try ref.logits.withUnsafeBufferPointer { refRows in
                 try teacherForced(m, prompt: ref.promptTokens, continuation: ref.continuation) { t, row in
                     let r = UnsafeBufferPointer(rebasing: refRows[(t * vocab)..<((t + 1) * vocab)])
-                    let d = TokenDivergence.compare(reference: r, candidate: row, target: ref.continuation[t])
+                    let d = TokenDivergence.compare(reference: r, candidate: row, target: ref.continuation[t], scratch: scratch)
                     result.positions.append(d)
                     if let distP, let distQ {
                         p.withUnsafeMutableBufferPointer { distP.compute(r, into: $0) }
@@ -419,6 +421,57 @@ public final class LockstepEngine: @unchecked Sendable {
             guard let b = bins.index(of: count - pos) else { continue }
             result.kvErrorByAge![b].sum += e
             result.kvErrorByAge![b].count += 1
+        }
+    }
+
+    // MARK: - Reference traces
+
+    /// What a saved reference depends on: model, workload, runtime, and every option that
+    /// changes the reference's continuation.
+    public func traceHeader(modelSHA256: String, workload: Workload, version: String) -> ReferenceTraceHeader {
+        let s = options.sampling
+        return ReferenceTraceHeader(
+            modelSHA256: modelSHA256, workloadSHA256: workload.sha256, runtime: RuntimeIdentity.string(toolVersion: version),
+            vocabSize: vocab,
+            settings: ["kind": "tracker", "max_tokens": options.forcedMaxTokens.map(String.init) ?? "per prompt",
+                       "sampling": "temperature \(s.temperature) top_k \(s.topK) top_p \(s.topP) seed \(s.seed)",
+                       "stop_at_end_of_generation": String(options.stopAtEndOfGeneration), "chunk": String(options.chunk)])
+    }
+
+    /// Stores the reference runs: tokens (prompt + continuation) and the log-probabilities of
+    /// every continuation position.
+    public func save(_ refs: [ReferenceRun], to writer: ReferenceTraceWriter) throws {
+        var rows: [Float] = []
+        for r in refs {
+            rows = r.logits
+            rows.withUnsafeMutableBufferPointer { b in
+                for t in 0..<r.continuation.count {
+                    let row = UnsafeMutableBufferPointer(rebasing: b[(t * vocab)..<((t + 1) * vocab)])
+                    let lse = Float(LogSoftmax.logSumExp(UnsafeBufferPointer(row)))
+                    for i in 0..<vocab { row[i] -= lse }
+                }
+            }
+            try rows.withUnsafeBufferPointer {
+                try writer.append(id: r.id, tokens: r.promptTokens + r.continuation, firstScored: r.promptTokens.count, logProbs: $0)
+            }
+        }
+        try writer.finish()
+    }
+
+    /// The reference runs of a saved trace, checked against the workload (same prompts, in order).
+    public func load(_ reader: ReferenceTraceReader, workload: Workload) throws -> [ReferenceRun] {
+        guard reader.count == workload.prompts.count else {
+            throw QuantDriftError.invalidInput("reference trace \(reader.url.path): \(reader.count) prompts, the workload has \(workload.prompts.count)")
+        }
+        return try workload.prompts.enumerated().map { i, p in
+            let record = try reader.record(at: i)
+            let prompt = try Self.promptTokens(p, tokenizer: model.tokenizer)
+            guard record.id == p.id, record.firstScored == prompt.count, Array(record.tokens.prefix(prompt.count)) == prompt,
+                  record.rows == record.tokens.count - prompt.count, record.rows <= options.maxTokens(for: p) else {
+                throw QuantDriftError.invalidInput("reference trace \(reader.url.path): prompt '\(p.id)' does not match the workload")
+            }
+            return ReferenceRun(id: p.id, promptTokens: prompt, continuation: Array(record.tokens[prompt.count...]),
+                                maxTokens: options.maxTokens(for: p), logits: record.logProbs)
         }
     }
 

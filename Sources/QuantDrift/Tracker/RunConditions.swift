@@ -3,8 +3,8 @@ import Foundation
 
 /// The conditions every report states (DESIGN §5): model, workload, runtime.
 public enum RunConditions {
-    /// SHA-256 of the model's file, or of its folder's files in name order.
-    public static func modelSHA256(path: String) throws -> String {
+    /// SHA-256 of a file, or of a folder's files in name order (an HF model folder).
+    public static func sha256(path: String) throws -> String {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw QuantDriftError.invalidInput("\(path): no such file")
@@ -25,9 +25,9 @@ public enum RunConditions {
         return SHA256.hex(h.finalize())
     }
 
-    public static func model(_ model: Model) throws -> JSON {
+    public static func model(_ model: Model, sha256 known: String? = nil) throws -> JSON {
         .object([("name", .string(model.name)), ("architecture", .string(model.config.architecture.rawValue)),
-                 ("sha256", .string(try modelSHA256(path: model.path))),
+                 ("sha256", .string(try known ?? sha256(path: model.path))),
                  ("file", .string(URL(fileURLWithPath: model.path).lastPathComponent)),
                  ("parameters", .int(model.weights.parameterCount))])
     }
