@@ -194,8 +194,8 @@ struct FP8KVCacheTests {
     /// in the comments).
     static let minSQNRE4M3 = 30.0   // measured 32.0
     static let minSQNRE5M2 = 24.0   // measured 25.9
-    /// Mean KLD bound of an FP8 cache on the default model's story (measured in the comments of
-    /// the scheme test output: E4M3 ~0.002, E5M2 ~0.008).
+    /// Mean KLD bound of an FP8 cache on the default model's story (measured: E4M3 0.0039,
+    /// E5M2 0.0133; kv8 0.0007, kv4 0.070).
     static let maxMeanKLD = 0.05
 
     static let kvDim = 192, headDim = 64, positions = 100
