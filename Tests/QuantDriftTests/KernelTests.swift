@@ -103,6 +103,31 @@ struct KernelTests {
             }
         }
         #expect(all.map(\.bitPattern) == one.map(\.bitPattern), "\(c)")
+        // Symmetric nibbles also run with the offset instead of the mins: the same rule, and the
+        // same values as the mins path up to rounding.
+        if let k = QuantizedLinear.offset(of: m), case .nibbles(let q) = m.codes {
+            var allK = [Float](repeating: 0, count: rows), oneK = [Float](repeating: 0, count: rows)
+            q.withUnsafeBufferPointer { qp in
+                m.scales.withUnsafeBufferPointer { s in
+                    qd_gemv_u4_f32_offset(qp.baseAddress, s.baseAddress, k, Int32(m.groupSize), Int32(rows), Int32(cols), x, &allK)
+                    for r in 0..<rows {
+                        qd_gemv_u4_f32_offset(qp.baseAddress! + r * m.nibbleRowBytes, s.baseAddress! + r * ng, k,
+                                              Int32(m.groupSize), 1, Int32(cols), x, &oneK[r])
+                    }
+                }
+            }
+            #expect(allK.map(\.bitPattern) == oneK.map(\.bitPattern), "\(c) offset")
+            for i in 0..<rows { #expect(abs(allK[i] - all[i]) <= 1e-5 * max(1, abs(all[i])), "\(c) offset row \(i)") }
+        }
+    }
+
+    /// Symmetric nibble matrices take the offset path (mins never read); asymmetric ones do not.
+    @Test func symmetricNibblesUseTheOffsetKernel() throws {
+        let w = Self.random(4 * 64, seed: 12)
+        for (bits, symmetric, want) in [(4, true, Float(-8)), (2, true, -2), (4, false, nil), (8, true, nil)] as [(Int, Bool, Float?)] {
+            let m = WeightQuantizer.uniform(w, rows: 4, cols: 64, bits: bits, group: 32, sharedAcrossRows: false, symmetric: symmetric)
+            #expect(try QuantizedLinear(m).nibbleOffset == want, "int\(bits) \(symmetric ? "sym" : "asym")")
+        }
     }
 
     /// The C row decoder (the multi-row path's tiles, a tied embedding) gives bitwise `value(r, c)`.

@@ -21,6 +21,10 @@ void qd_gemv_i8_f32(const int8_t *codes, const float *scales, const float *mins,
                     int out, int in, const float *x, float *y);
 void qd_gemv_u4_f32(const uint8_t *packed, const float *scales, const float *mins, int group,
                     int out, int in, const float *x, float *y);
+// 4-bit codes with a fixed offset instead of mins: w = scales[o*ng + g] * (code + offset), e.g.
+// offset -8 for symmetric int4 (whose mins are -8·scale); the mins are then not read.
+void qd_gemv_u4_f32_offset(const uint8_t *packed, const float *scales, float offset, int group,
+                           int out, int in, const float *x, float *y);
 // Decodes `rows` rows to FP32 (rows, in): scale·code + min, exactly as the products read them.
 void qd_decode_i8(const int8_t *codes, const float *scales, const float *mins, int group, int rows, int in,
                   float *out);

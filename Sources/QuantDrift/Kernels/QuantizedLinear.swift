@@ -6,6 +6,9 @@ import CKernels
 public struct QuantizedLinear: LinearLayer {
     public let matrix: QuantizedMatrix
     public let activations: ActivationQuantizer?
+    /// Symmetric nibble codes: their mins are exactly `offset·scale` (offset −2^(b−1)), so the
+    /// FP32-activation product takes the offset and never reads the mins.
+    public let nibbleOffset: Float?
 
     public init(_ matrix: QuantizedMatrix, activations: ActivationQuantizer? = nil) throws {
         let g = matrix.groupSize
@@ -21,6 +24,16 @@ public struct QuantizedLinear: LinearLayer {
         }
         self.matrix = matrix
         self.activations = activations
+        nibbleOffset = Self.offset(of: matrix)
+    }
+
+    /// The offset k with mins[i] == k·scales[i] for every group, if the matrix has nibble codes
+    /// whose mins are all of that form (k = −2^(bits−1), as symmetric codes are stored).
+    static func offset(of m: QuantizedMatrix) -> Float? {
+        guard case .nibbles = m.codes, let mins = m.mins, m.bits < 8, mins.count == m.scales.count else { return nil }
+        let k = -Float(1 << (m.bits - 1))
+        for i in mins.indices where mins[i] != k * m.scales[i] { return nil }
+        return k
     }
 
     public var inDim: Int { matrix.cols }
@@ -62,7 +75,11 @@ public struct QuantizedLinear: LinearLayer {
                         }
                     case .nibbles(let q):
                         q.withUnsafeBufferPointer { qp in
-                            qd_gemv_u4_f32(qp.baseAddress, s.baseAddress, mn, Int32(m.groupSize), Int32(m.rows), Int32(m.cols), x, y)
+                            if let k = nibbleOffset {
+                                qd_gemv_u4_f32_offset(qp.baseAddress, s.baseAddress, k, Int32(m.groupSize), Int32(m.rows), Int32(m.cols), x, y)
+                            } else {
+                                qd_gemv_u4_f32(qp.baseAddress, s.baseAddress, mn, Int32(m.groupSize), Int32(m.rows), Int32(m.cols), x, y)
+                            }
                         }
                     }
                 }

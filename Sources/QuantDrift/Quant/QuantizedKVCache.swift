@@ -29,7 +29,41 @@ struct UniformVectorQuantizer {
     }
 }
 
-/// A KV cache that stores keys and values as packed integer codes, dequantizing what attention
+/// FP8 coding of a small vector: one scale per vector maps its max |x| to the format's largest
+/// finite value, and each x/scale is encoded to the nearest value of the format's table (ties
+/// to even, saturating). The code is the format's own byte; the decoded value is scale·value.
+struct TableVectorQuantizer {
+    let table: ValueTable
+
+    @inline(__always)
+    func encode(_ x: UnsafePointer<Float>, count: Int, stride: Int, put: (Int, UInt8) -> Void) -> (scale: Float, min: Float) {
+        var amax: Float = 0
+        for i in 0..<count where x[i * stride].isFinite { amax = Swift.max(amax, abs(x[i * stride])) }
+        let scale = amax / table.maxFinite
+        let inv: Float = scale > 0 ? 1 / scale : 0
+        for i in 0..<count { put(i, UInt8(table.encode(x[i * stride] * inv))) }
+        return (scale, 0)
+    }
+}
+
+/// The encoder of one KV part: uniform integer codes or FP8 table codes.
+struct KVVectorEncoder {
+    let uniform: UniformVectorQuantizer
+    let table: TableVectorQuantizer?
+
+    init(q: KVPartQuant, table: ValueTable?) {
+        uniform = UniformVectorQuantizer(bits: q.format.bits, symmetric: q.symmetric)
+        self.table = table.map(TableVectorQuantizer.init)
+    }
+
+    @inline(__always)
+    func encode(_ x: UnsafePointer<Float>, count: Int, stride: Int, put: (Int, UInt8) -> Void) -> (scale: Float, min: Float) {
+        if let table { return table.encode(x, count: count, stride: stride, put: put) }
+        return uniform.encode(x, count: count, stride: stride, put: put)
+    }
+}
+
+/// A KV cache that stores keys and values as packed integer codes or FP8 bytes, dequantizing what attention
 /// reads on every step. Per-token groups along the head dimension (`axis: .token`), or per
 /// channel over groups of tokens (KIVI keys, `axis: .channel`); the first `sinks` positions and
 /// the most recent `residual` positions stay FP32.
@@ -48,6 +82,10 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     final class Part {
         let q: KVPartQuant?
         let bits: Int               // container bits: 8, 4 or 2
+        /// FP8 parts: the format's value table (codes are one byte, decoded as scale·value; no mins).
+        let table: ValueTable?
+        /// Decoded value of every code before scaling: the table's values, or the integer itself.
+        let levels: [Float]
         let group: Int              // elements (token axis) or tokens (channel axis) per scale
         let codes: UnsafeMutablePointer<UInt8>   // (layers, ctx, kvDim·bits/8)
         let scales: FloatBuffer     // (layers, ctx, kvDim/group) or (layers, ctx/group, kvDim)
@@ -61,6 +99,9 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             bits = q.map { $0.format.bits <= 2 ? 2 : ($0.format.bits <= 4 ? 4 : 8) } ?? 32
             let g = q.map { $0.groupSize == 0 ? headDim : $0.groupSize } ?? 1
             group = g
+            table = q.flatMap { ValueTable.of($0.format) }
+            // NaN codes are never written (the encoder saturates), so they decode to 0 here.
+            levels = table.map { t in (0..<256).map { t.values[$0].isFinite ? t.values[$0] : 0 } } ?? (0..<256).map(Float.init)
             let entryBytes = q == nil ? 0 : kvDim * bits / 8
             codes = .allocate(capacity: max(1, layers * ctx * entryBytes))
             codes.initialize(repeating: 0, count: max(1, layers * ctx * entryBytes))
@@ -69,7 +110,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             else if q != nil { nScales = layers * ctx * ((kvDim + g - 1) / g) }
             else { nScales = 0 }
             scales = FloatBuffer(count: nScales)
-            mins = FloatBuffer(count: nScales)
+            mins = FloatBuffer(count: table == nil ? nScales : 0)
             fp = FloatBuffer(count: layers * ctx * kvDim)
             view = FloatBuffer(count: ctx * kvDim)
             quantizedUpTo = Array(repeating: 0, count: layers)
@@ -90,8 +131,8 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             throw QuantDriftError.invalidInput("scheme: a quantized KV cache needs a format for K or V")
         }
         for p in [spec.key, spec.value].compactMap({ $0 }) {
-            guard p.format.isUniformInteger else {
-                throw QuantDriftError.unsupported("scheme: KV format \(p.format.rawValue) is not built yet (int8, int4, int3, int2 are)")
+            guard p.format.isUniformInteger || p.format == .fp8e4m3 || p.format == .fp8e5m2 else {
+                throw QuantDriftError.unsupported("scheme: KV format \(p.format.rawValue) is not built (int8, int4, int3, int2, fp8e4m3, fp8e5m2 are)")
             }
             let g = p.groupSize == 0 ? headDim : p.groupSize
             if p.axis == .token {
@@ -115,7 +156,8 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             let codeBytes = layerCount * contextLength * kvDim * p.bits / 8
             let scaleCount = q.axis == .channel ? ((contextLength + p.group - 1) / p.group) * kvDim : contextLength * (kvDim / p.group)
             let fpPositions = min(contextLength, spec.sinks + spec.residual + (q.axis == .channel ? p.group : 0))
-            return codeBytes + layerCount * scaleCount * 8 + layerCount * fpPositions * kvDim * 4
+            let bytesPerScale = p.table == nil ? 8 : 4   // FP8 parts store no mins
+            return codeBytes + layerCount * scaleCount * bytesPerScale + layerCount * fpPositions * kvDim * 4
         }
         return part(k) + part(v)
     }
@@ -139,7 +181,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     private func flush(_ p: Part, layer: Int, end: Int) {
         guard let q = p.q else { return }
         var from = max(p.quantizedUpTo[layer], spec.sinks)
-        let quantizer = UniformVectorQuantizer(bits: q.format.bits, symmetric: q.symmetric)
+        let quantizer = KVVectorEncoder(q: q, table: p.table)
         let fp = p.fp.pointer + layer * contextLength * kvDim
         let entryBytes = kvDim * p.bits / 8
         let codes = p.codes + layer * contextLength * entryBytes
@@ -152,7 +194,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
                         Self.put(codes, entryBytes: entryBytes, bits: p.bits, pos: from, index: g * p.group + i, u)
                     }
                     p.scales[(layer * contextLength + from) * ng + g] = s
-                    p.mins[(layer * contextLength + from) * ng + g] = m
+                    if p.table == nil { p.mins[(layer * contextLength + from) * ng + g] = m }
                 }
                 from += 1
             }
@@ -167,7 +209,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
                         Self.put(codes, entryBytes: entryBytes, bits: p.bits, pos: from + i, index: c, u)
                     }
                     p.scales[(layer * groupsPerLayer + gi) * kvDim + c] = s
-                    p.mins[(layer * groupsPerLayer + gi) * kvDim + c] = m
+                    if p.table == nil { p.mins[(layer * groupsPerLayer + gi) * kvDim + c] = m }
                 }
                 from += tg
             }
@@ -208,21 +250,26 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         let qEnd = min(max(p.quantizedUpTo[layer], sinks), count)
         let entryBytes = kvDim * p.bits / 8
         let codes = p.codes + layer * contextLength * entryBytes
-        if q.axis == .token {
-            let ng = kvDim / p.group
-            for pos in sinks..<max(sinks, qEnd) {
-                let sBase = (layer * contextLength + pos) * ng
-                for c in 0..<kvDim {
-                    let g = sBase + c / p.group
-                    out[pos * kvDim + c] = p.scales[g] * Float(Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)) + p.mins[g]
+        let hasMins = p.table == nil
+        p.levels.withUnsafeBufferPointer { levels in
+            if q.axis == .token {
+                let ng = kvDim / p.group
+                for pos in sinks..<max(sinks, qEnd) {
+                    let sBase = (layer * contextLength + pos) * ng
+                    for c in 0..<kvDim {
+                        let g = sBase + c / p.group
+                        let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)
+                        out[pos * kvDim + c] = p.scales[g] * levels[Int(u)] + (hasMins ? p.mins[g] : 0)
+                    }
                 }
-            }
-        } else {
-            let groupsPerLayer = (contextLength + p.group - 1) / p.group
-            for pos in sinks..<max(sinks, qEnd) {
-                let sBase = (layer * groupsPerLayer + (pos - spec.sinks) / p.group) * kvDim
-                for c in 0..<kvDim {
-                    out[pos * kvDim + c] = p.scales[sBase + c] * Float(Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)) + p.mins[sBase + c]
+            } else {
+                let groupsPerLayer = (contextLength + p.group - 1) / p.group
+                for pos in sinks..<max(sinks, qEnd) {
+                    let sBase = (layer * groupsPerLayer + (pos - spec.sinks) / p.group) * kvDim
+                    for c in 0..<kvDim {
+                        let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)
+                        out[pos * kvDim + c] = p.scales[sBase + c] * levels[Int(u)] + (hasMins ? p.mins[sBase + c] : 0)
+                    }
                 }
             }
         }

@@ -21,6 +21,8 @@ public extension Scheme {
         SchemePreset(name: "kv8", spec: "kv=int8,token,g0,sym", summary: "int8 KV cache, per token, one group per head"),
         SchemePreset(name: "kv4", spec: "kv=int4,token,g32,asym", summary: "int4 KV cache, per token, groups of 32, asymmetric"),
         SchemePreset(name: "kv2", spec: "kv=int2,token,g32,asym", summary: "int2 KV cache, per token, groups of 32, asymmetric"),
+        SchemePreset(name: "kv-fp8e4m3", spec: "kv=fp8e4m3,token,g0", summary: "FP8 E4M3 KV cache (emulated), per token, one scale per head (max |x| → 448)"),
+        SchemePreset(name: "kv-fp8e5m2", spec: "kv=fp8e5m2,token,g0", summary: "FP8 E5M2 KV cache (emulated), per token, one scale per head (max |x| → 57344)"),
         SchemePreset(name: "kivi2", spec: "kv=int2,k=channel,v=token,g32,asym,res=32", summary: "KIVI 2-bit: per-channel keys, per-token values, g32, FP residual window of 32"),
         SchemePreset(name: "q8_0", spec: "w=q8_0;a=q8_0", summary: "llama.cpp Q8_0 weights, activations in q8_0 blocks (as ggml's CPU path)"),
         SchemePreset(name: "q4_0", spec: "w=q4_0;a=q8_0", summary: "llama.cpp Q4_0 (embedding/head in Q8_0 as llama-quantize does), q8_0 activations"),
@@ -36,7 +38,7 @@ public extension Scheme {
       calib=minmax|percentile:P|mse|entropy|FILE.json              calibration for static ranges
       skip=lm_head|embed|attn_q|attn_k|attn_v|attn_o|ffn_gate|ffn_up|ffn_down|LAYER,...   left in FP32
     formats: int8 int4 int3 int2 nf4 fp8e4m3 fp8e5m2 mxfp4 fp16 bf16 q8_0 q4_0 q4_1
-    kv g0 = one group per head
+    kv formats: int8 int4 int3 int2 fp8e4m3 fp8e5m2 (FP8: one byte per value, symmetric); kv g0 = one group per head
     """
 
     /// Parses a preset name or a spec in the scheme language.
@@ -241,9 +243,13 @@ public extension Scheme {
             guard let f = p.format ?? shared.format else { return nil }
             let axis = p.axis ?? (isKey ? shared.axis : nil) ?? .token
             if !isKey && axis == .channel { throw schemeError("values are quantized per token; v=channel is not supported") }
-            let g = p.group ?? shared.group ?? (f == .int8 ? 0 : 32)
+            // 8-bit formats default to one scale per head; FP8 is sign-magnitude, so always symmetric.
+            let isFP8 = f == .fp8e4m3 || f == .fp8e5m2
+            let g = p.group ?? shared.group ?? (f.bits == 8 ? 0 : 32)
             if axis == .channel && g == 0 { throw schemeError("per-channel keys need a token group size gN") }
-            return KVPartQuant(format: f, axis: axis, groupSize: g, symmetric: p.symmetric ?? shared.symmetric ?? (f == .int8))
+            let symmetric = p.symmetric ?? shared.symmetric ?? (f == .int8 || isFP8)
+            if isFP8 && !symmetric { throw schemeError("\(f.rawValue) KV codes are sign-magnitude with one scale per group; asym does not apply") }
+            return KVPartQuant(format: f, axis: axis, groupSize: g, symmetric: symmetric)
         }
         kv.key = try resolve(key, isKey: true)
         kv.value = try resolve(val, isKey: false)
