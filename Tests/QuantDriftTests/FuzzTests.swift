@@ -205,6 +205,15 @@ struct FuzzTests {
     @Test func schemeParser() throws { try Self.fuzz(Self.scheme) }
     @Test func workloadReader() throws { try Self.fuzz(Self.workload) }
 
+    // MARK: - Regressions (minimized inputs the fuzzer found)
+
+    /// Scheme errors quoted the user's text raw: a newline in it made a two-line message.
+    @Test func schemeErrorWithNewlineIsOneLine() {
+        let e = expectBadInput("scheme: unknown scheme or component 'w8\\nx'") { _ = try Scheme(parsing: "w8\nx") }
+        #expect(e?.description.contains("\n") == false)
+        expectBadInput("unknown KV option 'asy\\r\\u{1B}'") { _ = try Scheme(parsing: "kv=int4,token,g32,asy\r\u{1B}") }
+    }
+
     /// The mutator is deterministic: the same seed gives the same inputs.
     @Test func mutatorIsSeeded() {
         let seed = Array("{\"id\": \"a\", \"prompt\": \"b\"}".utf8)
