@@ -20,6 +20,24 @@ public final class Model: @unchecked Sendable {
         self.sourceTensorTypes = sourceTensorTypes
     }
 
+    /// Refuses weights holding NaN or ±Inf: every divergence measured against such a reference
+    /// would be NaN. One pass of integer max over the exponent bits (it vectorizes), so the
+    /// check costs about a memory read of the weights at load.
+    static func checkFinite(_ w: [Float], tensor: String, file: String) throws {
+        let exponentMask: UInt32 = 0x7F80_0000
+        let largest = w.withUnsafeBufferPointer { buf in
+            buf.withMemoryRebound(to: UInt32.self) { bits in
+                var m: UInt32 = 0
+                for b in bits { m = max(m, b & exponentMask) }
+                return m
+            }
+        }
+        guard largest == exponentMask else { return }
+        let i = w.firstIndex { !$0.isFinite }!
+        let n = w.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+        throw QuantDriftError.invalidInput("\(file): tensor \(tensor) holds \(n) NaN/Inf weight\(n == 1 ? "" : "s") (first: \(w[i]) at element \(i))")
+    }
+
     /// Loads a GGUF file, or an HF folder (`config.json`, `*.safetensors`, `tokenizer.json`).
     public static func load(path: String) throws -> Model {
         var isDir: ObjCBool = false
@@ -82,7 +100,9 @@ enum GGUFModelLoader {
                 throw QuantDriftError.invalidInput("\(path): tensor \(name) has shape \(Array(t.dims.reversed())), expected \(shape)")
             }
             types.append((name, t.type.name, shape))
-            return try g.floats(t)
+            let w = try g.floats(t)
+            try Model.checkFinite(w, tensor: name, file: path)
+            return w
         }
         func optional(_ name: String, _ shape: [Int]) throws -> [Float]? {
             g.tensor(name) == nil ? nil : try load(name, shape)

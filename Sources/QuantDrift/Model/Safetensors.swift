@@ -157,7 +157,9 @@ enum SafetensorsModelLoader {
                 throw QuantDriftError.invalidInput("\(f.path): tensor \(name) has shape \(t.shape), expected \(shape)")
             }
             types.append((name, t.dtype, shape))
-            return try f.floats(t)
+            let w = try f.floats(t)
+            try Model.checkFinite(w, tensor: name, file: f.path)
+            return w
         }
         func optional(_ name: String, _ shape: [Int]) throws -> [Float]? {
             store.contains(name) ? try load(name, shape) : nil

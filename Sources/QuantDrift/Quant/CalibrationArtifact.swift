@@ -102,17 +102,7 @@ public struct CalibrationArtifact: Sendable, Equatable {
     /// Writes the document to `path` through a temporary file in the same folder and a rename, so
     /// that an interrupted write never leaves a partial artifact.
     public func write(to path: String) throws {
-        let bytes = Data((json.serialized(pretty: true) + "\n").utf8)
-        let url = URL(fileURLWithPath: path)
-        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        guard FileManager.default.createFile(atPath: tmp.path, contents: bytes) else {
-            throw QuantDriftError.invalidInput("\(path): cannot write (folder missing or not writable)")
-        }
-        guard rename(tmp.path, url.path) == 0 else {
-            let why = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(at: tmp)
-            throw QuantDriftError.invalidInput("\(path): cannot write: \(why)")
-        }
+        try RunConditions.writeAtomically(Data((json.serialized(pretty: true) + "\n").utf8), to: URL(fileURLWithPath: path))
     }
 
     /// Reads an artifact; anything malformed is a one-line `invalidInput` naming the file.

@@ -153,7 +153,7 @@ public final class LockstepEngine: @unchecked Sendable {
             let n = options.maxTokens(for: p)
             let l = try Self.promptTokens(p, tokenizer: model.tokenizer).count
             guard l + n <= model.config.contextLength else {
-                throw QuantDriftError.invalidInput("prompt '\(p.id)' (\(l) tokens) + \(n) new tokens exceed the model's context length \(model.config.contextLength)")
+                throw QuantDriftError.invalidInput("\(workload.file): prompt '\(p.id)' (\(l) tokens) + \(n) new tokens exceed the model's context length \(model.config.contextLength)")
             }
             need = max(need, l + n)
         }

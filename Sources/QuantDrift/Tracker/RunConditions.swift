@@ -66,6 +66,12 @@ public enum RunConditions {
     public static func writeAtomically(_ data: Data, to url: URL) throws {
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         do {
+            if simulateFullDisk {
+                // Half the bytes reach the disk, then the device is full: what ENOSPC looks like.
+                try data.prefix(data.count / 2).write(to: tmp)
+                throw NSError(domain: NSPOSIXErrorDomain, code: Int(ENOSPC),
+                              userInfo: [NSUnderlyingErrorKey: NSError(domain: NSPOSIXErrorDomain, code: Int(ENOSPC))])
+            }
             try data.write(to: tmp)
         } catch {
             try? FileManager.default.removeItem(at: tmp)
@@ -77,6 +83,10 @@ public enum RunConditions {
             throw QuantDriftError.invalidInput("\(url.path): cannot write (\(reason))")
         }
     }
+
+    /// `QUANTDRIFT_FAIL_WRITES=1` makes every atomic write fail as on a full disk (for the tests
+    /// that check a failed write leaves the previous file intact).
+    static var simulateFullDisk: Bool { ProcessInfo.processInfo.environment["QUANTDRIFT_FAIL_WRITES"] == "1" }
 
     static func reason(_ error: Error) -> String {
         let ns = error as NSError

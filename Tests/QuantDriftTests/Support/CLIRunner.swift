@@ -14,8 +14,12 @@ enum CLIRunner {
         return dir.appendingPathComponent("quantdrift")
     }
 
-    static func run(_ arguments: [String], cwd: URL = Golden.packageRoot) throws -> Output {
+    /// `environment` entries are added to this process's environment.
+    static func run(_ arguments: [String], cwd: URL = Golden.packageRoot, environment: [String: String] = [:]) throws -> Output {
         let p = Process()
+        if !environment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         p.executableURL = executable
         p.arguments = arguments
         p.currentDirectoryURL = cwd
