@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh                  # 100,000 executions of every target
 #   scripts/fuzz.sh gguf tokenizer   # only these targets
 #   QUANTDRIFT_FUZZ_ITERATIONS=1000000 scripts/fuzz.sh scheme
-# Targets: gguf safetensors config tokenizer scheme workload (FuzzTests.swift).
+# Targets: gguf safetensors config tokenizer scheme workload thresholds report (FuzzTests.swift).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export QUANTDRIFT_FUZZ_ITERATIONS="${QUANTDRIFT_FUZZ_ITERATIONS:-100000}"
@@ -12,9 +12,9 @@ export QUANTDRIFT_FUZZ_DIR="${QUANTDRIFT_FUZZ_DIR:-${TMPDIR:-/tmp}/quantdrift-fu
 mkdir -p "$QUANTDRIFT_FUZZ_DIR"
 
 declare -A tests=([gguf]=ggufReader [safetensors]=safetensorsReader [config]=configReader
-                  [tokenizer]=tokenizerReader [scheme]=schemeParser [workload]=workloadReader)
+                  [tokenizer]=tokenizerReader [scheme]=schemeParser [workload]=workloadReader [thresholds]=thresholdsReader [report]=reportReaderAndRenderers)
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(gguf safetensors config tokenizer scheme workload)
+[ ${#targets[@]} -eq 0 ] && targets=(gguf safetensors config tokenizer scheme workload thresholds report)
 
 swift build -c release -Xswiftc -enable-testing --build-tests >/dev/null
 failed=0

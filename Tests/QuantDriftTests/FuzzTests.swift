@@ -183,11 +183,36 @@ struct FuzzTests {
         run: { input, path in _ = try Workload.parse(Data(input), file: path) },
         dictionary: jsonWords)
 
-    // Hook for the thresholds reader (Sources/QuantDrift/Gate/): add a target like `workload`
-    // (seeds: a valid thresholds file written by code; run: its parse function on the bytes),
-    // add it to `targets` and give it a @Test below; scripts/fuzz.sh picks it up by name.
+    /// The synthetic report `check` reads thresholds against.
+    static let report: ReportDocument = try! ReportDocument.parse(SyntheticReport.data(), file: "report.json")
 
-    static let targets = [gguf, safetensors, config, tokenizer, scheme, workload]
+    /// Thresholds files for `check`, keyed by the synthetic report's schemes.
+    static let thresholds = FuzzTarget(
+        name: "thresholds",
+        seeds: {
+            let names = report.schemes.map(\.name)
+            return [
+                "{\"\(names[0])\": {\"max_mean_kld\": 0.01, \"max_p99_kld\": 0.1, \"min_top1\": 0.95, \"min_median_first_divergence\": 64, \"max_kld_at\": {\"64\": 0.02}}}",
+                "{\"\(names[1])\": {\"max_mean_kld\": 0.1}, \"\(names[0])\": {\"min_top1\": 0.5}}",
+            ].map { Array($0.utf8) }
+        },
+        mutate: { m, seed, other in m.chance(0.7) ? m.mutateJSON(seed, splice: other) : m.mutateBytes(seed, splice: other) },
+        run: { _, path in _ = try Thresholds.read(path: path, report: report) },
+        dictionary: jsonWords + ["max_mean_kld", "max_p99_kld", "min_top1", "min_median_first_divergence", "max_kld_at"])
+
+    /// report.json as `check` and `render` read it.
+    static let reportReader = FuzzTarget(
+        name: "report",
+        seeds: { [Array(SyntheticReport.data())] },
+        mutate: { m, seed, other in m.chance(0.7) ? m.mutateJSON(seed, splice: other) : m.mutateBytes(seed, splice: other) },
+        run: { input, path in
+            let doc = try ReportDocument.parse(Data(input), file: path)
+            _ = MarkdownReport.render(doc)
+            _ = HTMLReport.render(doc)
+        },
+        dictionary: jsonWords)
+
+    static let targets = [gguf, safetensors, config, tokenizer, scheme, workload, thresholds, reportReader]
 
     static func fuzz(_ target: FuzzTarget, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let n = FuzzHarness.iterations(short: shortRun)
@@ -204,6 +229,8 @@ struct FuzzTests {
     @Test func tokenizerReader() throws { try Self.fuzz(Self.tokenizer) }
     @Test func schemeParser() throws { try Self.fuzz(Self.scheme) }
     @Test func workloadReader() throws { try Self.fuzz(Self.workload) }
+    @Test func thresholdsReader() throws { try Self.fuzz(Self.thresholds) }
+    @Test func reportReaderAndRenderers() throws { try Self.fuzz(Self.reportReader) }
 
     // MARK: - Regressions (minimized inputs the fuzzer found)
 
