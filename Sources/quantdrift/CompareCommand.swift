@@ -134,6 +134,12 @@ enum Tracking {
         let modelConditions = try RunConditions.model(model, sha256: modelSHA)
         let ctx = try engine.contextLength(for: workload)
 
+        // A saved reference is checked before any scheme is built (that can take minutes).
+        let traceReader = try o.reference.map {
+            try ReferenceTraceReader(url: URL(fileURLWithPath: $0),
+                                     expecting: engine.traceHeader(modelSHA256: modelSHA, workload: workload, version: QuantDriftVersion.string))
+        }
+
         // Candidates: every scheme, then its parts and layers when asked.
         var candidates: [TrackerCandidate] = []
         var calibrationInfo: [String: JSON] = [:]
@@ -179,9 +185,8 @@ enum Tracking {
         let references: [ReferenceRun], results: [[PromptResult]]
         let t1: Double
         do {
-            if let path = o.reference {
-                let header = engine.traceHeader(modelSHA256: modelSHA, workload: workload, version: QuantDriftVersion.string)
-                references = try engine.load(ReferenceTraceReader(url: URL(fileURLWithPath: path), expecting: header), workload: workload)
+            if let reader = traceReader {
+                references = try engine.load(reader, workload: workload)
                 for _ in references { bar.step() }
             } else {
                 references = try engine.referenceRuns(workload, contextLength: ctx) { _ in bar.step() }
