@@ -92,14 +92,7 @@ enum CalibrationOptions {
 
     /// Resolves the default folder from the current directory or beside the executable's package.
     static func resolve(_ path: String) -> String {
-        guard path == defaultPath, !FileManager.default.fileExists(atPath: path) else { return path }
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        for _ in 0..<5 {
-            let candidate = dir.appendingPathComponent(path).path
-            if FileManager.default.fileExists(atPath: candidate) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return path
+        path == defaultPath ? resolveBundled(path) : path
     }
 
     /// Resolves a path under the package (Prompts/…) from the current directory or beside the executable.

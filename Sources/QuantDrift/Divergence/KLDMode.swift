@@ -68,14 +68,7 @@ public enum KLDMode {
     public static func run(model: Model, candidate: SchemeRuntime, tokens: [Int], nCtx: Int,
                            reference: KLDReference = .live,
                            progress: (Int, Int) -> Void = { _, _ in }) throws -> KLDResult {
-        guard nCtx >= 4 else { throw QuantDriftError.invalidInput("--ctx must be at least 4, got \(nCtx)") }
-        guard nCtx <= model.config.contextLength else {
-            throw QuantDriftError.invalidInput("--ctx \(nCtx) exceeds the model's context length \(model.config.contextLength)")
-        }
-        let chunks = tokens.count / nCtx
-        guard chunks >= 1 else {
-            throw QuantDriftError.invalidInput("the text has \(tokens.count) tokens, fewer than one chunk of \(nCtx)")
-        }
+        let chunks = try Perplexity.chunkCount(tokens: tokens.count, nCtx: nCtx, model: model)
         let vocab = model.config.vocabSize
         let first = nCtx / 2
         let rows = nCtx - 1 - first

@@ -26,20 +26,27 @@ public enum LogSoftmax {
 }
 
 public enum Perplexity {
+    /// Whole chunks of `nCtx` in `tokens` tokens (llama.cpp's protocol drops a partial tail),
+    /// after checking `nCtx` fits the model; shared by perplexity and kld.
+    static func chunkCount(tokens: Int, nCtx: Int, model: Model) throws -> Int {
+        guard nCtx >= 4 else { throw QuantDriftError.invalidInput("--ctx must be at least 4, got \(nCtx)") }
+        guard nCtx <= model.config.contextLength else {
+            throw QuantDriftError.invalidInput("--ctx \(nCtx) exceeds the model's context length \(model.config.contextLength)")
+        }
+        let chunks = tokens / nCtx
+        guard chunks >= 1 else {
+            throw QuantDriftError.invalidInput("the text has \(tokens) tokens, fewer than one chunk of \(nCtx)")
+        }
+        return chunks
+    }
+
     /// llama.cpp's `llama-perplexity` protocol: the text's tokens are cut into chunks of `nCtx`
     /// (a trailing partial chunk is dropped); each chunk is evaluated from an empty cache (its
     /// first token replaced by BOS when the model adds BOS); the second half of each chunk is
     /// scored (predictions of tokens nCtx/2+1 … nCtx-1).
     public static func run(model: Model, scheme: SchemeRuntime? = nil, tokens: [Int], nCtx: Int,
                            progress: (Int, Int) -> Void = { _, _ in }) throws -> PerplexityResult {
-        guard nCtx >= 4 else { throw QuantDriftError.invalidInput("--ctx must be at least 4, got \(nCtx)") }
-        guard nCtx <= model.config.contextLength else {
-            throw QuantDriftError.invalidInput("--ctx \(nCtx) exceeds the model's context length \(model.config.contextLength)")
-        }
-        let chunks = tokens.count / nCtx
-        guard chunks >= 1 else {
-            throw QuantDriftError.invalidInput("the text has \(tokens.count) tokens, fewer than one chunk of \(nCtx)")
-        }
+        let chunks = try chunkCount(tokens: tokens.count, nCtx: nCtx, model: model)
         let t = try scheme?.transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
             ?? Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
         let vocab = model.config.vocabSize

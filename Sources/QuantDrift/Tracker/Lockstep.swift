@@ -59,6 +59,20 @@ public struct ReferenceRun: Sendable {
     /// only when sampling, where the coupling needs the exact distribution the reference drew from.
     public var decodeLogits: [Float]?
 
+    /// Mean −log P(y) of the reference's own continuation under its teacher-forced rows.
+    public func textNLL() -> Double {
+        guard !continuation.isEmpty else { return 0 }
+        let vocab = logits.count / continuation.count
+        var sum = 0.0
+        logits.withUnsafeBufferPointer { rows in
+            for t in 0..<continuation.count {
+                let row = UnsafeBufferPointer(rebasing: rows[(t * vocab)..<((t + 1) * vocab)])
+                sum += LogSoftmax.logSumExp(row) - Double(row[continuation[t]])
+            }
+        }
+        return sum / Double(continuation.count)
+    }
+
     public init(id: String, promptTokens: [Int], continuation: [Int], maxTokens: Int, logits: [Float],
                 decodeLogits: [Float]? = nil) {
         self.id = id
@@ -347,7 +361,7 @@ public final class LockstepEngine: @unchecked Sendable {
                 result.candidateTextNLL = sum / Double(tokens.count)
                 result.reconverged = reconverges(tokens, ref.continuation, after: first)
             } else if result.firstDivergence == nil {
-                result.candidateTextNLL = referenceTextNLL(ref)
+                result.candidateTextNLL = ref.textNLL()
                 result.reconverged = false
             }
             result.freeSeconds = monotonicSeconds() - t1
@@ -473,19 +487,6 @@ public final class LockstepEngine: @unchecked Sendable {
             return ReferenceRun(id: p.id, promptTokens: prompt, continuation: Array(record.tokens[prompt.count...]),
                                 maxTokens: options.maxTokens(for: p), logits: record.logProbs)
         }
-    }
-
-    /// Mean −log P(y) of the reference's own continuation.
-    public func referenceTextNLL(_ ref: ReferenceRun) -> Double {
-        guard !ref.continuation.isEmpty else { return 0 }
-        var sum = 0.0
-        ref.logits.withUnsafeBufferPointer { rows in
-            for t in 0..<ref.continuation.count {
-                let row = UnsafeBufferPointer(rebasing: rows[(t * vocab)..<((t + 1) * vocab)])
-                sum += LogSoftmax.logSumExp(row) - Double(row[ref.continuation[t]])
-            }
-        }
-        return sum / Double(ref.continuation.count)
     }
 }
 

@@ -11,6 +11,8 @@ public struct TrackerReport {
     public let calibration: [String: JSON]
     let stats: ClusteredStatistics
     let maxTokens: Int
+    /// The reference's mean NLL of its own continuation, per prompt (the same for every scheme).
+    let referenceNLLs: [Double]
 
     public init(candidates: [TrackerCandidate], references: [ReferenceRun], results: [[PromptResult]],
                 options: TrackerOptions, calibration: [String: JSON] = [:]) {
@@ -21,6 +23,7 @@ public struct TrackerReport {
         self.calibration = calibration
         stats = ClusteredStatistics(clusters: references.count, seed: options.sampling.seed)
         maxTokens = references.map(\.maxTokens).max() ?? 0
+        referenceNLLs = references.map { $0.textNLL() }
     }
 
     var mainIndices: [Int] { candidates.indices.filter { candidates[$0].role == .main } }
@@ -138,7 +141,7 @@ public struct TrackerReport {
         var refNLL = 0.0, refCount = 0, candNLL = 0.0, candCount = 0
         for (p, r) in rs.enumerated() {
             let ref = references[p]
-            refNLL += referenceNLL(p) * Double(ref.continuation.count)
+            refNLL += referenceNLLs[p] * Double(ref.continuation.count)
             refCount += ref.continuation.count
             if let nll = r.candidateTextNLL, let tokens = r.freeTokens {
                 candNLL += nll * Double(tokens.count)
@@ -154,21 +157,6 @@ public struct TrackerReport {
                 ("reference_text_nll", Self.num(refCount > 0 ? refNLL / Double(refCount) : nil)),
                 ("candidate_text_nll", Self.num(candCount > 0 ? candNLL / Double(candCount) : nil)),
                 ("repetition_reference", .double(repRef)), ("repetition_candidate", .double(repCand))]
-    }
-
-    /// The reference's mean NLL of its own continuation on prompt p.
-    func referenceNLL(_ p: Int) -> Double {
-        let ref = references[p]
-        guard !ref.continuation.isEmpty else { return 0 }
-        let vocab = ref.logits.count / ref.continuation.count
-        var sum = 0.0
-        ref.logits.withUnsafeBufferPointer { rows in
-            for t in 0..<ref.continuation.count {
-                let row = UnsafeBufferPointer(rebasing: rows[(t * vocab)..<((t + 1) * vocab)])
-                sum += LogSoftmax.logSumExp(row) - Double(row[ref.continuation[t]])
-            }
-        }
-        return sum / Double(ref.continuation.count)
     }
 
     // MARK: - Curves
