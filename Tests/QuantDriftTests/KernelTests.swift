@@ -171,4 +171,63 @@ struct KernelTests {
             }
         }
     }
+
+    /// The multi-row integer kernel on packed panels: output rows not a multiple of 8 (padded
+    /// panel), activation row counts that leave a remainder after the 4-row tiles, spans of 32,
+    /// 64 and the whole row, with and without mins, against the scalar twin; and each output row
+    /// is bitwise the same whatever the number of activation rows next to it.
+    @Test(arguments: cases, [32, 96, 576])
+    func packedPanelsMatchScalarTwin(c: Case, cols: Int) throws {
+        for (outRows, actRows) in [(1, 2), (7, 5), (13, 9)] {
+            let m = WeightQuantizer.uniform(Self.random(outRows * cols, seed: UInt64(outRows)), rows: outRows, cols: cols,
+                                            bits: c.bits, group: min(c.group ?? cols, cols), sharedAcrossRows: false,
+                                            symmetric: c.symmetric)
+            for act in [ActivationQuantizer(.dynamicPerRow), ActivationQuantizer(.dynamicPerGroup(32)), ActivationQuantizer(.dynamicPerGroup(64))] {
+                guard let layer = try? QuantizedLinear(m, activations: act) else { continue }
+                #expect(layer.panels != nil, "\(c) cols \(cols): no panels")
+                let xs = Self.random(actRows * cols, seed: 7, scale: 3)
+                let scratch = LinearScratch(maxRows: actRows, maxInDim: cols)
+                var y = [Float](repeating: 0, count: actRows * outRows)
+                layer.forward(xs, rows: actRows, into: &y, scratch: scratch)
+                var pair = [Float](repeating: 0, count: 2 * outRows)
+                layer.forward(Array(xs[(cols * (actRows - 2))...]), rows: 2, into: &pair, scratch: scratch)
+                #expect(Array(y[(outRows * (actRows - 2))...]).map(\.bitPattern) == pair.map(\.bitPattern), "\(c) \(act.mode) cols \(cols)")
+                for r in 0..<actRows {
+                    let xr = Array(xs[(r * cols)..<((r + 1) * cols)])
+                    var codes = [Int8](repeating: 0, count: cols)
+                    var scales = [Float](repeating: 0, count: cols)
+                    var sums = [Int32](repeating: 0, count: cols / 32 + 1)
+                    act.quantize(xr, rows: 1, inDim: cols, codes: &codes, scales: &scales, blockSums: &sums)
+                    let want = ReferenceKernels.gemvInt(m, codes: codes, scales: scales, xgroup: act.groupSize(inDim: cols))
+                    for i in 0..<outRows {
+                        #expect(abs(y[r * outRows + i] - want[i]) <= 2e-5 * max(1, abs(want[i])),
+                                "\(c) \(act.mode) cols \(cols) out \(outRows) row \(r).\(i): \(y[r * outRows + i]) vs \(want[i])")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The activation quantizer's C loops against the scalar rules on awkward sizes and values:
+    /// exact ties (k + ½), values past ±127, NaN, ±∞, −0 and subnormals.
+    @Test(arguments: sizes)
+    func activationCodesMatchScalarRules(n: Int) {
+        var r = RandomStream(seed: UInt64(n) &+ 77)
+        let special: [Float] = [.nan, .infinity, -.infinity, -0.0, .leastNonzeroMagnitude, 126.5, -126.5, 127.5, -0.5, 0.5, 2.5, -3.5, 1e30]
+        let inv: Float = 3.0
+        let x: [Float] = (0..<n).map { i in
+            switch r.next() % 4 {
+            case 0: return special[i % special.count]
+            case 1: return (Float(Int(r.next() % 400)) - 200 + 0.5) / inv  // ties after scaling (where exact)
+            default: return Float(r.nextDouble() * 100 - 50)
+            }
+        }
+        var q = [Int8](repeating: 99, count: n)
+        qd_quantize_i8(x, Int32(n), inv, &q)
+        #expect(q == x.map { ReferenceKernels.activationCode($0, inv: inv) }, "n \(n)")
+        #expect(qd_absmax_f32(x, Int32(n)).bitPattern == ReferenceKernels.absMax(x).bitPattern, "n \(n)")
+        var sums = [Int32](repeating: 0, count: (n + 31) / 32)
+        qd_block_sums_i8(q, Int32(n), &sums)
+        #expect(sums == (0..<((n + 31) / 32)).map { b in q[(b * 32)..<min(n, b * 32 + 32)].reduce(Int32(0)) { $0 + Int32($1) } })
+    }
 }

@@ -40,6 +40,23 @@ void qd_gemm_u4_i8(const uint8_t *packed, const float *scales, const float *mins
                    int out, int in, int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32,
                    int xgroup, float *y);
 
+// Activation quantization: max |x| over n floats (NaN ignored); codes q = x·inv rounded half away
+// from zero, clamped to [-127, 127], NaN coded 0; code sums per 32-element block.
+float qd_absmax_f32(const float *x, int n);
+void qd_quantize_i8(const float *x, int n, float inv, int8_t *q);
+void qd_block_sums_i8(const int8_t *q, int n, int32_t *sums);
+
+// Packed panels for integer activations (in a multiple of 32; spans min(group, xgroup) multiples of
+// 32 or the whole row): 8 output rows interleaved per 4 elements, int8 codes, out rounded up to a
+// multiple of 8 with zero rows. packed: ceil(out/8)*8*in bytes; scales/mins: ceil(out/8)*8*ng floats.
+// Nibble codes are widened with `offset` added (e.g. -8 for symmetric int4, whose mins then drop out).
+void qd_pack_panels_i8(const int8_t *codes, int out, int in, int8_t *packed);
+void qd_pack_panels_u4(const uint8_t *nibbles, int out, int in, int offset, int8_t *packed);
+void qd_pack_panels_f32(const float *values, int out, int ng, float *packed);
+// y (rows, out) = Σ_span (scale·sx)·Σ code·xq + min·sx·Σ xq, as qd_gemm_i8_i8 but on packed panels.
+void qd_gemm_panels_i8(const int8_t *packed, const float *pscales, const float *pmins, int group, int out, int in,
+                       int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, float *y);
+
 /// Integer dot products over `n` elements (exact), used by tests to check the integer paths.
 int32_t qd_dot_i8_i8(const int8_t *a, const int8_t *b, int n);
 int32_t qd_dot_u4_i8(const uint8_t *packed, const int8_t *b, int n);

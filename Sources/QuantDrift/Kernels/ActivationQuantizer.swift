@@ -1,3 +1,5 @@
+import CKernels
+
 /// How the input rows of a linear layer are turned into int8 codes before an integer product.
 public struct ActivationQuantizer: Sendable, Hashable {
     public enum Mode: Sendable, Hashable {
@@ -47,23 +49,14 @@ public struct ActivationQuantizer: Sendable, Hashable {
                     scale = s
                     inv = s > 0 ? 1 / s : 0
                 default:
-                    var amax: Float = 0
-                    for i in lo..<hi { amax = max(amax, abs(xr[i])) }
-                    let d = amax / 127
+                    let d = qd_absmax_f32(xr + lo, Int32(hi - lo)) / 127
                     inv = d > 0 ? 1 / d : 0
                     if case .q8_0 = mode { scale = Float(Float16(d)) } else { scale = d }
                 }
                 scales[r * ng + gi] = scale
-                for i in lo..<hi {
-                    let q = (xr[i] * inv).rounded(.toNearestOrAwayFromZero)
-                    qr[i] = Int8(max(-127, min(127, q.isNaN ? 0 : q)))
-                }
+                qd_quantize_i8(xr + lo, Int32(hi - lo), inv, qr + lo)
             }
-            for b in 0..<nb {
-                var s: Int32 = 0
-                for i in (b * 32)..<min(b * 32 + 32, inDim) { s += Int32(qr[i]) }
-                blockSums[r * nb + b] = s
-            }
+            qd_block_sums_i8(qr, Int32(inDim), blockSums + r * nb)
         }
     }
 }

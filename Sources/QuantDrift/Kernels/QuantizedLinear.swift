@@ -9,6 +9,9 @@ public struct QuantizedLinear: LinearLayer {
     /// Symmetric nibble codes: their mins are exactly `offset·scale` (offset −2^(b−1)), so the
     /// FP32-activation product takes the offset and never reads the mins.
     public let nibbleOffset: Float?
+    /// The weights repacked for the multi-row integer-activation kernel (nil without integer
+    /// activations or when the row length is not a multiple of 32).
+    let panels: IntPanels?
 
     public init(_ matrix: QuantizedMatrix, activations: ActivationQuantizer? = nil) throws {
         let g = matrix.groupSize
@@ -25,6 +28,7 @@ public struct QuantizedLinear: LinearLayer {
         self.matrix = matrix
         self.activations = activations
         nibbleOffset = Self.offset(of: matrix)
+        panels = activations == nil ? nil : IntPanels(matrix, nibbleOffset: nibbleOffset)
     }
 
     /// The offset k with mins[i] == k·scales[i] for every group, if the matrix has nibble codes
@@ -47,6 +51,10 @@ public struct QuantizedLinear: LinearLayer {
             let codes = scratch.bytes.bindMemory(to: Int8.self, capacity: rows * m.cols)
             act.quantize(x, rows: rows, inDim: m.cols, codes: codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums)
             let xg = act.groupSize(inDim: m.cols)
+            if let p = panels, rows >= IntPanels.minRows {
+                p.multiply(codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums, xgroup: xg, rows: rows, into: y)
+                return
+            }
             m.scales.withUnsafeBufferPointer { s in
                 withOptionalPointer(mins) { mn in
                     switch m.codes {
@@ -103,4 +111,65 @@ public struct QuantizedLinear: LinearLayer {
 func withOptionalPointer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> R) -> R {
     guard let a else { return body(nil) }
     return a.withUnsafeBufferPointer { body($0.baseAddress) }
+}
+
+/// A quantized matrix repacked for `qd_gemm_panels_i8`: 8 output rows interleaved per 4 input
+/// elements as int8 codes (nibbles widened, the symmetric offset folded in so their mins drop out),
+/// scales and mins in the same panel order. Costs one byte per weight next to the codes.
+struct IntPanels: Sendable {
+    /// Below this many activation rows the per-row kernel on the original codes is used.
+    static let minRows = 2
+
+    let out: Int, inDim: Int, groupSize: Int
+    let codes: [Int8]
+    let scales: [Float]
+    let mins: [Float]?
+
+    init?(_ m: QuantizedMatrix, nibbleOffset: Float?) {
+        guard m.cols % 32 == 0, m.cols > 0, m.rows > 0 else { return nil }
+        out = m.rows
+        inDim = m.cols
+        groupSize = m.groupSize
+        let padded = (m.rows + 7) / 8 * 8
+        let ng = m.groupsPerRow
+        var packed = [Int8](repeating: 0, count: padded * m.cols)
+        packed.withUnsafeMutableBufferPointer { dst in
+            switch m.codes {
+            case .int8(let q):
+                q.withUnsafeBufferPointer { qd_pack_panels_i8($0.baseAddress, Int32(m.rows), Int32(m.cols), dst.baseAddress) }
+            case .nibbles(let q):
+                q.withUnsafeBufferPointer {
+                    qd_pack_panels_u4($0.baseAddress, Int32(m.rows), Int32(m.cols), Int32(nibbleOffset ?? 0), dst.baseAddress)
+                }
+            }
+        }
+        codes = packed
+        scales = Self.pack(m.scales, rows: m.rows, groups: ng)
+        // Symmetric nibbles carry their mins in the folded offset.
+        if case .nibbles = m.codes, nibbleOffset != nil {
+            mins = nil
+        } else {
+            mins = m.mins.map { Self.pack($0, rows: m.rows, groups: ng) }
+        }
+    }
+
+    static func pack(_ v: [Float], rows: Int, groups: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: (rows + 7) / 8 * 8 * groups)
+        out.withUnsafeMutableBufferPointer { dst in
+            v.withUnsafeBufferPointer { qd_pack_panels_f32($0.baseAddress, Int32(rows), Int32(groups), dst.baseAddress) }
+        }
+        return out
+    }
+
+    func multiply(_ xq: UnsafePointer<Int8>, scales xs: UnsafePointer<Float>, blockSums: UnsafePointer<Int32>, xgroup: Int,
+                  rows: Int, into y: UnsafeMutablePointer<Float>) {
+        codes.withUnsafeBufferPointer { c in
+            scales.withUnsafeBufferPointer { s in
+                withOptionalPointer(mins) { mn in
+                    qd_gemm_panels_i8(c.baseAddress, s.baseAddress, mn, Int32(groupSize), Int32(out), Int32(inDim), Int32(rows),
+                                      xq, xs, blockSums, Int32(xgroup), y)
+                }
+            }
+        }
+    }
 }

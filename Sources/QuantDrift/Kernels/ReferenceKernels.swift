@@ -42,4 +42,13 @@ public enum ReferenceKernels {
             return acc
         }
     }
+
+    /// An activation code: x·inv rounded half away from zero, clamped to ±127, NaN coded 0.
+    public static func activationCode(_ x: Float, inv: Float) -> Int8 {
+        let q = (x * inv).rounded(.toNearestOrAwayFromZero)
+        return Int8(max(-127, min(127, q.isNaN ? 0 : q)))
+    }
+
+    /// max |x|, NaN ignored (Swift's `max` keeps the running value when the new one is NaN).
+    public static func absMax(_ x: [Float]) -> Float { x.reduce(0) { max($0, abs($1)) } }
 }
