@@ -181,22 +181,17 @@ enum Tracking {
 
         let total = workload.prompts.count * (1 + candidates.count)
         let bar = LockedProgress(ProgressBar(label: "run"), total: total)
+        // Prompts go in batches whose reference logits fit the budget (runWorkload).
+        let traceWriter = try o.saveReference.map {
+            try ReferenceTraceWriter(url: URL(fileURLWithPath: $0),
+                                     header: engine.traceHeader(modelSHA256: modelSHA, workload: workload, version: QuantDriftVersion.string))
+        }
         let t0 = monotonicSeconds()
-        let references: [ReferenceRun], results: [[PromptResult]]
-        let t1: Double
+        let references: [ReferenceRun], results: [[PromptResult]], referenceSeconds: Double
         do {
-            if let reader = traceReader {
-                references = try engine.load(reader, workload: workload)
-                for _ in references { bar.step() }
-            } else {
-                references = try engine.referenceRuns(workload, contextLength: ctx) { _ in bar.step() }
-            }
-            if let path = o.saveReference {
-                let header = engine.traceHeader(modelSHA256: modelSHA, workload: workload, version: QuantDriftVersion.string)
-                try engine.save(references, to: ReferenceTraceWriter(url: URL(fileURLWithPath: path), header: header))
-            }
-            t1 = monotonicSeconds()
-            results = try engine.run(candidates, references: references, contextLength: ctx, checkpoint: checkpoint) { _ in bar.step() }
+            (references, results, referenceSeconds) = try engine.runWorkload(
+                workload, candidates: candidates, contextLength: ctx, traceReader: traceReader, traceWriter: traceWriter,
+                checkpoint: checkpoint, referenceProgress: { _ in bar.step() }, progress: { _ in bar.step() })
         } catch QuantDriftError.interrupted {
             bar.finish()
             throw QuantDriftError.interrupted("interrupted: \(checkpoint.count) of \(workload.prompts.count * candidates.count) comparisons kept in \(outDir.path)/.partial; run the same command with --resume to continue")
@@ -214,7 +209,7 @@ enum Tracking {
                                     ("reference", .object([("scheme", "fp32"), ("trace_file", o.reference.map { .string($0) } ?? .null),
                                                            ("trace_sha256", try o.reference.map { .string(try RunConditions.sha256(path: $0)) } ?? .null)]))])),
             ("schemes", report.schemes()),
-            ("timing", .object([("reference_seconds", .double(t1 - t0)), ("candidates_seconds", .double(t2 - t1))])),
+            ("timing", .object([("reference_seconds", .double(referenceSeconds)), ("candidates_seconds", .double(t2 - t0 - referenceSeconds))])),
         ])
         try RunConditions.writeAtomically(Data((json.serialized(pretty: true) + "\n").utf8), to: outDir.appendingPathComponent("report.json"))
         try RunConditions.writeAtomically(Data(report.tokensCSV().utf8), to: outDir.appendingPathComponent("tokens.csv"))

@@ -156,17 +156,18 @@ struct LockstepTests {
     ])
 
     static func run(_ schemes: [String], mode: TrackerMode = .both, sampling: SamplingParameters = SamplingParameters(),
-                    threads: Int = 2) throws -> (TrackerReport, [[PromptResult]]) {
+                    threads: Int = 2, referenceBudgetBytes: Int? = nil,
+                    workload: Workload = workload) throws -> (TrackerReport, [[PromptResult]]) {
         let model = try Golden.defaultModel()
-        let options = TrackerOptions(mode: mode, sampling: sampling, threads: threads, chunk: 16)
+        var options = TrackerOptions(mode: mode, sampling: sampling, threads: threads, chunk: 16)
+        if let referenceBudgetBytes { options.referenceBudgetBytes = referenceBudgetBytes }
         let engine = try LockstepEngine(model: model, options: options)
         let ctx = try engine.contextLength(for: workload)
-        let refs = try engine.referenceRuns(workload, contextLength: ctx)
         let candidates = try schemes.map { name -> TrackerCandidate in
             let s = try Scheme(parsing: name)
             return TrackerCandidate(name: s.name, scheme: s, runtime: try SchemeRuntime(model: model, scheme: s))
         }
-        let results = try engine.run(candidates, references: refs, contextLength: ctx)
+        let (refs, results, _) = try engine.runWorkload(workload, candidates: candidates, contextLength: ctx)
         return (TrackerReport(candidates: candidates, references: refs, results: results, options: options), results)
     }
 
@@ -213,6 +214,32 @@ struct LockstepTests {
         // Bins of age + 1: 1, 2–3, 4–7, 8–15, 16–31 hold ages 0…30, all in the residual window.
         for i in 0..<5 { #expect(counts[i] > 0 && sums[i] == 0, "bin \(i)") }
         #expect(counts[5] > 0 && sums[5] / Double(counts[5]) > 1e-4)   // ages 31…62: quantized from 32 on
+    }
+
+    /// Memory is bounded by running prompts in batches: a budget of one prompt's logits gives
+    /// one batch per worker, and the same report as one batch for the whole workload; the
+    /// references keep only tokens and their NLL afterwards.
+    @Test func batchingBoundsMemoryAndChangesNothing() throws {
+        let three = Workload(file: "test", sha256: "", prompts: Self.workload.prompts + [
+            WorkloadPrompt(id: "list", prompt: "List four fruits.", chat: true, maxTokens: 12)])
+        let model = try Golden.defaultModel()
+        var options = TrackerOptions(threads: 1)
+        options.referenceBudgetBytes = 1
+        #expect(try LockstepEngine(model: model, options: options).referenceBatches(three) == [0..<1, 1..<2, 2..<3])
+        options.threads = 2
+        #expect(try LockstepEngine(model: model, options: options).referenceBatches(three) == [0..<2, 2..<3])
+        options.referenceBudgetBytes = 24 * model.config.vocabSize * 4 * 3
+        #expect(try LockstepEngine(model: model, options: options).referenceBatches(three) == [0..<3])
+
+        let sampled = SamplingParameters(temperature: 0.8, seed: 5)
+        let (a, _) = try Self.run(["w8", "kv4"], sampling: sampled, threads: 1, referenceBudgetBytes: 1, workload: three)
+        let (b, _) = try Self.run(["w8", "kv4"], sampling: sampled, threads: 1, workload: three)
+        func stripped(_ r: TrackerReport) -> String {
+            r.schemes().serialized().replacingOccurrences(of: #""timing":\{[^}]*\}"#, with: "", options: .regularExpression)
+        }
+        #expect(stripped(a) == stripped(b))
+        #expect(a.tokensCSV() == b.tokensCSV())
+        #expect(a.references.allSatisfy { $0.logits.isEmpty && $0.decodeLogits == nil })
     }
 
     /// Results do not depend on the number of workers.

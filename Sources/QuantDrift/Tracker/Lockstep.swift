@@ -28,6 +28,9 @@ public struct TrackerOptions: Sendable {
     public var stopAtEndOfGeneration: Bool
     /// Tokens per teacher-forced forward chunk.
     public var chunk: Int
+    /// Bytes of reference logits held at once: prompts are run in batches of at most this much
+    /// (but at least one prompt per worker), so memory does not grow with the workload.
+    public var referenceBudgetBytes: Int = 512 << 20
 
     public init(maxTokens: Int = 256, forcedMaxTokens: Int? = nil, mode: TrackerMode = .both,
                 sampling: SamplingParameters = SamplingParameters(), threads: Int = 2,
@@ -59,8 +62,12 @@ public struct ReferenceRun: Sendable {
     /// only when sampling, where the coupling needs the exact distribution the reference drew from.
     public var decodeLogits: [Float]?
 
+    /// `textNLL()` kept when the logits have been released.
+    var keptNLL: Double?
+
     /// Mean −log P(y) of the reference's own continuation under its teacher-forced rows.
     public func textNLL() -> Double {
+        if let keptNLL { return keptNLL }
         guard !continuation.isEmpty else { return 0 }
         let vocab = logits.count / continuation.count
         var sum = 0.0
@@ -71,6 +78,13 @@ public struct ReferenceRun: Sendable {
             }
         }
         return sum / Double(continuation.count)
+    }
+
+    /// Keeps the own-text NLL and frees the logits (once every candidate has compared against them).
+    public mutating func releaseLogits() {
+        keptNLL = textNLL()
+        logits = []
+        decodeLogits = nil
     }
 
     public init(id: String, promptTokens: [Int], continuation: [Int], maxTokens: Int, logits: [Float],
@@ -204,15 +218,29 @@ public final class LockstepEngine: @unchecked Sendable {
 
     // MARK: - Reference
 
-    /// Runs the FP32 reference on every prompt.
-    public func referenceRuns(_ workload: Workload, contextLength: Int,
+    /// Consecutive prompt ranges whose reference logits fit `options.referenceBudgetBytes`
+    /// (each at least one prompt per worker): the FP32 run, the comparisons and the release of
+    /// the logits go batch by batch.
+    public func referenceBatches(_ workload: Workload) -> [Range<Int>] {
+        let n = workload.prompts.count
+        guard n > 0 else { return [] }
+        let longest = workload.prompts.map { options.maxTokens(for: $0) }.max() ?? 1
+        let perPrompt = max(1, longest) * vocab * MemoryLayout<Float>.size * (options.sampling.isGreedy ? 1 : 2)
+        let size = max(options.threads, options.referenceBudgetBytes / perPrompt, 1)
+        return stride(from: 0, to: n, by: size).map { $0..<min(n, $0 + size) }
+    }
+
+    /// Runs the FP32 reference on the prompts `range` (all by default).
+    public func referenceRuns(_ workload: Workload, prompts range: Range<Int>? = nil, contextLength: Int,
                               progress: @Sendable (String) -> Void = { _ in }) throws -> [ReferenceRun] {
-        let box = ResultBox<ReferenceRun>(count: workload.prompts.count)
-        try parallel(workload.prompts.count, makeState: {
+        let range = range ?? 0..<workload.prompts.count
+        let box = ResultBox<ReferenceRun>(count: range.count)
+        try parallel(range.count, makeState: {
             try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
-        }) { reference, i in
+        }) { reference, j in
+            let i = range.lowerBound + j
             let run = try self.reference(workload.prompts[i], index: i, transformer: reference)
-            box.set(i, run)
+            box.set(j, run)
             progress(workload.prompts[i].id)
         }
         return box.values()
@@ -277,7 +305,44 @@ public final class LockstepEngine: @unchecked Sendable {
 
     /// Runs every candidate on every prompt; results[candidate][prompt].
     /// With a checkpoint, results kept there are reused and every new one is saved as it finishes.
-    public func run(_ candidates: [TrackerCandidate], references: [ReferenceRun], contextLength: Int,
+    /// The whole workload, batch by batch (`referenceBatches`): the reference runs (live, or
+    /// read from `traceReader`; appended to `traceWriter` when given), every candidate's
+    /// comparisons, then the batch's logits released, so memory stays within the budget
+    /// whatever the workload's size. Returns the references (tokens and own-text NLL only), the
+    /// results per candidate and prompt, and the seconds spent on the reference.
+    public func runWorkload(_ workload: Workload, candidates: [TrackerCandidate], contextLength: Int,
+                            traceReader: ReferenceTraceReader? = nil, traceWriter: ReferenceTraceWriter? = nil,
+                            checkpoint: TrackerCheckpoint? = nil,
+                            referenceProgress: @Sendable (String) -> Void = { _ in },
+                            progress: @Sendable (String) -> Void = { _ in }) throws
+        -> (references: [ReferenceRun], results: [[PromptResult]], referenceSeconds: Double) {
+        var references: [ReferenceRun] = []
+        var results = [[PromptResult]](repeating: [], count: candidates.count)
+        var referenceSeconds = 0.0
+        for batch in referenceBatches(workload) {
+            let t0 = monotonicSeconds()
+            var refs: [ReferenceRun]
+            if let traceReader {
+                refs = try load(traceReader, workload: workload, prompts: batch)
+                for r in refs { referenceProgress(r.id) }
+            } else {
+                refs = try referenceRuns(workload, prompts: batch, contextLength: contextLength, progress: referenceProgress)
+            }
+            if let traceWriter { try append(refs, to: traceWriter) }
+            referenceSeconds += monotonicSeconds() - t0
+            let batchResults = try run(candidates, references: refs, firstPrompt: batch.lowerBound, contextLength: contextLength,
+                                       checkpoint: checkpoint, progress: progress)
+            for c in candidates.indices { results[c] += batchResults[c] }
+            for i in refs.indices { refs[i].releaseLogits() }
+            references += refs
+        }
+        try traceWriter?.finish()
+        return (references, results, referenceSeconds)
+    }
+
+    /// Compares every candidate with the reference runs of prompts `firstPrompt…` (a batch of
+    /// the workload: prompt indices, checkpoints and random streams use the workload's numbering).
+    public func run(_ candidates: [TrackerCandidate], references: [ReferenceRun], firstPrompt: Int = 0, contextLength: Int,
                     checkpoint: TrackerCheckpoint? = nil,
                     progress: @Sendable (String) -> Void = { _ in }) throws -> [[PromptResult]] {
         let jobs = candidates.count * references.count
@@ -292,7 +357,8 @@ public final class LockstepEngine: @unchecked Sendable {
         try parallel(jobs, makeState: { WorkerState() }) { state, job in
             let c = job / references.count, p = job % references.count
             let cand = candidates[c]
-            if let kept = checkpoint?.load(cand, prompt: p), kept.promptIndex == p {
+            let index = firstPrompt + p
+            if let kept = checkpoint?.load(cand, prompt: index), kept.promptIndex == index {
                 box.set(job, kept)
                 progress("\(cand.name) · \(references[p].id) (kept)")
                 return
@@ -308,10 +374,10 @@ public final class LockstepEngine: @unchecked Sendable {
             if free && state.reference == nil {
                 state.reference = try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
             }
-            let result = try self.compare(state.transformer!, references[p], promptIndex: p,
+            let result = try self.compare(state.transformer!, references[p], promptIndex: index,
                                           teacher: options.mode.teacherForced || cand.role != .main,
                                           free: free, scorer: state.reference)
-            try checkpoint?.save(result, cand, prompt: p)
+            try checkpoint?.save(result, cand, prompt: index)
             box.set(job, result)
             progress("\(cand.name) · \(references[p].id)")
         }
@@ -455,6 +521,12 @@ public final class LockstepEngine: @unchecked Sendable {
     /// Stores the reference runs: tokens (prompt + continuation) and the log-probabilities of
     /// every continuation position.
     public func save(_ refs: [ReferenceRun], to writer: ReferenceTraceWriter) throws {
+        try append(refs, to: writer)
+        try writer.finish()
+    }
+
+    /// Adds reference runs to a trace (a batch at a time; `writer.finish()` when all are in).
+    public func append(_ refs: [ReferenceRun], to writer: ReferenceTraceWriter) throws {
         var rows: [Float] = []
         for r in refs {
             rows = r.logits
@@ -469,15 +541,15 @@ public final class LockstepEngine: @unchecked Sendable {
                 try writer.append(id: r.id, tokens: r.promptTokens + r.continuation, firstScored: r.promptTokens.count, logProbs: $0)
             }
         }
-        try writer.finish()
     }
 
     /// The reference runs of a saved trace, checked against the workload (same prompts, in order).
-    public func load(_ reader: ReferenceTraceReader, workload: Workload) throws -> [ReferenceRun] {
+    public func load(_ reader: ReferenceTraceReader, workload: Workload, prompts range: Range<Int>? = nil) throws -> [ReferenceRun] {
         guard reader.count == workload.prompts.count else {
             throw QuantDriftError.invalidInput("reference trace \(reader.url.path): \(reader.count) prompts, the workload has \(workload.prompts.count)")
         }
-        return try workload.prompts.enumerated().map { i, p in
+        return try (range ?? 0..<workload.prompts.count).map { i in
+            let p = workload.prompts[i]
             let record = try reader.record(at: i)
             let prompt = try Self.promptTokens(p, tokenizer: model.tokenizer)
             guard record.id == p.id, record.firstScored == prompt.count, Array(record.tokens.prefix(prompt.count)) == prompt,
