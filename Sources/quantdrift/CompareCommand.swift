@@ -164,7 +164,7 @@ enum Tracking {
                     candidates.append(TrackerCandidate(name: "\(s.name)/\(label)", scheme: part, role: .part(label, parent: parent)))
                 }
             }
-            if o.perLayer, !s.isReference, s.weights != nil || s.activations != nil {
+            if o.perLayer, !s.isReference, s.weights != nil || s.activations != nil || s.kv != nil {
                 for l in 0..<model.config.layerCount {
                     candidates.append(TrackerCandidate(name: "\(s.name)/layer \(l)", scheme: AttributionParts.onlyLayer(s, l, of: model.config.layerCount),
                                                        role: .layer(l, parent: parent)))

@@ -139,14 +139,17 @@ struct CompareCLITests {
     @Test func perLayerRanksEveryLayer() throws {
         let w = try Self.workload()
         let out = w.deletingLastPathComponent().appendingPathComponent("layers")
-        let r = try CLIRunner.run(["compare", "--schemes", "w4g32", "--prompts", w.path, "--mode", "teacher", "-n", "4",
+        let r = try CLIRunner.run(["compare", "--schemes", "w4g32,kv4", "--prompts", w.path, "--mode", "teacher", "-n", "4",
                                    "--per-layer", "--out", out.path])
         #expect(r.status == 0, "\(r.stderr)")
         let schemes = try #require(Self.report(out)["schemes"] as? [[String: Any]])
-        let layers = try #require(schemes[0]["per_layer"] as? [[String: Any]])
-        #expect(layers.count == 30)
-        let klds = layers.map { $0["mean_kld"] as? Double ?? -1 }
-        #expect(klds == klds.sorted(by: >) && klds.allSatisfy { $0 > 0 })
+        // Weights (w4g32) and, for a KV-only scheme, the cache of one layer at a time.
+        for s in 0..<2 {
+            let layers = try #require(schemes[s]["per_layer"] as? [[String: Any]])
+            #expect(layers.count == 30)
+            let klds = layers.map { $0["mean_kld"] as? Double ?? -1 }
+            #expect(klds == klds.sorted(by: >) && klds.allSatisfy { $0 > 0 }, "scheme \(s)")
+        }
         // Teacher-only: no free-running figures.
         let summary = try #require(schemes[0]["summary"] as? [String: Any])
         #expect(summary["survival"] is NSNull)

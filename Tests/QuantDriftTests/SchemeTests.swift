@@ -228,6 +228,25 @@ struct FP8KVCacheTests {
         return (cache, k, v)
     }
 
+    /// Layers in `fp32Layers` (a scheme's skip=layerN, `--per-layer`) read back exactly; the
+    /// others are quantized; the reported size counts the FP32 layers at 4 bytes.
+    @Test func skippedLayersKeepAnExactCache() throws {
+        let rows = gaussianSamples(Self.positions * Self.kvDim, sigma: 2, seed: 12)
+        let kv = try Scheme(parsing: "kv=int4,token,g32").kv!
+        let cache = try QuantizedKVCache(spec: kv, layerCount: 2, contextLength: Self.positions, kvDim: Self.kvDim,
+                                         headDim: Self.headDim, fp32Layers: [0])
+        for layer in 0..<2 { cache.store(layer: layer, position: 0, rows: Self.positions, keys: rows, values: rows) }
+        let k0 = Array(UnsafeBufferPointer(start: cache.keys(layer: 0, count: Self.positions), count: rows.count))
+        let k1 = Array(UnsafeBufferPointer(start: cache.keys(layer: 1, count: Self.positions), count: rows.count))
+        #expect(k0 == rows)
+        #expect(k1 != rows)
+        let all = try QuantizedKVCache(spec: kv, layerCount: 2, contextLength: Self.positions, kvDim: Self.kvDim, headDim: Self.headDim)
+        let fp32 = 2 * Self.positions * Self.kvDim * 4   // one layer, K and V
+        #expect(cache.byteCount == all.byteCount / 2 + fp32)
+        // Through a scheme: skipping every layer but one keeps the others exact.
+        #expect(try Scheme(parsing: "kv=int4;skip=1").skip == [.layer(1)])
+    }
+
     @Test(arguments: [("kv-fp8e4m3", minSQNRE4M3), ("kv-fp8e5m2", minSQNRE5M2)])
     func roundTripMeetsItsNamedSQNRBound(spec: String, minDB: Double) throws {
         let rows = gaussianSamples(Self.positions * Self.kvDim, sigma: 2, seed: 11)

@@ -66,7 +66,8 @@ struct KVVectorEncoder {
 /// A KV cache that stores keys and values as packed integer codes or FP8 bytes, dequantizing what attention
 /// reads on every step. Per-token groups along the head dimension (`axis: .token`), or per
 /// channel over groups of tokens (KIVI keys, `axis: .channel`); the first `sinks` positions and
-/// the most recent `residual` positions stay FP32.
+/// the most recent `residual` positions stay FP32, and so does every layer in `fp32Layers` (a
+/// scheme's `skip=layerN`, and `--per-layer`, which quantizes one layer's cache at a time).
 ///
 /// Within one prefill chunk every query sees the cache as it stands after the chunk was stored
 /// (quantized entries included), as llama.cpp's quantized caches do; with a residual window, the
@@ -76,6 +77,8 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     public let contextLength: Int
     public let kvDim: Int
     public let spec: KVQuant
+    /// Layers whose cache is kept in FP32 (never quantized).
+    public let fp32Layers: Set<Int>
     let headDim: Int
 
     /// One of K or V.
@@ -126,7 +129,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     public var storesPreRoPEKeys: Bool { spec.preRoPE }
     public func attach(rope: RotaryEmbedding) { self.rope = rope }
 
-    public init(spec: KVQuant, layerCount: Int, contextLength: Int, kvDim: Int, headDim: Int) throws {
+    public init(spec: KVQuant, layerCount: Int, contextLength: Int, kvDim: Int, headDim: Int, fp32Layers: Set<Int> = []) throws {
         guard spec.key != nil || spec.value != nil else {
             throw QuantDriftError.invalidInput("scheme: a quantized KV cache needs a format for K or V")
         }
@@ -140,6 +143,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             }
         }
         self.spec = spec
+        self.fp32Layers = fp32Layers
         self.layerCount = layerCount
         self.contextLength = contextLength
         self.kvDim = kvDim
@@ -151,13 +155,17 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     /// Bytes of storage needed at full context: packed codes, scales and mins, plus FP32 for the
     /// sinks and the residual window (and the not-yet-complete token group of per-channel keys).
     public var byteCount: Int {
+        let fp32Count = fp32Layers.filter { $0 >= 0 && $0 < self.layerCount }.count
+        let quantizedLayers = self.layerCount - fp32Count
         func part(_ p: Part) -> Int {
-            guard let q = p.q else { return layerCount * contextLength * kvDim * 4 }
+            let fp32Bytes = fp32Count * contextLength * kvDim * 4
+            guard let q = p.q else { return self.layerCount * contextLength * kvDim * 4 }
+            let layerCount = quantizedLayers
             let codeBytes = layerCount * contextLength * kvDim * p.bits / 8
             let scaleCount = q.axis == .channel ? ((contextLength + p.group - 1) / p.group) * kvDim : contextLength * (kvDim / p.group)
             let fpPositions = min(contextLength, spec.sinks + spec.residual + (q.axis == .channel ? p.group : 0))
             let bytesPerScale = p.table == nil ? 8 : 4   // FP8 parts store no mins
-            return codeBytes + layerCount * scaleCount * bytesPerScale + layerCount * fpPositions * kvDim * 4
+            return codeBytes + layerCount * scaleCount * bytesPerScale + layerCount * fpPositions * kvDim * 4 + fp32Bytes
         }
         return part(k) + part(v)
     }
@@ -172,7 +180,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
                 p.quantizedUpTo[layer] = min(p.quantizedUpTo[layer], start)
             }
             (p.fp.pointer + (layer * contextLength + position) * kvDim).update(from: src, count: rows * kvDim)
-            if p.q != nil { flush(p, layer: layer, end: position + rows) }
+            if p.q != nil, !fp32Layers.contains(layer) { flush(p, layer: layer, end: position + rows) }
         }
     }
 

@@ -20,10 +20,12 @@ public struct SchemeRuntime: Sendable {
                             allLogits: Bool = false) throws -> Transformer {
         let kv = scheme.kv
         let headDim = model.config.headDim
+        let fp32Layers = Set(scheme.skip.compactMap { if case .layer(let l) = $0 { l } else { nil } })
         return try Transformer(model: model, contextLength: contextLength, maxBatch: maxBatch, allLogits: allLogits,
                                weights: weights) { layers, ctx, kvDim in
             guard let kv else { return FP32KVCache(layerCount: layers, contextLength: ctx, kvDim: kvDim) }
-            return try QuantizedKVCache(spec: kv, layerCount: layers, contextLength: ctx, kvDim: kvDim, headDim: headDim)
+            return try QuantizedKVCache(spec: kv, layerCount: layers, contextLength: ctx, kvDim: kvDim, headDim: headDim,
+                                        fp32Layers: fp32Layers)
         }
     }
 }

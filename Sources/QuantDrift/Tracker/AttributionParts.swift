@@ -13,12 +13,11 @@ public enum AttributionParts {
         return parts
     }
 
-    /// `s`'s weights and activations on layer `layer` only: every other layer, the token
-    /// embedding and the output head stay FP32, and the KV cache stays FP32.
+    /// `s` on layer `layer` only (its weights, activations and KV cache): every other layer,
+    /// the token embedding and the output head stay FP32.
     public static func onlyLayer(_ s: Scheme, _ layer: Int, of layerCount: Int) -> Scheme {
         var t = s
         t.preset = nil
-        t.kv = nil
         t.skip = s.skip + [.tensor("embed"), .tensor("lm_head")] + (0..<layerCount).filter { $0 != layer }.map { .layer($0) }
         return t
     }
