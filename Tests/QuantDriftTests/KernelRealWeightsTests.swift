@@ -23,11 +23,7 @@ struct KernelRealWeightsTests {
             var worst: Float = 0
             for row in 0..<rows {
                 let xr = Array(x[(row * inDim)..<((row + 1) * inDim)])
-                var codes = [Int8](repeating: 0, count: inDim)
-                var scales = [Float](repeating: 0, count: inDim)
-                var sums = [Int32](repeating: 0, count: inDim / 32 + 1)
-                act.quantize(xr, rows: 1, inDim: inDim, codes: &codes, scales: &scales, blockSums: &sums)
-                let want = ReferenceKernels.gemvInt(q.matrix, codes: codes, scales: scales, xgroup: act.groupSize(inDim: inDim))
+                let want = ReferenceKernels.gemvInt(q.matrix, activations: act, xr)
                 for i in 0..<q.outDim { worst = max(worst, abs(y[row * q.outDim + i] - want[i]) / max(1, abs(want[i]))) }
             }
             // The AVX2 paths sum in another order than the twin, and with asymmetric (min) formats the

@@ -160,11 +160,7 @@ struct KernelTests {
             layer.forward(xs, rows: 2, into: &y, scratch: scratch)
             for r in 0..<2 {
                 let xr = Array(xs[(r * cols)..<((r + 1) * cols)])
-                var codes = [Int8](repeating: 0, count: cols)
-                var scales = [Float](repeating: 0, count: cols)
-                var sums = [Int32](repeating: 0, count: cols / 32 + 1)
-                act.quantize(xr, rows: 1, inDim: cols, codes: &codes, scales: &scales, blockSums: &sums)
-                let want = ReferenceKernels.gemvInt(m, codes: codes, scales: scales, xgroup: act.groupSize(inDim: cols))
+                let want = ReferenceKernels.gemvInt(m, activations: act, xr)
                 for i in 0..<rows {
                     #expect(abs(y[r * rows + i] - want[i]) <= 1e-5 * max(1, abs(want[i])), "\(c) \(act.mode) cols \(cols)")
                 }
@@ -194,11 +190,7 @@ struct KernelTests {
                 #expect(Array(y[(outRows * (actRows - 2))...]).map(\.bitPattern) == pair.map(\.bitPattern), "\(c) \(act.mode) cols \(cols)")
                 for r in 0..<actRows {
                     let xr = Array(xs[(r * cols)..<((r + 1) * cols)])
-                    var codes = [Int8](repeating: 0, count: cols)
-                    var scales = [Float](repeating: 0, count: cols)
-                    var sums = [Int32](repeating: 0, count: cols / 32 + 1)
-                    act.quantize(xr, rows: 1, inDim: cols, codes: &codes, scales: &scales, blockSums: &sums)
-                    let want = ReferenceKernels.gemvInt(m, codes: codes, scales: scales, xgroup: act.groupSize(inDim: cols))
+                    let want = ReferenceKernels.gemvInt(m, activations: act, xr)
                     for i in 0..<outRows {
                         #expect(abs(y[r * outRows + i] - want[i]) <= 2e-5 * max(1, abs(want[i])),
                                 "\(c) \(act.mode) cols \(cols) out \(outRows) row \(r).\(i): \(y[r * outRows + i]) vs \(want[i])")

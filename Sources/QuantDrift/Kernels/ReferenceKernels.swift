@@ -51,4 +51,14 @@ public enum ReferenceKernels {
 
     /// max |x|, NaN ignored (Swift's `max` keeps the running value when the new one is NaN).
     public static func absMax(_ x: [Float]) -> Float { x.reduce(0) { max($0, abs($1)) } }
+
+    /// `gemvInt` of one activation row `x` quantized by `act` (the integer paths' scalar twin).
+    public static func gemvInt(_ m: QuantizedMatrix, activations act: ActivationQuantizer, _ x: [Float]) -> [Float] {
+        let n = x.count
+        var codes = [Int8](repeating: 0, count: n)
+        var scales = [Float](repeating: 0, count: n)
+        var sums = [Int32](repeating: 0, count: n / 32 + 1)
+        act.quantize(x, rows: 1, inDim: n, codes: &codes, scales: &scales, blockSums: &sums)
+        return gemvInt(m, codes: codes, scales: scales, xgroup: act.groupSize(inDim: n))
+    }
 }
