@@ -15,6 +15,9 @@ struct KLDTraceTests {
     }
 
     @Test func savedTraceChangesMeanKLDByLessThanOnePercent() throws {
+        // As the CLI's default --threads, set before the lanes start: the count must not change
+        // under running products (other suites in this process set it too).
+        BLAS.setThreads(1)
         let model = try Golden.defaultModel()
         let runtime = try SchemeRuntime(model: model, scheme: try Scheme(parsing: "q8_0"))
         let tokens = model.tokenizer.encode(try Self.shortText())

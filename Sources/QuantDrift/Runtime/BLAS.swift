@@ -3,10 +3,20 @@ import Foundation
 
 /// Thin wrappers over OpenBLAS for the row-major products of the forward pass.
 public enum BLAS {
-    /// Sets OpenBLAS's thread count (1 is often fastest on a loaded 2-core machine).
+    /// Sets OpenBLAS's thread count (1 is often fastest on a loaded 2-core machine). OpenBLAS is
+    /// only told when the count changes: resizing its pool while another thread is inside a
+    /// product is not safe, and callers (tracker workers, kld lanes) set the same count often.
     public static func setThreads(_ n: Int) {
-        openblas_set_num_threads(Int32(max(1, n)))
+        let n = max(1, n)
+        threadsLock.lock()
+        defer { threadsLock.unlock() }
+        guard n != threadsSet else { return }
+        openblas_set_num_threads(Int32(n))
+        threadsSet = n
     }
+
+    private static let threadsLock = NSLock()
+    nonisolated(unsafe) private static var threadsSet = 0
 
     /// OpenBLAS's build description, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64".
     public static var configuration: String {
