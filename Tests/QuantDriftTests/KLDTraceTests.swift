@@ -59,6 +59,9 @@ struct KLDTraceTests {
         let read = try CLIRunner.json(base + ["--ctx", "128", "--reference", trace])
         let a = saved["mean_kld"] as! Double, b = read["mean_kld"] as! Double
         #expect(a > 0 && abs(a - b) / a < 0.01, "live \(a) trace \(b)")
+        // BLAS runs one thread per lane whatever --threads says: the same figures.
+        let twoThreads = try CLIRunner.json(base + ["--ctx", "128", "--reference", trace, "--threads", "2"])
+        #expect(twoThreads["mean_kld"] as! Double == b && twoThreads["ppl"] as! Double == read["ppl"] as! Double)
         let other = try CLIRunner.run(base + ["--ctx", "96", "--reference", trace])
         #expect(other.status == 2, "\(other.stderr)")
         #expect(other.stderr.contains("different n_ctx (trace: 128, this run: 96)"), "\(other.stderr)")

@@ -83,6 +83,10 @@ public enum KLDMode {
             loaded = reader
         }
         let trace = loaded
+        // The lanes are the parallelism: BLAS runs one thread in each, so the result does not
+        // depend on a thread setting (OpenBLAS's threaded products round differently, and with
+        // integer activations a rounding difference flips codes: q8_0 moved 1.8% on a short text).
+        BLAS.setThreads(1)
         let laneCount = min(2, chunks)
         let lanes = try (0..<laneCount).map { _ in
             try KLDLane(model: model, candidate: candidate, nCtx: nCtx, rows: rows,
