@@ -259,6 +259,15 @@ ATTR_AVX2 static void gemv_i8_f32_avx2(const int8_t *codes, const float *scales,
         U4_BLOCK(W, p_, X)                                                                       \
         A = _mm256_fmadd_ps(_mm256_broadcast_ss(S), p_, A); }
 
+// Row o's result from its SIMD part `dot`: the scalar tail after the whole blocks, then the min term.
+ATTR_AVX2 static inline float u4_row_result(float dot, const uint8_t *w, const float *scales, const float *mw,
+                                            const float *xs, int o, int ng, int group, int fast, int in,
+                                            const float *x, int hasMin) {
+    float v = dot + u4_tail(w, scales + (size_t)o * ng, group, fast, in, x);
+    if (hasMin) v += min_term(mw + (size_t)o * ng, xs, ng);
+    return v;
+}
+
 // The min term: Σ_g mins[g]·xs[g], or with `offset` (mins NULL) Σ_g scales[g]·(offset·xs[g]), so
 // symmetric codes (w = scale·(code + offset)) need no second stream of per-group floats: for
 // w4g32 the mins were a quarter of the bytes read per token.
@@ -297,20 +306,15 @@ ATTR_AVX2 static void gemv_u4_f32_avx2(const uint8_t *packed, const float *scale
                 U4_GROUP32(w3 + b, s3 + g, a3, xg)
             }
             const float r[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
-            for (int k = 0; k < 4; k++) {
-                float v = r[k] + u4_tail(w0 + k * rowBytes, scales + (size_t)(o + k) * ng, group, fast, in, x);
-                if (hasMin) v += min_term(mw + (size_t)(o + k) * ng, xs, ng);
-                y[o + k] = v;
-            }
+            for (int k = 0; k < 4; k++)
+                y[o + k] = u4_row_result(r[k], w0 + k * rowBytes, scales, mw, xs, o + k, ng, group, fast, in, x, hasMin);
         }
         for (; o < out; o++) {
             const uint8_t *w = packed + (size_t)o * rowBytes;
             const float *s = scales + (size_t)o * ng;
             __m256 acc = _mm256_setzero_ps();
             for (int g = 0; g < nb; g++) U4_GROUP32(w + g * 16, s + g, acc, x + g * 32)
-            float v = hsum256(acc) + u4_tail(w, s, group, fast, in, x);
-            if (hasMin) v += min_term(mw + (size_t)o * ng, xs, ng);
-            y[o] = v;
+            y[o] = u4_row_result(hsum256(acc), w, scales, mw, xs, o, ng, group, fast, in, x, hasMin);
         }
         return;
     }
@@ -337,11 +341,8 @@ ATTR_AVX2 static void gemv_u4_f32_avx2(const uint8_t *packed, const float *scale
             a3 = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)(o + 3) * ng + g]), p3, a3);
         }
         const float r[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
-        for (int k = 0; k < 4; k++) {
-            float v = r[k] + u4_tail(w0 + k * rowBytes, scales + (size_t)(o + k) * ng, group, fast, in, x);
-            if (hasMin) v += min_term(mw + (size_t)(o + k) * ng, xs, ng);
-            y[o + k] = v;
-        }
+        for (int k = 0; k < 4; k++)
+            y[o + k] = u4_row_result(r[k], w0 + k * rowBytes, scales, mw, xs, o + k, ng, group, fast, in, x, hasMin);
     }
     for (; o < out; o++) {
         const uint8_t *w = packed + (size_t)o * rowBytes;
@@ -352,9 +353,7 @@ ATTR_AVX2 static void gemv_u4_f32_avx2(const uint8_t *packed, const float *scale
             for (int i = lo; i < hi; i += 32) U4_BLOCK(w + (i >> 5) * 16, p, x + i)
             acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[(size_t)o * ng + lo / group]), p, acc);
         }
-        float v = hsum256(acc) + u4_tail(w, scales + (size_t)o * ng, group, fast, in, x);
-        if (hasMin) v += min_term(mw + (size_t)o * ng, xs, ng);
-        y[o] = v;
+        y[o] = u4_row_result(hsum256(acc), w, scales, mw, xs, o, ng, group, fast, in, x, hasMin);
     }
 }
 
