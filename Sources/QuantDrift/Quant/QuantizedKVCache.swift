@@ -155,17 +155,16 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     /// Bytes of storage needed at full context: packed codes, scales and mins, plus FP32 for the
     /// sinks and the residual window (and the not-yet-complete token group of per-channel keys).
     public var byteCount: Int {
-        let fp32Count = fp32Layers.filter { $0 >= 0 && $0 < self.layerCount }.count
-        let quantizedLayers = self.layerCount - fp32Count
+        let fp32Count = fp32Layers.filter { $0 >= 0 && $0 < layerCount }.count
+        let quantized = layerCount - fp32Count
+        let fp32Bytes = fp32Count * contextLength * kvDim * 4
         func part(_ p: Part) -> Int {
-            let fp32Bytes = fp32Count * contextLength * kvDim * 4
-            guard let q = p.q else { return self.layerCount * contextLength * kvDim * 4 }
-            let layerCount = quantizedLayers
-            let codeBytes = layerCount * contextLength * kvDim * p.bits / 8
+            guard let q = p.q else { return layerCount * contextLength * kvDim * 4 }
+            let codeBytes = quantized * contextLength * kvDim * p.bits / 8
             let scaleCount = q.axis == .channel ? ((contextLength + p.group - 1) / p.group) * kvDim : contextLength * (kvDim / p.group)
             let fpPositions = min(contextLength, spec.sinks + spec.residual + (q.axis == .channel ? p.group : 0))
             let bytesPerScale = p.table == nil ? 8 : 4   // FP8 parts store no mins
-            return codeBytes + layerCount * scaleCount * bytesPerScale + layerCount * fpPositions * kvDim * 4 + fp32Bytes
+            return codeBytes + quantized * scaleCount * bytesPerScale + quantized * fpPositions * kvDim * 4 + fp32Bytes
         }
         return part(k) + part(v)
     }

@@ -518,14 +518,8 @@ public final class LockstepEngine: @unchecked Sendable {
                        "stop_at_end_of_generation": String(options.stopAtEndOfGeneration), "chunk": String(options.chunk)])
     }
 
-    /// Stores the reference runs: tokens (prompt + continuation) and the log-probabilities of
-    /// every continuation position.
-    public func save(_ refs: [ReferenceRun], to writer: ReferenceTraceWriter) throws {
-        try append(refs, to: writer)
-        try writer.finish()
-    }
-
-    /// Adds reference runs to a trace (a batch at a time; `writer.finish()` when all are in).
+    /// Adds reference runs to a trace: tokens (prompt + continuation) and the log-probabilities of
+    /// every continuation position (a batch at a time; `writer.finish()` when all are in).
     public func append(_ refs: [ReferenceRun], to writer: ReferenceTraceWriter) throws {
         var rows: [Float] = []
         for r in refs {
