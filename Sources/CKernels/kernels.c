@@ -599,11 +599,11 @@ void qd_pack_panels_f32(const float *values, int out, int ng, float *packed) {
 // Portable twin: the same sums (exact int32 per span), scaled in the same order per output.
 static void gemm_panels_c(const int8_t *packed, const float *pscales, const float *pmins, int group, int out,
                           int in, int rows, const int8_t *xq0, const float *xscales0, const int32_t *xsum0,
-                          int xgroup, float *y) {
+                          int xgroup, float *y, int p0, int p1) {
     const int ng = groups_of(in, group), nxg = groups_of(in, xgroup), nb = in / 32, nq = in / 4;
     const int span = min_int(group, xgroup);
     for (int r = 0; r < rows; r++)
-        for (int o = 0; o < out; o++) {
+        for (int o = p0 * 8; o < min_int(p1 * 8, out); o++) {
             const int p = o / 8, j = o % 8;
             const int8_t *w = packed + (size_t)p * nq * 32 + j * 4;
             const int8_t *xq = xq0 + (size_t)r * in;
@@ -691,11 +691,10 @@ PANEL_TILE(panel_tile1_avx2, 1)
 #define PANEL_ROW_BLOCK 128
 ATTR_AVX2 static void gemm_panels_avx2(const int8_t *packed, const float *ps, const float *pm, int group, int out,
                                        int in, int rows, const int8_t *xq, const float *xs, const int32_t *xsum,
-                                       int xgroup, float *y) {
-    const int np = (out + 7) / 8;
+                                       int xgroup, float *y, int p0, int p1) {
     for (int rb = 0; rb < rows; rb += PANEL_ROW_BLOCK) {
         const int re = min_int(rows, rb + PANEL_ROW_BLOCK);
-        for (int p = 0; p < np; p++) {
+        for (int p = p0; p < p1; p++) {
             int r = rb;
             for (; r + 4 <= re; r += 4) panel_tile4_avx2(packed, ps, pm, group, out, in, p, xq, xs, xsum, xgroup, r, y);
             for (; r < re; r++) panel_tile1_avx2(packed, ps, pm, group, out, in, p, xq, xs, xsum, xgroup, r, y);
@@ -704,9 +703,12 @@ ATTR_AVX2 static void gemm_panels_avx2(const int8_t *packed, const float *ps, co
 }
 
 void qd_gemm_panels_i8(const int8_t *packed, const float *pscales, const float *pmins, int group, int out, int in,
-                       int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, float *y) {
-    if (qd_has_avx2()) gemm_panels_avx2(packed, pscales, pmins, group, out, in, rows, xq, xscales, xsum32, xgroup, y);
-    else gemm_panels_c(packed, pscales, pmins, group, out, in, rows, xq, xscales, xsum32, xgroup, y);
+                       int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, float *y,
+                       int p0, int p1) {
+    p1 = min_int(p1, (out + 7) / 8);
+    if (p0 < 0 || p0 >= p1) return;
+    if (qd_has_avx2()) gemm_panels_avx2(packed, pscales, pmins, group, out, in, rows, xq, xscales, xsum32, xgroup, y, p0, p1);
+    else gemm_panels_c(packed, pscales, pmins, group, out, in, rows, xq, xscales, xsum32, xgroup, y, p0, p1);
 }
 
 // MARK: - Decoding rows to FP32 (the multi-row path: decoded tiles, then sgemm)

@@ -14,6 +14,62 @@ struct KLDTraceTests {
         return String(head[..<(head.lastIndex(of: "\n") ?? head.endIndex)])
     }
 
+    /// kld and perplexity run the head on the scored half only (`.from`). With integer
+    /// activations and two rows or more the rows are the `.all` rows bit for bit (rows of the panel
+    /// kernel do not depend on the tiling). OpenBLAS's sgemm sums in another order for another row
+    /// count, and one row takes the matrix-vector path: those are held to 1e-4 of max(|logit|, 1).
+    @Test(arguments: ["fp32", "q8_0"])
+    func headOnScoredRowsMatchesAllRows(scheme: String) throws {
+        BLAS.setThreads(1)
+        let model = try Golden.defaultModel()
+        let tokens = model.tokenizer.encode(try Self.shortText()).prefix(96).map { $0 }
+        let t = scheme == "fp32"
+            ? try Transformer(model: model, contextLength: 96, maxBatch: 96, allLogits: true)
+            : try SchemeRuntime(model: model, scheme: try Scheme(parsing: scheme))
+                .transformer(model: model, contextLength: 96, maxBatch: 96, allLogits: true)
+        let all = Array(try t.forward(tokens, logits: .all))
+        let vocab = model.config.vocabSize
+        for first in [48, 95, 1] {
+            t.reset()
+            let part = Array(try t.forward(tokens, logits: .from(first)))
+            #expect(part.count == (96 - first) * vocab)
+            var differing = 0
+            var worst: Float = 0
+            for i in part.indices where part[i] != all[first * vocab + i] {
+                differing += 1
+                worst = max(worst, abs(part[i] - all[first * vocab + i]) / max(abs(all[first * vocab + i]), 1))
+            }
+            if scheme == "fp32" || first == 95 {
+                #expect(worst <= 1e-4, "\(scheme): rows from \(first) differ by \(worst) relative")
+            } else {
+                #expect(differing == 0, "\(scheme): \(differing) logits from row \(first) differ (worst \(worst))")
+            }
+        }
+        t.reset()
+        #expect(throws: QuantDriftError.self) { try t.forward(tokens, logits: .from(96)) }
+    }
+
+    /// A lone kld chunk runs its forward on both cores (attention heads and integer panels
+    /// divided): every logit must be what one core computes.
+    @Test(arguments: ["fp32", "q8_0", "q4_0", "w8a8"])
+    func twoCoresGiveTheSameLogits(scheme: String) throws {
+        BLAS.setThreads(1)
+        let model = try Golden.defaultModel()
+        let tokens = model.tokenizer.encode(try Self.shortText()).prefix(80).map { $0 }
+        let t = scheme == "fp32"
+            ? try Transformer(model: model, contextLength: 80, maxBatch: 80, allLogits: true)
+            : try SchemeRuntime(model: model, scheme: try Scheme(parsing: scheme))
+                .transformer(model: model, contextLength: 80, maxBatch: 80, allLogits: true)
+        let one = Array(try t.forward(tokens, logits: .all))
+        t.reset()
+        t.cores = 2
+        let two = Array(try t.forward(tokens, logits: .all))
+        t.cores = 1
+        var differing = 0
+        for i in one.indices where one[i] != two[i] { differing += 1 }
+        #expect(one.count == two.count && differing == 0, "\(scheme): \(differing) logits differ on two cores")
+    }
+
     @Test func savedTraceChangesMeanKLDByLessThanOnePercent() throws {
         // As the CLI's default --threads, set before the lanes start: the count must not change
         // under running products (other suites in this process set it too).

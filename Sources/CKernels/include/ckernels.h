@@ -53,9 +53,12 @@ void qd_block_sums_i8(const int8_t *q, int n, int32_t *sums);
 void qd_pack_panels_i8(const int8_t *codes, int out, int in, int8_t *packed);
 void qd_pack_panels_u4(const uint8_t *nibbles, int out, int in, int offset, int8_t *packed);
 void qd_pack_panels_f32(const float *values, int out, int ng, float *packed);
-// y (rows, out) = Σ_span (scale·sx)·Σ code·xq + min·sx·Σ xq, as qd_gemm_i8_i8 but on packed panels.
+// y (rows, out) = Σ_span (scale·sx)·Σ code·xq + min·sx·Σ xq, as qd_gemm_i8_i8 but on packed panels,
+// for the output panels p0 ..< p1 (outputs 8·p0 ..< min(8·p1, out)); other columns of y are not
+// written, so two threads can each take a range and get the same values as one call.
 void qd_gemm_panels_i8(const int8_t *packed, const float *pscales, const float *pmins, int group, int out, int in,
-                       int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, float *y);
+                       int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, float *y,
+                       int p0, int p1);
 
 /// Integer dot products over `n` elements (exact), used by tests to check the integer paths.
 int32_t qd_dot_i8_i8(const int8_t *a, const int8_t *b, int n);

@@ -190,8 +190,8 @@ public enum KLDReference {
 
 /// One core's share of a kld run: its own transformers and buffers, reused for every chunk it
 /// takes, so the hot loop allocates nothing. A lane alone in its round (the last of an odd number
-/// of chunks) splits its chunk over both cores instead: reference (or trace) beside the candidate,
-/// then half of the comparisons each.
+/// of chunks) splits its chunk over both cores instead: the FP32 reference beside the candidate
+/// (or, with a trace, the candidate's forward itself on both cores), then half of the comparisons each.
 final class KLDLane: @unchecked Sendable {
     let reference: Transformer?
     let candidate: Transformer
@@ -236,10 +236,17 @@ final class KLDLane: @unchecked Sendable {
         // Phase 1: the reference side (trace or FP32 forward) and the candidate's forward.
         let taskSeconds = SecondsPair()
         let errors = ErrorBox()
-        if split {
+        if split && trace == nil {
             DispatchQueue.concurrentPerform(iterations: 2) { task in
                 self.produce(task: task, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
             }
+        } else if split {
+            // Reading a trace takes a fraction of the candidate's forward: read it first, then give
+            // the candidate both cores (the same values as on one).
+            produce(task: 0, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
+            candidate.cores = 2
+            produce(task: 1, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
+            candidate.cores = 1
         } else {
             produce(task: 0, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
             produce(task: 1, chunk: c, tokens: chunk, trace: trace, seconds: taskSeconds, errors: errors)
@@ -252,11 +259,12 @@ final class KLDLane: @unchecked Sendable {
         }
         // Phase 2: log-softmax for a trace being saved, then the comparisons.
         let vocab = self.vocab, rows = self.rows
-        let q = candidate.allLogits(rows: nCtx)
+        // Both forwards ran the head on rows first ..< nCtx only: row r of the logits is position first + r.
+        let q = candidate.allLogits(rows: nCtx - first)
         var t = monotonicSeconds()
         if let reference {
-            let p = reference.allLogits(rows: nCtx)
-            let scored = UnsafeBufferPointer(rebasing: p[(first * vocab)..<((first + rows) * vocab)])
+            let p = reference.allLogits(rows: nCtx - first)
+            let scored = UnsafeBufferPointer(rebasing: p[0..<(rows * vocab)])
             if !logProbs.isEmpty {
                 Self.logSoftmax(scored, vocab: vocab, into: &logProbs)
                 seconds[3] += monotonicSeconds() - t
@@ -280,17 +288,17 @@ final class KLDLane: @unchecked Sendable {
                     try logProbs.withUnsafeMutableBufferPointer { try trace.readLogProbs(at: c, into: $0) }
                 } else if let reference {
                     reference.reset()
-                    try reference.forward(chunk, logits: .all)
+                    try reference.forward(chunk, logits: .from(nCtx - 1 - rows))
                 }
             } else {
                 candidate.reset()
-                try candidate.forward(chunk, logits: .all)
+                try candidate.forward(chunk, logits: .from(nCtx - 1 - rows))
             }
         } catch { errors.set(error) }
         seconds.values[task] = monotonicSeconds() - t
     }
 
-    /// Compares the scored rows: `reference` holds rows first ..< first+rows, `candidate` all rows.
+    /// Compares the scored rows: `reference` holds rows first ..< first+rows, `candidate` rows first ..< nCtx.
     /// Split, each core takes half of the rows with its own scratch; every row's result is the same.
     private func compare(reference: UnsafeBufferPointer<Float>, candidate q: UnsafeBufferPointer<Float>, chunk: [Int],
                          first: Int, split: Bool) {
@@ -312,7 +320,7 @@ final class KLDLane: @unchecked Sendable {
             let j = first + r
             output[r] = TokenDivergence.compare(
                 reference: UnsafeBufferPointer(rebasing: reference[(r * vocab)..<((r + 1) * vocab)]),
-                candidate: UnsafeBufferPointer(rebasing: q[(j * vocab)..<((j + 1) * vocab)]),
+                candidate: UnsafeBufferPointer(rebasing: q[(r * vocab)..<((r + 1) * vocab)]),
                 target: chunk[j + 1], scratch: s)
         }
     }

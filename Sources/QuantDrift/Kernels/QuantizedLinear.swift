@@ -1,3 +1,4 @@
+import Dispatch
 import CKernels
 
 /// A linear layer on integer codes: FP32 activations through the int8/int4 × float kernels, or
@@ -52,7 +53,8 @@ public struct QuantizedLinear: LinearLayer {
             act.quantize(x, rows: rows, inDim: m.cols, codes: codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums)
             let xg = act.groupSize(inDim: m.cols)
             if let p = panels, rows >= IntPanels.minRows {
-                p.multiply(codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums, xgroup: xg, rows: rows, into: y)
+                p.multiply(codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums, xgroup: xg, rows: rows, into: y,
+                           cores: scratch.cores)
                 return
             }
             m.scales.withUnsafeBufferPointer { s in
@@ -161,13 +163,37 @@ struct IntPanels: Sendable {
         return out
     }
 
+    /// With `cores` 2 the output panels are divided between two threads; each output is computed
+    /// the same way either way, so the result does not depend on it.
     func multiply(_ xq: UnsafePointer<Int8>, scales xs: UnsafePointer<Float>, blockSums: UnsafePointer<Int32>, xgroup: Int,
-                  rows: Int, into y: UnsafeMutablePointer<Float>) {
+                  rows: Int, into y: UnsafeMutablePointer<Float>, cores: Int = 1) {
+        let panelCount = (out + 7) / 8
+        let args = PanelCall(codes: codes, scales: scales, mins: mins, group: groupSize, out: out, inDim: inDim, rows: rows,
+                             xq: xq, xs: xs, blockSums: blockSums, xgroup: xgroup, y: y)
+        if cores < 2 || panelCount < 2 {
+            args.run(panels: 0..<panelCount)
+            return
+        }
+        let half = panelCount / 2
+        DispatchQueue.concurrentPerform(iterations: 2) { k in
+            args.run(panels: k == 0 ? 0..<half : half..<panelCount)
+        }
+    }
+}
+
+/// One panel product's arguments, shared by the threads that each take a range of output panels.
+private struct PanelCall: @unchecked Sendable {
+    let codes: [Int8], scales: [Float], mins: [Float]?
+    let group: Int, out: Int, inDim: Int, rows: Int
+    let xq: UnsafePointer<Int8>, xs: UnsafePointer<Float>, blockSums: UnsafePointer<Int32>, xgroup: Int
+    let y: UnsafeMutablePointer<Float>
+
+    func run(panels: Range<Int>) {
         codes.withUnsafeBufferPointer { c in
             scales.withUnsafeBufferPointer { s in
                 withOptionalPointer(mins) { mn in
-                    qd_gemm_panels_i8(c.baseAddress, s.baseAddress, mn, Int32(groupSize), Int32(out), Int32(inDim), Int32(rows),
-                                      xq, xs, blockSums, Int32(xgroup), y)
+                    qd_gemm_panels_i8(c.baseAddress, s.baseAddress, mn, Int32(group), Int32(out), Int32(inDim), Int32(rows),
+                                      xq, xs, blockSums, Int32(xgroup), y, Int32(panels.lowerBound), Int32(panels.upperBound))
                 }
             }
         }

@@ -13,6 +13,9 @@ public final class LinearScratch: @unchecked Sendable {
     /// Dequantized weight tiles for multi-row products of quantized weights.
     public let tile: FloatBuffer
     public static let tileFloats = 1 << 20
+    /// Cores a product may spread over. Only kernels whose every output is the same however the
+    /// outputs are divided use more than one (the packed integer panels, split by output panels).
+    public var cores = 1
 
     public init(maxRows: Int, maxInDim: Int) {
         byteCount = maxRows * maxInDim + 64

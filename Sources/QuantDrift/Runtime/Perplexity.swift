@@ -58,9 +58,10 @@ public enum Perplexity {
             var chunk = Array(tokens[(c * nCtx)..<((c + 1) * nCtx)])
             if model.tokenizer.spec.addBOS, let bos = model.tokenizer.spec.bosID { chunk[0] = bos }
             t.reset()
-            let logits = try t.forward(chunk, logits: .all)
+            // The head runs on the scored half only: logits row j - first is position j.
+            let logits = try t.forward(chunk, logits: .from(first))
             for j in first..<(nCtx - 1) {
-                let row = UnsafeBufferPointer(rebasing: logits[(j * vocab)..<((j + 1) * vocab)])
+                let row = UnsafeBufferPointer(rebasing: logits[((j - first) * vocab)..<((j - first + 1) * vocab)])
                 let target = chunk[j + 1]
                 let lp = Double(row[target]) - LogSoftmax.logSumExp(row)
                 nll -= lp

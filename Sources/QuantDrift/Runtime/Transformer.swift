@@ -2,8 +2,11 @@ import COpenBLAS
 import Foundation
 
 /// Which rows of a forward pass need logits.
-public enum LogitsRows: Sendable {
+public enum LogitsRows: Sendable, Equatable {
     case none, last, all
+    /// Rows `first` ..< tokens.count of the call: only the positions that are scored (as
+    /// llama.cpp's perplexity asks for the second half of a chunk), so the head runs on those alone.
+    case from(Int)
 }
 
 /// The FP32 forward pass of a llama/qwen2 decoder on OpenBLAS, with its KV cache and run state
@@ -20,6 +23,17 @@ public final class Transformer: @unchecked Sendable {
     public private(set) var position = 0
     /// Sees the input of every linear layer as the forward pass runs (calibration, profiling).
     public var observer: (any ActivationObserver)?
+    /// Cores one forward pass may use (1 or 2): with 2, attention heads and the packed integer
+    /// products are divided between two threads. Every value is computed as with 1 (heads are
+    /// independent, panels are split by output), so results do not depend on it. For a lone
+    /// chunk while the other core has nothing to do.
+    public var cores = 1 {
+        didSet {
+            cores = min(max(cores, 1), 2)
+            scratch.cores = cores
+            if cores == 2 && secondScores == nil { secondScores = FloatBuffer(count: maxBatch * contextLength) }
+        }
+    }
 
     // Run state, (maxBatch, …) rows.
     let x: FloatBuffer        // (maxBatch, dim) residual stream
@@ -32,6 +46,7 @@ public final class Transformer: @unchecked Sendable {
     let hb: FloatBuffer       // (maxBatch, hiddenDim) gate, then SwiGLU
     let hb2: FloatBuffer      // (maxBatch, hiddenDim) up
     let scores: FloatBuffer   // (maxBatch, contextLength) attention scores of one head
+    var secondScores: FloatBuffer?  // the same for the second core's heads (when cores == 2)
     let rope: RotaryEmbedding
     let logitsBuffer: FloatBuffer  // (maxBatch, vocab) when all rows are requested, else (1, vocab)
     let logitsCapacityRows: Int
@@ -87,8 +102,9 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// Runs `tokens` at the next positions and returns the logits of the requested rows:
-    /// `.last` gives (1, vocab) for the final token, `.all` gives (tokens.count, vocab) when the
-    /// batch fits one chunk. The buffer is valid until the next call.
+    /// `.last` gives (1, vocab) for the final token; `.all` gives (tokens.count, vocab) and
+    /// `.from(f)` (tokens.count - f, vocab) when the batch fits one chunk. The buffer is valid
+    /// until the next call.
     @discardableResult
     public func forward(_ tokens: some Collection<Int>, logits rows: LogitsRows = .last) throws -> UnsafeBufferPointer<Float> {
         let n = tokens.count
@@ -99,10 +115,13 @@ public final class Transformer: @unchecked Sendable {
         for t in tokens where t < 0 || t >= config.vocabSize {
             throw QuantDriftError.invalidInput("token id \(t) out of range 0..<\(config.vocabSize)")
         }
-        if rows == .all {
+        if rows != .last && rows != .none {
             guard logitsCapacityRows >= n, n <= maxBatch else {
                 throw QuantDriftError.internalError("all-row logits need a Transformer made with allLogits and a batch ≤ maxBatch")
             }
+        }
+        if case .from(let f) = rows, !(0..<n).contains(f) {
+            throw QuantDriftError.internalError("logits from row \(f) of a \(n)-token call")
         }
         var start = tokens.startIndex
         var remaining = n
@@ -118,10 +137,11 @@ public final class Transformer: @unchecked Sendable {
         case .none: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: 0)
         case .last: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: config.vocabSize)
         case .all: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: n * config.vocabSize)
+        case .from(let f): return UnsafeBufferPointer(start: logitsBuffer.pointer, count: (n - f) * config.vocabSize)
         }
     }
 
-    /// The logits of the last `.all` forward: (rows, vocab).
+    /// The logits of the last `.all` (or `.from`) forward: (rows, vocab).
     public func allLogits(rows: Int) -> UnsafeBufferPointer<Float> {
         precondition(rows <= logitsCapacityRows)
         return UnsafeBufferPointer(start: logitsBuffer.pointer, count: rows * config.vocabSize)
@@ -188,6 +208,10 @@ public final class Transformer: @unchecked Sendable {
             rmsNorm(x.pointer, weights.outputNorm, rows: n, into: xb.pointer)
             observer?.observe(layer: c.layerCount, site: .headInput, x: xb.pointer, rows: n, width: dim)
             linear(xb.pointer, n, dim, weights.head, c.vocabSize, logitsBuffer.pointer, bias: nil)
+        case .from(let f):
+            rmsNorm(x.pointer + f * dim, weights.outputNorm, rows: n - f, into: xb.pointer)
+            observer?.observe(layer: c.layerCount, site: .headInput, x: xb.pointer, rows: n - f, width: dim)
+            linear(xb.pointer, n - f, dim, weights.head, c.vocabSize, logitsBuffer.pointer, bias: nil)
         }
     }
 
@@ -224,13 +248,27 @@ public final class Transformer: @unchecked Sendable {
 
     /// Causal GQA attention of `rows` queries at positions pos0…pos0+rows-1 over the cache.
     private func attention(layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int, pos0: Int) {
+        let heads = config.headCount
+        guard cores == 2, n > 1, heads > 1, let second = secondScores else {
+            return attention(heads: 0..<heads, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, scores: scores.pointer)
+        }
+        let shared = SharedKV(keys: layerK, values: layerV)
+        let first = scores
+        DispatchQueue.concurrentPerform(iterations: 2) { k in
+            self.attention(heads: k == 0 ? 0..<(heads / 2) : (heads / 2)..<heads, layerK: shared.keys, layerV: shared.values,
+                           rows: n, pos0: pos0, scores: (k == 0 ? first : second).pointer)
+        }
+    }
+
+    /// Attention of the heads in `heads`, with `s` as the (rows, keys) score scratch.
+    private func attention(heads: Range<Int>, layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int,
+                           pos0: Int, scores s: UnsafeMutablePointer<Float>) {
         let c = config
         let hd = c.headDim, qDim = c.qDim, kvDim = c.kvDim
         let group = c.headCount / c.kvHeadCount
         let keys = pos0 + n              // keys visible to the last row
         let scale = 1 / Float(hd).squareRoot()
-        let s = scores.pointer
-        for h in 0..<c.headCount {
+        for h in heads {
             let kvh = h / group
             let qh = q.pointer + h * hd
             let kh = layerK + kvh * hd
@@ -273,4 +311,10 @@ public final class Transformer: @unchecked Sendable {
     private func addInPlace(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
         for i in 0..<count { a[i] += b[i] }
     }
+}
+
+/// The cache's key and value rows of one layer, read by both cores of a split attention.
+private struct SharedKV: @unchecked Sendable {
+    let keys: UnsafePointer<Float>
+    let values: UnsafePointer<Float>
 }
