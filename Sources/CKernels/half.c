@@ -110,3 +110,12 @@ void qd_f16_split_to_f32(const uint8_t *lo, const uint8_t *hi, size_t n, float *
     if (use_f16c()) f16_split_to_f32_f16c(lo, hi, n, dst);
     else f16_split_to_f32_c(lo, hi, n, dst);
 }
+
+ATTR_F16C static float round_f16_f16c(float x) {
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT)));
+}
+
+float qd_round_f16(float x) {
+    if (use_f16c()) return round_f16_f16c(x);
+    return qd_f16_to_f32(qd_f32_to_f16(x));
+}

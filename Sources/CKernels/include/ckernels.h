@@ -69,4 +69,12 @@ int32_t qd_dot_u4_i8(const uint8_t *packed, const int8_t *b, int n);
 // Float64 exponentials for the divergence metrics.
 #include "qd_divergence.h"
 
+// expf of n floats: the same bits as glibc's expf on FMA machines (see expf.c), 8 at a time.
+void qd_expf(const float *x, int n, float *y);
+// gate[i] = gate[i] / (1 + expf(-gate[i])) * up[i] (SwiGLU), the same values as that scalar loop.
+void qd_silu_mul(float *gate, const float *up, int n);
+// One causal softmax row in place: max, exp(x - max), a left-to-right float sum, scale; the
+// entries from `visible` to `keys` set to 0. The same values as that scalar loop.
+void qd_softmax_row(float *row, int visible, int keys);
+
 #endif

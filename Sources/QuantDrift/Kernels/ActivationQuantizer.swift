@@ -28,10 +28,11 @@ public struct ActivationQuantizer: Sendable, Hashable {
         }
     }
 
-    /// Quantizes `rows` rows of `inDim` into codes (rows, inDim), scales (rows, groups) and
-    /// 32-block code sums (rows, ceil(inDim/32)). Codes are in [-127, 127].
+    /// Quantizes `rows` rows of `inDim` into codes (rows, inDim), scales (rows, groups) and, when
+    /// `blockSums` is given (products with weight mins read them), 32-block code sums
+    /// (rows, ceil(inDim/32)). Codes are in [-127, 127].
     public func quantize(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, codes: UnsafeMutablePointer<Int8>,
-                         scales: UnsafeMutablePointer<Float>, blockSums: UnsafeMutablePointer<Int32>) {
+                         scales: UnsafeMutablePointer<Float>, blockSums: UnsafeMutablePointer<Int32>?) {
         let g = groupSize(inDim: inDim)
         let ng = (inDim + g - 1) / g
         let nb = (inDim + 31) / 32
@@ -51,12 +52,12 @@ public struct ActivationQuantizer: Sendable, Hashable {
                 default:
                     let d = qd_absmax_f32(xr + lo, Int32(hi - lo)) / 127
                     inv = d > 0 ? 1 / d : 0
-                    if case .q8_0 = mode { scale = Float(Float16(d)) } else { scale = d }
+                    if case .q8_0 = mode { scale = qd_round_f16(d) } else { scale = d }
                 }
                 scales[r * ng + gi] = scale
                 qd_quantize_i8(xr + lo, Int32(hi - lo), inv, qr + lo)
             }
-            qd_block_sums_i8(qr, Int32(inDim), blockSums + r * nb)
+            if let blockSums { qd_block_sums_i8(qr, Int32(inDim), blockSums + r * nb) }
         }
     }
 }

@@ -50,7 +50,9 @@ public struct QuantizedLinear: LinearLayer {
         let mins = m.mins
         if let act = activations {
             let codes = scratch.bytes.bindMemory(to: Int8.self, capacity: rows * m.cols)
-            act.quantize(x, rows: rows, inDim: m.cols, codes: codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums)
+            // Block sums are read only with weight mins (asymmetric formats).
+            act.quantize(x, rows: rows, inDim: m.cols, codes: codes, scales: scratch.floats.pointer,
+                         blockSums: mins == nil ? nil : scratch.blockSums)
             let xg = act.groupSize(inDim: m.cols)
             if let p = panels, rows >= IntPanels.minRows {
                 p.multiply(codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums, xgroup: xg, rows: rows, into: y,

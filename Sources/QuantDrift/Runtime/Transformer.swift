@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 import Foundation
 
@@ -188,10 +189,7 @@ public final class Transformer: @unchecked Sendable {
             observer?.observe(layer: l, site: .feedForwardInput, x: xb.pointer, rows: n, width: dim)
             linear(xb.pointer, n, dim, lw.wGate, hidden, hb.pointer, bias: nil)
             linear(xb.pointer, n, dim, lw.wUp, hidden, hb2.pointer, bias: nil)
-            for i in 0..<(n * hidden) {
-                let g = hb.pointer[i]
-                hb.pointer[i] = g / (1 + exp(-g)) * hb2.pointer[i]
-            }
+            qd_silu_mul(hb.pointer, hb2.pointer, Int32(n * hidden))  // g / (1 + exp(-g)) · up, 8 at a time
             observer?.observe(layer: l, site: .feedForwardDownInput, x: hb.pointer, rows: n, width: hidden)
             linear(hb.pointer, n, hidden, lw.wDown, dim, proj.pointer, bias: nil)
             addInPlace(x.pointer, proj.pointer, count: n * dim)
@@ -281,21 +279,7 @@ public final class Transformer: @unchecked Sendable {
                             scale, qh, Int32(qDim), kh, Int32(kvDim), 0, s, Int32(keys))
             }
             // Causal softmax per row: row r sees keys 0…pos0+r.
-            for r in 0..<n {
-                let row = s + r * keys
-                let visible = pos0 + r + 1
-                var mx = -Float.infinity
-                for j in 0..<visible where row[j] > mx { mx = row[j] }
-                var sum: Float = 0
-                for j in 0..<visible {
-                    let e = exp(row[j] - mx)
-                    row[j] = e
-                    sum += e
-                }
-                let inv = 1 / sum
-                for j in 0..<visible { row[j] *= inv }
-                for j in visible..<keys { row[j] = 0 }
-            }
+            for r in 0..<n { qd_softmax_row(s + r * keys, Int32(pos0 + r + 1), Int32(keys)) }
             // out(n, hd) = P · V_h
             let oh = attOut.pointer + h * hd
             if n == 1 {
