@@ -14,19 +14,26 @@ struct KLDTraceTests {
         return String(head[..<(head.lastIndex(of: "\n") ?? head.endIndex)])
     }
 
+    /// The default model, the first `n` tokens of the short text, and a transformer for `scheme`
+    /// ("fp32" or a scheme name) holding all-row logits of them; BLAS on one thread.
+    static func transformer(_ scheme: String, tokens n: Int) throws -> (Model, [Int], Transformer) {
+        BLAS.setThreads(1)
+        let model = try Golden.defaultModel()
+        let tokens = Array(model.tokenizer.encode(try shortText()).prefix(n))
+        let t = scheme == "fp32"
+            ? try Transformer(model: model, contextLength: n, maxBatch: n, allLogits: true)
+            : try SchemeRuntime(model: model, scheme: try Scheme(parsing: scheme))
+                .transformer(model: model, contextLength: n, maxBatch: n, allLogits: true)
+        return (model, tokens, t)
+    }
+
     /// kld and perplexity run the head on the scored half only (`.from`). With integer
     /// activations and two rows or more the rows are the `.all` rows bit for bit (rows of the panel
     /// kernel do not depend on the tiling). OpenBLAS's sgemm sums in another order for another row
     /// count, and one row takes the matrix-vector path: those are held to 1e-4 of max(|logit|, 1).
     @Test(arguments: ["fp32", "q8_0"])
     func headOnScoredRowsMatchesAllRows(scheme: String) throws {
-        BLAS.setThreads(1)
-        let model = try Golden.defaultModel()
-        let tokens = model.tokenizer.encode(try Self.shortText()).prefix(96).map { $0 }
-        let t = scheme == "fp32"
-            ? try Transformer(model: model, contextLength: 96, maxBatch: 96, allLogits: true)
-            : try SchemeRuntime(model: model, scheme: try Scheme(parsing: scheme))
-                .transformer(model: model, contextLength: 96, maxBatch: 96, allLogits: true)
+        let (model, tokens, t) = try Self.transformer(scheme, tokens: 96)
         let all = Array(try t.forward(tokens, logits: .all))
         let vocab = model.config.vocabSize
         for first in [48, 95, 1] {
@@ -53,13 +60,7 @@ struct KLDTraceTests {
     /// divided): every logit must be what one core computes.
     @Test(arguments: ["fp32", "q8_0", "q4_0", "w8a8"])
     func twoCoresGiveTheSameLogits(scheme: String) throws {
-        BLAS.setThreads(1)
-        let model = try Golden.defaultModel()
-        let tokens = model.tokenizer.encode(try Self.shortText()).prefix(80).map { $0 }
-        let t = scheme == "fp32"
-            ? try Transformer(model: model, contextLength: 80, maxBatch: 80, allLogits: true)
-            : try SchemeRuntime(model: model, scheme: try Scheme(parsing: scheme))
-                .transformer(model: model, contextLength: 80, maxBatch: 80, allLogits: true)
+        let (_, tokens, t) = try Self.transformer(scheme, tokens: 80)
         let one = Array(try t.forward(tokens, logits: .all))
         t.reset()
         t.cores = 2
