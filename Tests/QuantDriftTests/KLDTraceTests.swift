@@ -14,6 +14,13 @@ struct KLDTraceTests {
         return String(head[..<(head.lastIndex(of: "\n") ?? head.endIndex)])
     }
 
+    /// The short text written to `dir`/short.txt, for the command-line tests.
+    static func shortTextFile(in dir: URL) throws -> URL {
+        let url = dir.appendingPathComponent("short.txt")
+        try shortText().write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
     /// The default model, the first `n` tokens of the short text, and a transformer for `scheme`
     /// ("fp32" or a scheme name) holding all-row logits of them; BLAS on one thread.
     static func transformer(_ scheme: String, tokens n: Int) throws -> (Model, [Int], Transformer) {
@@ -104,11 +111,11 @@ struct KLDTraceTests {
     }
 
     @Test func cliSavesAndReadsATraceAndRefusesAnotherContext() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kld-cli-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let text = dir.appendingPathComponent("short.txt")
-        try Self.shortText().write(to: text, atomically: true, encoding: .utf8)
+        try withTemporaryDirectory { dir in try cliTrace(dir) }
+    }
+
+    private func cliTrace(_ dir: URL) throws {
+        let text = try Self.shortTextFile(in: dir)
         let trace = dir.appendingPathComponent("ref.qdtrace").path
         let base = ["kld", "--file", text.path, "--scheme", "q8_0", "--json"]
         let saved = try CLIRunner.json(base + ["--ctx", "128", "--save-reference", trace])

@@ -22,13 +22,10 @@ struct PerplexityTests {
     /// figure. With integer activations it did (q8_0 on eval.txt: 22.7696 on one BLAS thread,
     /// 22.7200 on two) before perplexity took kld's rule.
     @Test func threadSettingDoesNotChangeAnIntegerSchemesPerplexity() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ppl-cli-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let text = dir.appendingPathComponent("short.txt")
-        try KLDTraceTests.shortText().write(to: text, atomically: true, encoding: .utf8)
-        let base = ["perplexity", "--file", text.path, "--scheme", "q8_0", "--ctx", "128", "--json"]
-        let one = try CLIRunner.json(base + ["--threads", "1"]), two = try CLIRunner.json(base + ["--threads", "2"])
+        let (one, two) = try withTemporaryDirectory { dir in
+            let base = ["perplexity", "--file", try KLDTraceTests.shortTextFile(in: dir).path, "--scheme", "q8_0", "--ctx", "128", "--json"]
+            return (try CLIRunner.json(base + ["--threads", "1"]), try CLIRunner.json(base + ["--threads", "2"]))
+        }
         let a = one["ppl"] as! Double, b = two["ppl"] as! Double
         #expect(a > 1 && a == b, "--threads 1: \(a), --threads 2: \(b)")
         #expect(one["chunks"] as! Int >= 3)

@@ -72,11 +72,7 @@ public enum KLDMode {
         let vocab = model.config.vocabSize
         let first = nCtx / 2
         let rows = nCtx - 1 - first
-        var chunkTokens: [[Int]] = (0..<chunks).map { c in
-            var chunk = Array(tokens[(c * nCtx)..<((c + 1) * nCtx)])
-            if model.tokenizer.spec.addBOS, let bos = model.tokenizer.spec.bosID { chunk[0] = bos }
-            return chunk
-        }
+        var chunkTokens = Perplexity.chunked(tokens, chunks: chunks, nCtx: nCtx, model: model)
         var loaded: ReferenceTraceReader?
         if case .load(let reader) = reference {
             try checkTrace(reader, chunks: chunkTokens, first: first, rows: rows, vocab: vocab)

@@ -40,6 +40,16 @@ public enum Perplexity {
         return chunks
     }
 
+    /// The first `chunks` chunks of `nCtx` tokens, each starting with BOS when the model adds BOS
+    /// (llama.cpp replaces the chunk's first token); shared by perplexity and kld.
+    static func chunked(_ tokens: [Int], chunks: Int, nCtx: Int, model: Model) -> [[Int]] {
+        (0..<chunks).map { c in
+            var chunk = Array(tokens[(c * nCtx)..<((c + 1) * nCtx)])
+            if model.tokenizer.spec.addBOS, let bos = model.tokenizer.spec.bosID { chunk[0] = bos }
+            return chunk
+        }
+    }
+
     /// llama.cpp's `llama-perplexity` protocol: the text's tokens are cut into chunks of `nCtx`
     /// (a trailing partial chunk is dropped); each chunk is evaluated from an empty cache (its
     /// first token replaced by BOS when the model adds BOS); the second half of each chunk is
@@ -56,11 +66,7 @@ public enum Perplexity {
                 ?? Transformer(model: model, contextLength: nCtx, maxBatch: nCtx, allLogits: true)
         }
         let first = nCtx / 2
-        let chunkTokens: [[Int]] = (0..<chunks).map { c in
-            var chunk = Array(tokens[(c * nCtx)..<((c + 1) * nCtx)])
-            if model.tokenizer.spec.addBOS, let bos = model.tokenizer.spec.bosID { chunk[0] = bos }
-            return chunk
-        }
+        let chunkTokens = chunked(tokens, chunks: chunks, nCtx: nCtx, model: model)
         var nll = 0.0, nll2 = 0.0
         var count = 0
         let start = monotonicSeconds()

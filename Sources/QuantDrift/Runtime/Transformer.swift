@@ -8,6 +8,9 @@ public enum LogitsRows: Sendable, Equatable {
     /// Rows `first` ..< tokens.count of the call: only the positions that are scored (as
     /// llama.cpp's perplexity asks for the second half of a chunk), so the head runs on those alone.
     case from(Int)
+
+    /// The first row with logits when rows are asked from a point on (`.all` is `.from(0)`).
+    var firstRow: Int { if case .from(let f) = self { f } else { 0 } }
 }
 
 /// The FP32 forward pass of a llama/qwen2 decoder on OpenBLAS, with its KV cache and run state
@@ -137,8 +140,7 @@ public final class Transformer: @unchecked Sendable {
         switch rows {
         case .none: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: 0)
         case .last: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: config.vocabSize)
-        case .all: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: n * config.vocabSize)
-        case .from(let f): return UnsafeBufferPointer(start: logitsBuffer.pointer, count: (n - f) * config.vocabSize)
+        case .all, .from: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: (n - rows.firstRow) * config.vocabSize)
         }
     }
 
@@ -202,11 +204,8 @@ public final class Transformer: @unchecked Sendable {
             rmsNorm(x.pointer + (n - 1) * dim, weights.outputNorm, rows: 1, into: xb.pointer)
             observer?.observe(layer: c.layerCount, site: .headInput, x: xb.pointer, rows: 1, width: dim)
             linear(xb.pointer, 1, dim, weights.head, c.vocabSize, logitsBuffer.pointer, bias: nil)
-        case .all:
-            rmsNorm(x.pointer, weights.outputNorm, rows: n, into: xb.pointer)
-            observer?.observe(layer: c.layerCount, site: .headInput, x: xb.pointer, rows: n, width: dim)
-            linear(xb.pointer, n, dim, weights.head, c.vocabSize, logitsBuffer.pointer, bias: nil)
-        case .from(let f):
+        case .all, .from:
+            let f = rows.firstRow
             rmsNorm(x.pointer + f * dim, weights.outputNorm, rows: n - f, into: xb.pointer)
             observer?.observe(layer: c.layerCount, site: .headInput, x: xb.pointer, rows: n - f, width: dim)
             linear(xb.pointer, n - f, dim, weights.head, c.vocabSize, logitsBuffer.pointer, bias: nil)
