@@ -33,7 +33,7 @@ struct CalibrateCommand: ParsableCommand {
         }
         let model = try modelOptions.load()
         let set = try CalibrationOptions.load(data, tokenizer: model.tokenizer)
-        let sha = try ModelFingerprint.sha256(path: model.path)
+        let sha = try FileDigest.sha256(path: model.path)
         let bar = ProgressBar(label: "calibrate")
         let artifact = try ActivationCalibrator.calibrate(model: model, scheme: s, data: set, modelSHA256: sha) { stage, done, total in
             bar.update(done + (stage == "histograms" ? total : 0), of: 2 * total)

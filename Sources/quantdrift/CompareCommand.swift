@@ -130,7 +130,7 @@ enum Tracking {
         let engine = try LockstepEngine(model: model, options: options, calibration: data)
         let stop = Interruption.install()
         engine.shouldStop = { stop.requested }
-        let modelSHA = try RunConditions.sha256(path: model.path)
+        let modelSHA = try FileDigest.sha256(path: model.path)
         let modelConditions = try RunConditions.model(model, sha256: modelSHA)
         let ctx = try engine.contextLength(for: workload)
 
@@ -152,7 +152,7 @@ enum Tracking {
                                                    ("data_sha256", .string(data.sha256)), ("tokens", .int(data.tokenCount))])
             } else if let file = s.calibrationFile {
                 calibrationInfo[s.name] = .object([("method", .string(s.calibration?.description ?? "file")),
-                                                   ("data_sha256", .string((try? RunConditions.sha256(path: file)) ?? "")),
+                                                   ("data_sha256", .string((try? FileDigest.sha256(path: file)) ?? "")),
                                                    ("tokens", .null)])
             }
         }
@@ -207,12 +207,12 @@ enum Tracking {
                                     ("workload", RunConditions.workload(workload, options: options)),
                                     ("runtime", RunConditions.runtime(version: QuantDriftVersion.string, threads: o.threads)),
                                     ("reference", .object([("scheme", "fp32"), ("trace_file", o.reference.map { .string($0) } ?? .null),
-                                                           ("trace_sha256", try o.reference.map { .string(try RunConditions.sha256(path: $0)) } ?? .null)]))])),
+                                                           ("trace_sha256", try o.reference.map { .string(try FileDigest.sha256(path: $0)) } ?? .null)]))])),
             ("schemes", report.schemes()),
             ("timing", .object([("reference_seconds", .double(referenceSeconds)), ("candidates_seconds", .double(t2 - t0 - referenceSeconds))])),
         ])
-        try RunConditions.writeAtomically(Data((json.serialized(pretty: true) + "\n").utf8), to: outDir.appendingPathComponent("report.json"))
-        try RunConditions.writeAtomically(Data(report.tokensCSV().utf8), to: outDir.appendingPathComponent("tokens.csv"))
+        try AtomicFile.write(Data((json.serialized(pretty: true) + "\n").utf8), to: outDir.appendingPathComponent("report.json"))
+        try AtomicFile.write(Data(report.tokensCSV().utf8), to: outDir.appendingPathComponent("tokens.csv"))
         try ReportWriter.writeRenderings(report: json, to: outDir)
         checkpoint.remove()
         printSummary(json)

@@ -35,7 +35,7 @@ struct KLDCommand: ParsableCommand {
     func traceHeader(model: Model, text: String) throws -> ReferenceTraceHeader {
         let modelPath = try modelOptions.model ?? DefaultModel.path()
         return KLDMode.traceHeader(
-            modelSHA256: try ModelFingerprint.sha256(path: modelPath), textSHA256: SHA256.hex(Array(text.utf8)),
+            modelSHA256: try FileDigest.sha256(path: modelPath), textSHA256: SHA256.hex(Array(text.utf8)),
             runtime: RuntimeIdentity.string(toolVersion: QuantDriftVersion.string), vocabSize: model.config.vocabSize,
             nCtx: ctx)
     }

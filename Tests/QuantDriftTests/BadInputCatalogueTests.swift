@@ -154,7 +154,7 @@ struct BadInputCatalogueTests {
 
     /// A full disk while the report is written: exit 2 naming report.json, the previous report
     /// survives byte for byte and no temporary file is left (QUANTDRIFT_FAIL_WRITES=1 injects the
-    /// failure in RunConditions.writeAtomically, as ENOSPC after half the bytes).
+    /// failure in AtomicFile.write, as ENOSPC after half the bytes).
     @Test func diskFullKeepsThePreviousReport() throws {
         try withTemporaryDirectory { dir in
             let model = try gguf(dir, "tiny.gguf")

@@ -257,7 +257,7 @@ struct CalibrationStaticSchemeTests {
         let data = try CalibrationFixtures.small()
         let scheme = try Scheme(parsing: "w8a8-static")
         let artifact = try ActivationCalibrator.calibrate(model: model, scheme: scheme, data: data,
-                                                          modelSHA256: try ModelFingerprint.sha256(path: model.path))
+                                                          modelSHA256: try FileDigest.sha256(path: model.path))
         #expect(artifact.sites.count == 4 * model.config.layerCount + 1)
         for s in artifact.sites {
             #expect(s.range > 0 && s.range <= s.maxAbs, "\(s.id): range \(s.range), max \(s.maxAbs)")

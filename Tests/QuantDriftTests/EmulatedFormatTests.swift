@@ -62,7 +62,7 @@ struct EmulatedFormatTests {
         }
         let scales: TableMatrix.Scales = format == .mxfp4 ? .e8m0([Int8](repeating: 0, count: rows * ((cols + 31) / 32)))
             : format == .fp16 || format == .bf16 ? .none : .float([1])
-        let m = TableMatrix(format: format, table: table, rows: rows, cols: cols, groupSize: format == .mxfp4 ? 32 : cols,
+        let m = TableMatrix(table: table, rows: rows, cols: cols, groupSize: format == .mxfp4 ? 32 : cols,
                             codes: packed, scales: scales)
         let back = m.dequantized()
         for c in 0..<n {

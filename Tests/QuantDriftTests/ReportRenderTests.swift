@@ -163,7 +163,7 @@ struct ReportRenderTests {
         if let dir = ProcessInfo.processInfo.environment["QUANTDRIFT_SAMPLE_REPORT"] {
             let url = URL(fileURLWithPath: dir)
             try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-            try RunConditions.writeAtomically(SyntheticReport.data(), to: url.appendingPathComponent("report.json"))
+            try AtomicFile.write(SyntheticReport.data(), to: url.appendingPathComponent("report.json"))
             try ReportWriter.writeRenderings(reportAt: url.appendingPathComponent("report.json"))
             #expect(FileManager.default.fileExists(atPath: url.appendingPathComponent("report.html").path))
         }

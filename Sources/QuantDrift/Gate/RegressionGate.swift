@@ -57,7 +57,7 @@ public struct GateResult: Sendable {
 
     /// Writes the JUnit XML atomically.
     public func writeJUnit(to path: String, suite: String = "quantdrift check") throws {
-        try RunConditions.writeAtomically(Data(junitXML(suite: suite).utf8), to: URL(fileURLWithPath: path))
+        try AtomicFile.write(Data(junitXML(suite: suite).utf8), to: URL(fileURLWithPath: path))
     }
 }
 

@@ -4,7 +4,6 @@ import Foundation
 /// written as well-formed XHTML-style markup so that a simple XML check can verify it.
 enum HTMLReport {
     typealias F = ReportFormat
-    typealias Scheme = ReportDocument.SchemeResult
 
     static func render(_ report: ReportDocument) -> String {
         var h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
@@ -139,7 +138,7 @@ enum HTMLReport {
                                   series: series, legend: legend))
     }
 
-    static func perLayerPlot(_ s: Scheme, colour: String) -> String {
+    static func perLayerPlot(_ s: ReportDocument.SchemeResult, colour: String) -> String {
         let layers = (s.perLayer ?? []).sorted { $0.layer < $1.layer }
         let top = Set(MarkdownReport.rankedLayers(layers).prefix(5).map(\.layer))
         let bars = layers.map { l in
@@ -150,7 +149,7 @@ enum HTMLReport {
                                   categoryLabel: "layer quantized alone", bars: bars))
     }
 
-    static func attributionPlot(_ s: Scheme, colour: String) -> String {
+    static func attributionPlot(_ s: ReportDocument.SchemeResult, colour: String) -> String {
         let bars = (s.attribution ?? []).map { a in
             SVGPlot.Bar(label: a.spec.map { "\(a.part): \($0)" } ?? a.part, value: a.meanKLD, ci: a.meanKLDCI,
                         colour: a.part == "all" ? colour : colour + "aa")

@@ -3,12 +3,11 @@ import Foundation
 /// What both renderers say: the scheme × metric table and the plain-language reading. Text here is
 /// unescaped; each renderer escapes it for its format.
 enum ReportReading {
-    typealias Scheme = ReportDocument.SchemeResult
     typealias F = ReportFormat
 
     struct Column: Sendable {
         let header: String
-        let cell: @Sendable (Scheme) -> String
+        let cell: @Sendable (ReportDocument.SchemeResult) -> String
     }
 
     /// The scheme × metric table, one row per scheme.
@@ -29,7 +28,7 @@ enum ReportReading {
     ]
 
     /// "57", or "none (> 256)" when the median prompt never diverged.
-    static func firstDivergenceText(_ s: Scheme, maxTokens: Int? = nil) -> String {
+    static func firstDivergenceText(_ s: ReportDocument.SchemeResult, maxTokens: Int? = nil) -> String {
         guard let m = s.value("median_first_divergence") else { return F.none }
         let limit = maxTokens ?? s.prompts.compactMap(\.generatedTokens).max()
         if let limit, m > Double(limit) { return "none (> \(limit))" }
@@ -60,7 +59,7 @@ enum ReportReading {
         return out
     }
 
-    static func sentence(_ s: Scheme, maxTokens: Int?) -> String {
+    static func sentence(_ s: ReportDocument.SchemeResult, maxTokens: Int?) -> String {
         let kld = s.value("mean_kld"), top1 = s.value("top1_agreement")
         if kld == 0, top1 == 1, s.value("diverged_prompts") ?? 0 == 0 {
             return "\(s.name): identical to the reference (KLD 0, top-1 100%, no divergence)."
@@ -106,9 +105,9 @@ enum ReportReading {
     }
 
     /// Each paired comparison once: (a, a − b) with a before b in the report's scheme order.
-    static func pairs(_ report: ReportDocument) -> [(Scheme, ReportDocument.Paired)] {
+    static func pairs(_ report: ReportDocument) -> [(ReportDocument.SchemeResult, ReportDocument.Paired)] {
         let index = Dictionary(report.schemes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var out: [(Scheme, ReportDocument.Paired)] = []
+        var out: [(ReportDocument.SchemeResult, ReportDocument.Paired)] = []
         for (i, s) in report.schemes.enumerated() {
             for p in s.paired where (index[p.other] ?? Int.max) > i { out.append((s, p)) }
         }

@@ -49,8 +49,8 @@ public enum ReportWriter {
         do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
             throw QuantDriftError.invalidInput("\(dir.path): cannot create the report folder")
         }
-        try RunConditions.writeAtomically(Data(MarkdownReport.render(report).utf8), to: md)
-        try RunConditions.writeAtomically(Data(HTMLReport.render(report).utf8), to: html)
+        try AtomicFile.write(Data(MarkdownReport.render(report).utf8), to: md)
+        try AtomicFile.write(Data(HTMLReport.render(report).utf8), to: html)
         return [md, html]
     }
 }

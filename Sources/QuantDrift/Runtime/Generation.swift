@@ -15,14 +15,6 @@ public struct GenerationResult: Sendable {
     }
 }
 
-/// Monotonic seconds, for timings.
-@inline(__always)
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
 public enum Generator {
     /// Prefills `prompt`, then samples up to `maxTokens` tokens (stopping after an
     /// end-of-generation token), calling `onToken` as each is chosen.

@@ -12,19 +12,6 @@ public struct PerplexityResult: Sendable, Codable {
     public var tokensPerSecond: Double
 }
 
-/// Numerically careful log-softmax helpers over one row of logits.
-public enum LogSoftmax {
-    /// log Σ exp(x) in Double.
-    public static func logSumExp(_ row: UnsafeBufferPointer<Float>) -> Double {
-        var mx = -Float.infinity
-        for v in row where v > mx { mx = v }
-        var sum = 0.0
-        let m = Double(mx)
-        for v in row { sum += Foundation.exp(Double(v) - m) }
-        return m + Foundation.log(sum)
-    }
-}
-
 public enum Perplexity {
     /// Whole chunks of `nCtx` in `tokens` tokens (llama.cpp's protocol drops a partial tail),
     /// after checking `nCtx` fits the model; shared by perplexity and kld.

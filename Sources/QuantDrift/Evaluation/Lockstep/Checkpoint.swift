@@ -29,7 +29,7 @@ public final class TrackerCheckpoint: @unchecked Sendable {
     }
 
     public func save(_ r: PromptResult, _ candidate: TrackerCandidate, prompt: Int) throws {
-        try RunConditions.writeAtomically(PromptResultCodec.encode(r), to: url(candidate, prompt: prompt))
+        try AtomicFile.write(PromptResultCodec.encode(r), to: url(candidate, prompt: prompt))
     }
 
     /// How many results are kept.

@@ -68,9 +68,9 @@ public struct TrackerReport {
             let (s, n) = sums(c, \.kld)
             let (m, se) = stats.mean(sums: s, counts: n)
             let sorted = all.map(\.kld).sorted()
-            let median = KLDMode.percentile(sorted, 0.5)
+            let median = LlamaCppStatistics.percentile(sorted, 0.5)
             o += [("mean_kld", Self.num(m)), ("mean_kld_se", Self.num(se)), ("mean_kld_ci", interval(c, \.kld)),
-                  ("median_kld", Self.num(median)), ("p99_kld", Self.num(KLDMode.percentile(sorted, 0.99))),
+                  ("median_kld", Self.num(median)), ("p99_kld", Self.num(LlamaCppStatistics.percentile(sorted, 0.99))),
                   ("max_kld", Self.num(sorted.last)),
                   ("kld_percentiles", .object(ClusteredStatistics.percentiles(sorted: sorted).map { ($0.0, Self.num($0.1)) })),
                   ("mean_reverse_kld", Self.num(mean(c, \.reverseKLD))), ("mean_tv", Self.num(mean(c, \.tv))),
@@ -150,7 +150,7 @@ public struct TrackerReport {
         }
         let repRef = references.map { repeatedNGramShare($0.continuation) }.reduce(0, +) / Double(references.count)
         let repCand = rs.map { repeatedNGramShare($0.freeTokens ?? []) }.reduce(0, +) / Double(rs.count)
-        return [("median_first_divergence", Self.num(KLDMode.percentile(sortedFirsts, 0.5))),
+        return [("median_first_divergence", Self.num(LlamaCppStatistics.percentile(sortedFirsts, 0.5))),
                 ("diverged_prompts", .int(rs.filter { $0.firstDivergence != nil }.count)),
                 ("reconverged_prompts", .int(rs.filter { $0.reconverged == true }.count)),
                 ("survival", .doubles(survival)), ("survival_predicted", predicted),

@@ -55,13 +55,12 @@ public struct ClusteredStatistics: Sendable {
         }
         guard !values.isEmpty else { return (.nan, .nan) }
         values.sort()
-        return (KLDMode.percentile(values, 0.025), KLDMode.percentile(values, 0.975))
+        return (LlamaCppStatistics.percentile(values, 0.025), LlamaCppStatistics.percentile(values, 0.975))
     }
 
     /// The percentile set llama.cpp prints, from sorted values.
     public static func percentiles(sorted: [Double]) -> [(String, Double)] {
-        [("99.9", 0.999), ("99", 0.99), ("95", 0.95), ("90", 0.90), ("50", 0.5), ("10", 0.10), ("5", 0.05),
-         ("1", 0.01), ("0.1", 0.001)].map { ($0.0, KLDMode.percentile(sorted, $0.1)) }
+        LlamaCppStatistics.percentileKeys.map { ($0.0, LlamaCppStatistics.percentile(sorted, $0.1)) }
     }
 }
 

@@ -105,27 +105,9 @@ public struct ValueTable: Sendable {
     /// bfloat16: the upper half of an FP32.
     public static let bf16 = ValueTable(name: "bf16", bits: 16,
                                         values: (0..<65536).map { Float(bitPattern: UInt32($0) << 16) }, signBit: 15)
-
-    /// The table of an emulated format.
-    public static func of(_ f: NumberFormat) -> ValueTable? {
-        switch f {
-        case .nf4: nf4
-        case .fp8e4m3: fp8e4m3
-        case .fp8e5m2: fp8e5m2
-        case .mxfp4: e2m1
-        case .fp16: fp16
-        case .bf16: bf16
-        default: nil
-        }
-    }
 }
 
 @inline(__always) func pow2(_ e: Int) -> Float { Float(sign: .plus, exponent: e, significand: 1) }
-
-extension NumberFormat {
-    /// Formats emulated through value tables (decoded to FP32, then BLAS).
-    public var isEmulated: Bool { ValueTable.of(self) != nil }
-}
 
 // MARK: - Fast encoders for the 16-bit formats (same results as the table search)
 

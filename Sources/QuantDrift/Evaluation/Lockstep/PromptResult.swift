@@ -1,0 +1,20 @@
+/// One candidate's results on one prompt.
+public struct PromptResult: Sendable {
+    public var promptIndex: Int
+    /// Teacher-forced divergences, one per continuation position.
+    public var positions: [TokenDivergence] = []
+    /// TV of the sampling distributions at each position (greedy: 1 when the argmax differs).
+    public var samplingTV: [Double] = []
+    /// Free-running: the candidate's own continuation.
+    public var freeTokens: [Int]?
+    /// 0-based index of the first token that differs from the reference's; nil = never.
+    public var firstDivergence: Int?
+    public var reconverged: Bool?
+    /// Mean −log P(y) of the candidate's free-running tokens under the reference.
+    public var candidateTextNLL: Double?
+    /// Mean relative error of cached keys/values by age (KV schemes), keyed by age bin.
+    public var kvErrorByAge: [(sum: Double, count: Int)]?
+    /// Wall time of the teacher-forced and free-running parts.
+    public var teacherSeconds = 0.0
+    public var freeSeconds = 0.0
+}
