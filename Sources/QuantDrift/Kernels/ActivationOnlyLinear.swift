@@ -9,15 +9,6 @@ public struct ActivationOnlyLinear: LinearLayer {
     public var storageBytes: Int { base.storageBytes }
 
     public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch) {
-        let n = inDim
-        let codes = scratch.bytes.bindMemory(to: Int8.self, capacity: rows * n)
-        activations.quantize(x, rows: rows, inDim: n, codes: codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums)
-        let g = activations.groupSize(inDim: n)
-        let ng = (n + g - 1) / g
-        let xin = scratch.input.pointer
-        for r in 0..<rows {
-            for i in 0..<n { xin[r * n + i] = Float(codes[r * n + i]) * scratch.floats[r * ng + i / g] }
-        }
-        base.forward(xin, rows: rows, into: y, scratch: scratch)
+        base.forward(activations.roundTrip(x, rows: rows, inDim: inDim, scratch: scratch), rows: rows, into: y, scratch: scratch)
     }
 }

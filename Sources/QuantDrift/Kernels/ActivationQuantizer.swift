@@ -61,3 +61,19 @@ public struct ActivationQuantizer: Sendable, Hashable {
         }
     }
 }
+
+extension ActivationQuantizer {
+    /// Quantizes `rows` rows of `inDim` and decodes them back to FP32 in `scratch.input`: what an
+    /// FP32 product sees of quantized activations. Returns that buffer.
+    func roundTrip(_ x: UnsafePointer<Float>, rows: Int, inDim n: Int, scratch: LinearScratch) -> UnsafeMutablePointer<Float> {
+        let codes = scratch.bytes.bindMemory(to: Int8.self, capacity: rows * n)
+        quantize(x, rows: rows, inDim: n, codes: codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums)
+        let g = groupSize(inDim: n)
+        let ng = (n + g - 1) / g
+        let xin = scratch.input.pointer
+        for r in 0..<rows {
+            for i in 0..<n { xin[r * n + i] = Float(codes[r * n + i]) * scratch.floats[r * ng + i / g] }
+        }
+        return xin
+    }
+}

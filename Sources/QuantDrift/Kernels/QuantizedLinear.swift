@@ -98,16 +98,23 @@ public struct QuantizedLinear: LinearLayer {
             }
             return
         }
-        // Several rows: decode tiles of weight rows and multiply with sgemm into a column block of y.
-        let tileRows = max(1, LinearScratch.tileFloats / m.cols)
-        var r0 = 0
-        while r0 < m.rows {
-            let r1 = min(m.rows, r0 + tileRows)
-            m.dequantizeRows(r0..<r1, into: scratch.tile.pointer)
-            BLAS.linearBlock(x, rows: rows, inDim: m.cols, weight: scratch.tile.pointer, outRows: r1 - r0,
-                             into: y + r0, ldy: m.rows)
-            r0 = r1
-        }
+        // Several rows: decode tiles of weight rows and multiply with sgemm.
+        multiplyByDecodedTiles(x, rows: rows, inDim: m.cols, outDim: m.rows, into: y, scratch: scratch, decode: m.dequantizeRows)
+    }
+}
+
+/// y (rows, outDim) = x (rows, inDim) · Wᵀ with W decoded to FP32 a tile of weight rows at a time
+/// (`decode(r0..<r1, into:)`), each tile multiplied by sgemm into its column block of y.
+@inline(__always)
+func multiplyByDecodedTiles(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, outDim: Int, into y: UnsafeMutablePointer<Float>,
+                            scratch: LinearScratch, decode: (Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
+    let tileRows = max(1, LinearScratch.tileFloats / inDim)
+    var r0 = 0
+    while r0 < outDim {
+        let r1 = min(outDim, r0 + tileRows)
+        decode(r0..<r1, scratch.tile.pointer)
+        BLAS.linearBlock(x, rows: rows, inDim: inDim, weight: scratch.tile.pointer, outRows: r1 - r0, into: y + r0, ldy: outDim)
+        r0 = r1
     }
 }
 

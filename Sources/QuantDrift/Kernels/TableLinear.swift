@@ -17,28 +17,9 @@ public struct TableLinear: LinearLayer {
 
     public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch) {
         let m = matrix
-        var input = x
-        if let act = activations {
-            let n = m.cols
-            let codes = scratch.bytes.bindMemory(to: Int8.self, capacity: rows * n)
-            act.quantize(x, rows: rows, inDim: n, codes: codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums)
-            let g = act.groupSize(inDim: n)
-            let ng = (n + g - 1) / g
-            let xin = scratch.input.pointer
-            for r in 0..<rows {
-                for i in 0..<n { xin[r * n + i] = Float(codes[r * n + i]) * scratch.floats[r * ng + i / g] }
-            }
-            input = UnsafePointer(xin)
-        }
-        let tileRows = max(1, LinearScratch.tileFloats / m.cols)
-        var r0 = 0
-        while r0 < m.rows {
-            let r1 = min(m.rows, r0 + tileRows)
-            m.dequantizeRows(r0..<r1, into: scratch.tile.pointer)
-            BLAS.linearBlock(input, rows: rows, inDim: m.cols, weight: scratch.tile.pointer, outRows: r1 - r0,
-                             into: y + r0, ldy: m.rows)
-            r0 = r1
-        }
+        let input = activations.map { UnsafePointer($0.roundTrip(x, rows: rows, inDim: m.cols, scratch: scratch)) } ?? x
+        multiplyByDecodedTiles(input, rows: rows, inDim: m.cols, outDim: m.rows, into: y, scratch: scratch,
+                               decode: m.dequantizeRows)
     }
 }
 

@@ -91,7 +91,7 @@ public final class GGUFFile: @unchecked Sendable {
     public init(file: MappedFile) throws {
         self.file = file
         self.path = file.path
-        var r = ByteReader(bytes: file.bytes, path: file.path)
+        var r = ByteReader(bytes: file.bytes, source: file.path)
         guard file.bytes.count >= 4 else {
             throw QuantDriftError.invalidInput("\(path): not a GGUF file (\(file.bytes.count) bytes, too short for the magic)")
         }
@@ -250,31 +250,12 @@ public final class GGUFFile: @unchecked Sendable {
 
 // MARK: - Bounds-checked reader
 
-/// Reads little-endian values from a byte buffer, throwing on any read past its end.
-struct ByteReader {
-    let bytes: UnsafeRawBufferPointer
-    let path: String
-    var offset = 0
-
-    init(bytes: UnsafeRawBufferPointer, path: String) {
-        self.bytes = bytes
-        self.path = path
-    }
-
-    var remaining: Int { bytes.count - offset }
-
-    mutating func read<T: FixedWidthInteger>() throws -> T {
-        let n = MemoryLayout<T>.size
-        guard remaining >= n else { throw truncated() }
-        let v = T(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
-        offset += n
-        return v
-    }
-
+/// GGUF strings and metadata values (`source` is the file path).
+extension ByteReader {
     mutating func readString() throws -> String {
         let n: UInt64 = try read()
         guard n <= UInt64(remaining) else {
-            throw QuantDriftError.invalidInput("\(path): string length \(n) at offset \(offset - 8) runs past the end of the file")
+            throw QuantDriftError.invalidInput("\(source): string length \(n) at offset \(offset - 8) runs past the end of the file")
         }
         let s = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + Int(n))]), as: UTF8.self)
         offset += Int(n)
@@ -292,12 +273,12 @@ struct ByteReader {
         case 6: return .float32(Float(bitPattern: try read()))
         case 7:
             let b: UInt8 = try read()
-            guard b <= 1 else { throw QuantDriftError.invalidInput("\(path): bool value \(b) at offset \(offset - 1)") }
+            guard b <= 1 else { throw QuantDriftError.invalidInput("\(source): bool value \(b) at offset \(offset - 1)") }
             return .bool(b == 1)
         case 8: return .string(try readString())
         case 9:
             guard depth < GGUFFile.maxNesting else {
-                throw QuantDriftError.invalidInput("\(path): metadata arrays nested deeper than \(GGUFFile.maxNesting)")
+                throw QuantDriftError.invalidInput("\(source): metadata arrays nested deeper than \(GGUFFile.maxNesting)")
             }
             let elementType: UInt32 = try read()
             let count: UInt64 = try read()
@@ -308,10 +289,10 @@ struct ByteReader {
             case 4, 5, 6: minSize = 4
             case 8, 10, 11, 12: minSize = 8
             case 9: minSize = 12
-            default: throw QuantDriftError.invalidInput("\(path): unknown metadata value type \(elementType) at offset \(offset - 12)")
+            default: throw QuantDriftError.invalidInput("\(source): unknown metadata value type \(elementType) at offset \(offset - 12)")
             }
             guard count <= UInt64(remaining / minSize) else {
-                throw QuantDriftError.invalidInput("\(path): array of \(count) elements at offset \(offset - 12) runs past the end of the file")
+                throw QuantDriftError.invalidInput("\(source): array of \(count) elements at offset \(offset - 12) runs past the end of the file")
             }
             var values: [GGUFValue] = []
             values.reserveCapacity(Int(count))
@@ -321,11 +302,8 @@ struct ByteReader {
         case 11: return .int64(try read())
         case 12: return .float64(Double(bitPattern: try read()))
         default:
-            throw QuantDriftError.invalidInput("\(path): unknown metadata value type \(type) at offset \(offset - 4)")
+            throw QuantDriftError.invalidInput("\(source): unknown metadata value type \(type) at offset \(offset - 4)")
         }
     }
 
-    func truncated() -> QuantDriftError {
-        .invalidInput("\(path): truncated at offset \(offset) (file is \(bytes.count) bytes)")
-    }
 }

@@ -82,8 +82,8 @@ public enum SchemeBuilder {
         let ws = scheme.weights
         // llama-quantize keeps the token embedding (here also the tied head) in Q8_0 for Q4_0/Q4_1.
         var headSpec = ws
-        if let f = ws?.format, f == .q4_0 || f == .q4_1 {
-            headSpec = WeightQuant(format: .q8_0, granularity: .group(32), symmetric: true, method: .rtn)
+        if let f = ws?.format.traits.weights.headFormat {
+            headSpec = WeightQuant(format: f, granularity: f.traits.weights.granularity, symmetric: f.traits.weights.symmetric, method: .rtn)
         }
         var layers: [RuntimeLayer] = []
         for (i, l) in source.layers.enumerated() {
@@ -120,7 +120,9 @@ public enum SchemeBuilder {
     static func checkActivations(_ a: ActivationQuant?) throws {
         guard let a else { return }
         if a.isStatic {
-            if a.format == .q8_0 { throw QuantDriftError.unsupported("scheme: q8_0 activations are dynamic; static ranges need a=int8,tensor,static") }
+            if a.format.traits.activations?.fixedLayout == true {
+                throw QuantDriftError.unsupported("scheme: \(a.format.rawValue) activations are dynamic; static ranges need a=int8,tensor,static")
+            }
             if case .group(let n) = a.granularity, n % 32 != 0 {
                 throw QuantDriftError.invalidInput("scheme: activation group size \(n) must be a multiple of 32")
             }
@@ -132,7 +134,7 @@ public enum SchemeBuilder {
     /// The dynamic activation quantizer of `a` (static ranges come from calibration per site).
     static func activationQuantizer(_ a: ActivationQuant?) throws -> ActivationQuantizer? {
         guard let a else { return nil }
-        if a.format == .q8_0 { return ActivationQuantizer(.q8_0) }
+        if let mode = a.format.traits.activations?.fixedQuantizer { return ActivationQuantizer(mode) }
         switch a.granularity {
         case .token: return ActivationQuantizer(.dynamicPerRow)
         case .group(let n):

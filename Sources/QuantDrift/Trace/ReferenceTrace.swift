@@ -217,17 +217,17 @@ public final class ReferenceTraceReader: @unchecked Sendable {
         file = try MappedFile(path: name)
         let b = file.bytes
         let size = b.count
-        var cursor = ByteCursor(bytes: b)
+        var cursor = ByteReader(bytes: b, source: name)
 
         guard size >= 16, Array(b[0..<8]) == ReferenceTraceFormat.magic else {
             throw bad("not a quantdrift reference trace (no QDTRACE1 magic)")
         }
         cursor.offset = 8
-        let version = try cursor.u32(or: bad("truncated header"))
+        let version = try cursor.read(or: bad("truncated header")) as UInt32
         guard version == ReferenceTraceFormat.version else {
             throw bad("format version \(version), this build reads version \(ReferenceTraceFormat.version)")
         }
-        let headerLength = Int(try cursor.u32(or: bad("truncated header")))
+        let headerLength = Int(try cursor.read(or: bad("truncated header")) as UInt32)
         guard headerLength <= size - cursor.offset else { throw bad("truncated: header of \(headerLength) bytes runs past the end of the file") }
         let parsed: ReferenceTraceHeader
         do {
@@ -251,20 +251,20 @@ public final class ReferenceTraceReader: @unchecked Sendable {
                 throw bad("record \(k) at byte \(start): bad record marker (corrupt or truncated file)")
             }
             cursor.offset += 4
-            let idLength = Int(try cursor.u32(or: cut))
+            let idLength = Int(try cursor.read(or: cut) as UInt32)
             guard idLength <= ReferenceTraceFormat.maxIDLength else { throw bad("record \(k): id length \(idLength) over \(ReferenceTraceFormat.maxIDLength)") }
             let idBytes = try cursor.take(idLength, or: cut)
             let id = String(decoding: idBytes, as: UTF8.self)
-            let tokenCount = Int(try cursor.u32(or: cut))
+            let tokenCount = Int(try cursor.read(or: cut) as UInt32)
             guard tokenCount <= (size - cursor.offset) / 4 else { throw bad("record \(k) (\(id)): \(tokenCount) tokens run past the end of the file") }
             let tokensOffset = cursor.offset
             cursor.offset += 4 * tokenCount
-            let firstScored = Int(try cursor.u32(or: cut))
-            let rows = Int(try cursor.u32(or: cut))
+            let firstScored = Int(try cursor.read(or: cut) as UInt32)
+            let rows = Int(try cursor.read(or: cut) as UInt32)
             guard firstScored <= tokenCount, rows <= tokenCount - firstScored else {
                 throw bad("record \(k) (\(id)): \(rows) rows from position \(firstScored) do not fit its \(tokenCount) tokens")
             }
-            let payloadLength64 = try cursor.u64(or: cut)
+            let payloadLength64 = try cursor.read(or: cut) as UInt64
             guard payloadLength64 <= UInt64(size - cursor.offset) else {
                 throw bad("record \(k) (\(id)): compressed log-probs of \(payloadLength64) bytes run past the end of the file")
             }
@@ -275,7 +275,7 @@ public final class ReferenceTraceReader: @unchecked Sendable {
             }
             let payloadOffset = cursor.offset
             cursor.offset += payloadLength
-            let stored = try cursor.u64(or: cut)
+            let stored = try cursor.read(or: cut) as UInt64
             guard XXH64.hash(UnsafeRawBufferPointer(rebasing: b[start..<(cursor.offset - 8)])) == stored else {
                 throw bad("record \(k) (\(id)): checksum mismatch (corrupt file)")
             }
@@ -284,8 +284,8 @@ public final class ReferenceTraceReader: @unchecked Sendable {
                                  rows: rows, payloadOffset: payloadOffset, payloadLength: payloadLength))
         }
         cursor.offset += 8
-        let footerCount = try cursor.u64(or: bad("truncated footer"))
-        let footerDigest = try cursor.u64(or: bad("truncated footer"))
+        let footerCount = try cursor.read(or: bad("truncated footer")) as UInt64
+        let footerDigest = try cursor.read(or: bad("truncated footer")) as UInt64
         guard footerCount == UInt64(entries.count) else {
             throw bad("end marker counts \(footerCount) records, the file holds \(entries.count)")
         }
@@ -342,30 +342,6 @@ public final class ReferenceTraceReader: @unchecked Sendable {
 }
 
 // MARK: - Bytes
-
-/// Bounds-checked little-endian reads over a mapped file.
-struct ByteCursor {
-    let bytes: UnsafeRawBufferPointer
-    var offset = 0
-
-    mutating func u32(or error: @autoclosure () -> Error) throws -> UInt32 {
-        guard bytes.count - offset >= 4 else { throw error() }
-        defer { offset += 4 }
-        return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-    }
-
-    mutating func u64(or error: @autoclosure () -> Error) throws -> UInt64 {
-        guard bytes.count - offset >= 8 else { throw error() }
-        defer { offset += 8 }
-        return UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-    }
-
-    mutating func take(_ n: Int, or error: @autoclosure () -> Error) throws -> UnsafeRawBufferPointer {
-        guard n >= 0, bytes.count - offset >= n else { throw error() }
-        defer { offset += n }
-        return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)])
-    }
-}
 
 extension Array where Element == UInt8 {
     mutating func appendLE(_ v: UInt32) { Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) } }

@@ -67,8 +67,12 @@ enum PromptResultCodec {
     }
 
     static func decode(_ data: Data) throws -> PromptResult {
-        var r = BinaryReader(data)
-        guard try r.bytes(magic.count) == magic else { throw QuantDriftError.invalidInput("not a result file") }
+        try data.withUnsafeBytes { try decode(ByteReader(bytes: $0, source: "result file")) }
+    }
+
+    static func decode(_ reader: ByteReader) throws -> PromptResult {
+        var r = reader
+        guard Array(try r.take(magic.count)) == magic else { throw QuantDriftError.invalidInput("not a result file") }
         var out = PromptResult(promptIndex: try r.int())
         let n = try r.count(perItem: 9 * 8)
         out.positions = try (0..<n).map { _ in
@@ -112,27 +116,14 @@ struct BinaryWriter {
     }
 }
 
-struct BinaryReader {
-    let bytes: [UInt8]
-    var offset = 0
-    init(_ data: Data) { bytes = [UInt8](data) }
-    var remaining: Int { bytes.count - offset }
-
-    mutating func bytes(_ n: Int) throws -> [UInt8] {
-        guard n >= 0, n <= remaining else { throw QuantDriftError.invalidInput("truncated") }
-        defer { offset += n }
-        return Array(bytes[offset..<(offset + n)])
-    }
-    mutating func u64() throws -> UInt64 {
-        let b = try bytes(8)
-        return b.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-    }
-    mutating func int() throws -> Int { Int(Int64(bitPattern: try u64())) }
-    mutating func double() throws -> Double { Double(bitPattern: try u64()) }
+/// The checkpoint's values over the shared reader: Int64 and Double bit patterns, counted arrays.
+extension ByteReader {
+    mutating func int() throws -> Int { Int(Int64(bitPattern: try read())) }
+    mutating func double() throws -> Double { Double(bitPattern: try read()) }
     /// A count of items of `perItem` bytes that the rest of the data can hold.
     mutating func count(perItem: Int) throws -> Int {
         let n = try int()
-        guard n >= 0, n <= remaining / perItem else { throw QuantDriftError.invalidInput("bad count") }
+        guard n >= 0, n <= remaining / perItem else { throw QuantDriftError.invalidInput("\(source): bad count") }
         return n
     }
     mutating func doubles() throws -> [Double] {

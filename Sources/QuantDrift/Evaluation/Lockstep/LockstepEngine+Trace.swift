@@ -19,7 +19,7 @@ extension LockstepEngine {
     public func append(_ refs: [ReferenceRun], to writer: ReferenceTraceWriter) throws {
         var rows: [Float] = []
         for r in refs {
-            rows = r.logits
+            rows = r.teacherRows
             rows.withUnsafeMutableBufferPointer { b in
                 for t in 0..<r.continuation.count {
                     let row = UnsafeMutableBufferPointer(rebasing: b[(t * vocab)..<((t + 1) * vocab)])
@@ -47,7 +47,7 @@ extension LockstepEngine {
                 throw QuantDriftError.invalidInput("reference trace \(reader.url.path): prompt '\(p.id)' does not match the workload")
             }
             return ReferenceRun(id: p.id, promptTokens: prompt, continuation: Array(record.tokens[prompt.count...]),
-                                maxTokens: options.maxTokens(for: p), logits: record.logProbs)
+                                maxTokens: options.maxTokens(for: p), teacherRows: record.logProbs)
         }
     }
 }

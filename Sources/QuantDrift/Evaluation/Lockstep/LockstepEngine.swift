@@ -136,7 +136,7 @@ public final class LockstepEngine: @unchecked Sendable {
                 out.baseAddress!.advanced(by: t * vocab).update(from: row.baseAddress!, count: vocab)
             }
         }
-        return ReferenceRun(id: p.id, promptTokens: prompt, continuation: continuation, maxTokens: n, logits: rows,
+        return ReferenceRun(id: p.id, promptTokens: prompt, continuation: continuation, maxTokens: n, teacherRows: rows,
                             decodeLogits: distribution == nil ? nil : decodeLogits)
     }
 
@@ -190,7 +190,7 @@ public final class LockstepEngine: @unchecked Sendable {
             let batchResults = try run(candidates, references: refs, firstPrompt: batch.lowerBound, contextLength: contextLength,
                                        checkpoint: checkpoint, progress: progress)
             for c in candidates.indices { results[c] += batchResults[c] }
-            for i in refs.indices { refs[i].releaseLogits() }
+            for i in refs.indices { refs[i].releaseRows() }
             references += refs
         }
         try traceWriter?.finish()
@@ -255,7 +255,7 @@ public final class LockstepEngine: @unchecked Sendable {
         defer { scratch.deallocate() }
         if teacher {
             result.positions.reserveCapacity(ref.continuation.count)
-            try ref.logits.withUnsafeBufferPointer { refRows in
+            try ref.teacherRows.withUnsafeBufferPointer { refRows in
                 try teacherForced(m, prompt: ref.promptTokens, continuation: ref.continuation) { t, row in
                     let r = UnsafeBufferPointer(rebasing: refRows[(t * vocab)..<((t + 1) * vocab)])
                     let d = TokenDivergence.compare(reference: r, candidate: row, target: ref.continuation[t], scratch: scratch)
@@ -305,7 +305,7 @@ public final class LockstepEngine: @unchecked Sendable {
             if let distP, let distQ {
                 q.withUnsafeMutableBufferPointer { distQ.compute(logits, into: $0) }
                 if identical && t < ref.continuation.count {
-                    let rows = ref.decodeLogits ?? ref.logits
+                    let rows = ref.decodeLogits ?? ref.teacherRows
                     rows.withUnsafeBufferPointer { r in
                         p.withUnsafeMutableBufferPointer {
                             distP.compute(UnsafeBufferPointer(rebasing: r[(t * vocab)..<((t + 1) * vocab)]), into: $0)

@@ -72,7 +72,7 @@ public enum ActivationCalibrator {
     /// maxima (SmoothQuant, outliers), then, with `ranges`, a second pass over the smoothed FP32
     /// model for |x| histograms (outlier channels left out) from which `method` picks each
     /// site's static range. Without `ranges` the range is the max (one pass only).
-    /// - Parameter modelSHA256: stated in the artifact (compute with `ModelFingerprint`).
+    /// - Parameter modelSHA256: stated in the artifact (compute with `FileDigest`).
     public static func calibrate(model: Model, scheme: Scheme, data: CalibrationSet, ranges: Bool = true,
                                  modelSHA256: String = "", bins: Int = AbsHistogram.defaultBins,
                                  progress: ((String, Int, Int) -> Void)? = nil) throws -> CalibrationArtifact {

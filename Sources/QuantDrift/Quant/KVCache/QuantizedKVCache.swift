@@ -99,7 +99,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
 
         init(q: KVPartQuant?, layers: Int, ctx: Int, kvDim: Int, headDim: Int) {
             self.q = q
-            bits = q.map { $0.format.bits <= 2 ? 2 : ($0.format.bits <= 4 ? 4 : 8) } ?? 32
+            bits = q?.format.traits.kv?.containerBits ?? 32
             let g = q.map { $0.groupSize == 0 ? headDim : $0.groupSize } ?? 1
             group = g
             table = q.flatMap { ValueTable.of($0.format) }
@@ -134,9 +134,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             throw QuantDriftError.invalidInput("scheme: a quantized KV cache needs a format for K or V")
         }
         for p in [spec.key, spec.value].compactMap({ $0 }) {
-            guard p.format.isUniformInteger || p.format == .fp8e4m3 || p.format == .fp8e5m2 else {
-                throw QuantDriftError.unsupported("scheme: KV format \(p.format.rawValue) is not built (int8, int4, int3, int2, fp8e4m3, fp8e5m2 are)")
-            }
+            _ = try FormatTraits.kv(p.format)
             let g = p.groupSize == 0 ? headDim : p.groupSize
             if p.axis == .token {
                 guard kvDim % g == 0 else { throw QuantDriftError.invalidInput("scheme: KV group \(g) must divide the KV width \(kvDim)") }

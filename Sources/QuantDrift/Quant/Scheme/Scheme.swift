@@ -1,26 +1,5 @@
 // MARK: - Parts of a scheme
 
-/// Number formats a tensor can be stored in.
-public enum NumberFormat: String, Sendable, Codable, CaseIterable {
-    case int8, int4, int3, int2, nf4, fp8e4m3, fp8e5m2, mxfp4, fp16, bf16
-    /// llama.cpp block formats (blocks of 32 along the row, fp16 scales).
-    case q8_0, q4_0, q4_1
-
-    /// Bits per stored value (scales not included).
-    public var bits: Int {
-        switch self {
-        case .int8, .fp8e4m3, .fp8e5m2, .q8_0: 8
-        case .int4, .nf4, .mxfp4, .q4_0, .q4_1: 4
-        case .int3: 3
-        case .int2: 2
-        case .fp16, .bf16: 16
-        }
-    }
-
-    public var isUniformInteger: Bool { [.int8, .int4, .int3, .int2].contains(self) }
-    public var isBlockFormat: Bool { [.q8_0, .q4_0, .q4_1].contains(self) }
-}
-
 /// Over which elements one scale (and zero point) is shared.
 public enum Granularity: Sendable, Hashable, Codable, CustomStringConvertible {
     case tensor
@@ -157,13 +136,13 @@ public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
         var parts: [String] = []
         if let w = weights {
             var s = "w=\(w.format.rawValue)"
-            if !w.format.isBlockFormat { s += ",\(w.granularity),\(w.symmetric ? "sym" : "asym")" }
+            if !w.format.traits.weights.fixedLayout { s += ",\(w.granularity),\(w.symmetric ? "sym" : "asym")" }
             if w.method != .rtn { s += ",\(w.method.rawValue)" }
             parts.append(s)
         }
         if let a = activations {
             var s = "a=\(a.format.rawValue)"
-            if !a.format.isBlockFormat { s += ",\(a.granularity),\(a.isStatic ? "static" : "dynamic")" }
+            if a.format.traits.activations?.fixedLayout != true { s += ",\(a.granularity),\(a.isStatic ? "static" : "dynamic")" }
             if let alpha = a.smoothAlpha { s += ",smooth=\(formatNumber(alpha))" }
             if let t = a.outlierThreshold { s += ",outlier=\(formatNumber(t))" }
             parts.append(s)

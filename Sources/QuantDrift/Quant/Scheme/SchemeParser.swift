@@ -33,12 +33,12 @@ public extension Scheme {
     static let grammar = """
     components joined by ';' (a preset name may stand for its components):
       w=FORMAT[,tensor|channel|gN][,sym|asym][,rtn|gptq|awq]      weights
-      a=int8|q8_0[,token|tensor|gN][,dynamic|static][,smooth=ALPHA][,outlier=T]   activations of every linear input
+      a=\(FormatTraits.names { $0.activations != nil }.joined(separator: "|"))[,token|tensor|gN][,dynamic|static][,smooth=ALPHA][,outlier=T]   activations of every linear input
       kv=[FORMAT][,k=FORMAT|channel|token][,v=FORMAT|channel|token][,gN][,sym|asym][,res=N][,sink=N][,prerope]   KV cache
       calib=minmax|percentile:P|mse|entropy|FILE.json              calibration for static ranges
       skip=lm_head|embed|attn_q|attn_k|attn_v|attn_o|ffn_gate|ffn_up|ffn_down|LAYER,...   left in FP32
-    formats: int8 int4 int3 int2 nf4 fp8e4m3 fp8e5m2 mxfp4 fp16 bf16 q8_0 q4_0 q4_1
-    kv formats: int8 int4 int3 int2 fp8e4m3 fp8e5m2 (FP8: one byte per value, symmetric); kv g0 = one group per head
+    formats: \(FormatTraits.names { _ in true }.joined(separator: " "))
+    kv formats: \(FormatTraits.names { $0.kv != nil }.joined(separator: " ")) (FP8: one byte per value, symmetric); kv g0 = one group per head
     """
 
     /// Parses a preset name or a spec in the scheme language.
@@ -91,8 +91,8 @@ public extension Scheme {
     /// Checks combinations that parse but make no sense.
     func validate() throws {
         if let a = activations {
-            guard a.format == .int8 || a.format == .q8_0 else {
-                throw schemeError("activation format \(a.format.rawValue) is not supported; supported: int8, q8_0")
+            guard a.format.traits.activations != nil else {
+                throw schemeError("activation format \(a.format.rawValue) is not supported; supported: \(FormatTraits.names { $0.activations != nil }.joined(separator: ", "))")
             }
             if case .channel = a.granularity { throw schemeError("activations take token, tensor or gN granularity, not channel") }
             if a.isStatic, case .token = a.granularity { throw schemeError("static activation ranges are per tensor or per group, not per token") }
@@ -101,15 +101,9 @@ public extension Scheme {
         }
         if let w = weights {
             if case .token = w.granularity { throw schemeError("weights take tensor, channel or gN granularity, not token") }
-            if w.method != .rtn && ![.int4, .int3, .int2].contains(w.format) {
-                throw schemeError("\(w.method.rawValue) applies to int4, int3 and int2 weights, not \(w.format.rawValue)")
-            }
-        }
-        if let kv {
-            for p in [kv.key, kv.value].compactMap({ $0 }) {
-                guard p.format.isUniformInteger || [.fp8e4m3, .fp8e5m2].contains(p.format) else {
-                    throw schemeError("KV format \(p.format.rawValue) is not supported; supported: int8, int4, int3, int2, fp8e4m3, fp8e5m2")
-                }
+            if !w.format.traits.weights.methods.contains(w.method) {
+                let formats = FormatTraits.names { $0.weights.methods.contains(w.method) }
+                throw schemeError("\(w.method.rawValue) applies to \(formats.dropLast().joined(separator: ", ")) and \(formats.last ?? "no") weights, not \(w.format.rawValue)")
             }
         }
     }
@@ -132,8 +126,8 @@ public extension Scheme {
     static func parseWeights(_ value: String) throws -> WeightQuant {
         let items = value.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
         let format = try parseFormat(items[0])
-        var w = WeightQuant(format: format, granularity: defaultWeightGranularity(format),
-                            symmetric: format != .q4_1, method: .rtn)
+        let traits = format.traits.weights
+        var w = WeightQuant(format: format, granularity: traits.granularity, symmetric: traits.symmetric, method: .rtn)
         for item in items.dropFirst() {
             switch item {
             case "tensor": w.granularity = .tensor
@@ -150,26 +144,18 @@ public extension Scheme {
                 }
             }
         }
-        if format.isBlockFormat {
-            guard w.granularity == .group(32) else { throw schemeError("\(format.rawValue) has fixed blocks of 32") }
-            guard w.symmetric == (format != .q4_1) else { throw schemeError("\(format.rawValue) has a fixed symmetry") }
+        if traits.fixedLayout {
+            guard w.granularity == traits.granularity else { throw schemeError("\(format.rawValue) has fixed blocks of \(traits.granularity.description.dropFirst())") }
+            guard w.symmetric == traits.symmetric else { throw schemeError("\(format.rawValue) has a fixed symmetry") }
         }
         return w
-    }
-
-    static func defaultWeightGranularity(_ f: NumberFormat) -> Granularity {
-        switch f {
-        case .int4, .int3, .int2: .group(128)
-        case .nf4: .group(64)
-        case .mxfp4, .q8_0, .q4_0, .q4_1: .group(32)
-        default: .channel
-        }
     }
 
     static func parseActivations(_ value: String) throws -> ActivationQuant {
         let items = value.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
         let format = try parseFormat(items[0])
-        var a = ActivationQuant(format: format, granularity: format == .q8_0 ? .group(32) : .token, isStatic: false,
+        let traits = format.traits.activations
+        var a = ActivationQuant(format: format, granularity: traits?.granularity ?? .token, isStatic: false,
                                 smoothAlpha: nil, outlierThreshold: nil)
         for item in items.dropFirst() {
             switch item {
@@ -193,7 +179,9 @@ public extension Scheme {
                 }
             }
         }
-        if format == .q8_0 && a.granularity != .group(32) { throw schemeError("q8_0 activations have fixed blocks of 32") }
+        if let traits, traits.fixedLayout, a.granularity != traits.granularity {
+            throw schemeError("\(format.rawValue) activations have fixed blocks of \(traits.granularity.description.dropFirst())")
+        }
         return a
     }
 
@@ -243,12 +231,12 @@ public extension Scheme {
             guard let f = p.format ?? shared.format else { return nil }
             let axis = p.axis ?? (isKey ? shared.axis : nil) ?? .token
             if !isKey && axis == .channel { throw schemeError("values are quantized per token; v=channel is not supported") }
-            // 8-bit formats default to one scale per head; FP8 is sign-magnitude, so always symmetric.
-            let isFP8 = f == .fp8e4m3 || f == .fp8e5m2
-            let g = p.group ?? shared.group ?? (f.bits == 8 ? 0 : 32)
+            // Defaults from the format (8-bit formats: one scale per head); FP8 is sign-magnitude, so always symmetric.
+            let traits = try FormatTraits.kv(f)
+            let g = p.group ?? shared.group ?? traits.group
             if axis == .channel && g == 0 { throw schemeError("per-channel keys need a token group size gN") }
-            let symmetric = p.symmetric ?? shared.symmetric ?? (f == .int8 || isFP8)
-            if isFP8 && !symmetric { throw schemeError("\(f.rawValue) KV codes are sign-magnitude with one scale per group; asym does not apply") }
+            let symmetric = p.symmetric ?? shared.symmetric ?? traits.symmetric
+            if traits.signMagnitude && !symmetric { throw schemeError("\(f.rawValue) KV codes are sign-magnitude with one scale per group; asym does not apply") }
             return KVPartQuant(format: f, axis: axis, groupSize: g, symmetric: symmetric)
         }
         kv.key = try resolve(key, isKey: true)

@@ -2,27 +2,20 @@
 public enum WeightQuantizer {
     /// Quantizes a row-major (rows, cols) matrix.
     public static func quantize(_ w: [Float], rows: Int, cols: Int, spec: WeightQuant) throws -> QuantizedMatrix {
-        switch spec.format {
-        case .int8, .int4, .int3, .int2:
-            let group = try uniformGroup(spec, cols: cols)
-            return uniform(w, rows: rows, cols: cols, bits: spec.format.bits, group: group,
-                           sharedAcrossRows: spec.granularity == .tensor, symmetric: spec.symmetric)
-        case .q8_0: return blockQ8_0(w, rows: rows, cols: cols)
-        case .q4_0: return blockQ4_0(w, rows: rows, cols: cols)
-        case .q4_1: return blockQ4_1(w, rows: rows, cols: cols)
-        default:
+        guard case .integer(let m) = try spec.format.traits.weights.quantize(w, rows, cols, spec) else {
             throw QuantDriftError.unsupported("scheme: \(spec.format.rawValue) weights have no integer kernel; they are emulated through value tables (quantizeTable)")
         }
+        return m
     }
 
     /// A weight layer of any format: integer formats on their kernels (`QuantizedLinear`),
     /// emulated formats through their value tables (`TableLinear`).
     public static func layer(_ w: [Float], rows: Int, cols: Int, spec: WeightQuant,
                              activations: ActivationQuantizer? = nil) throws -> any DequantizableLinear {
-        if spec.format.isEmulated {
-            return TableLinear(try quantizeTable(w, rows: rows, cols: cols, spec: spec), activations: activations)
+        switch try spec.format.traits.weights.quantize(w, rows, cols, spec) {
+        case .integer(let m): return try QuantizedLinear(m, activations: activations)
+        case .table(let t): return TableLinear(t, activations: activations)
         }
-        return try QuantizedLinear(quantize(w, rows: rows, cols: cols, spec: spec), activations: activations)
     }
 
     /// The group size of a uniform integer weight spec on rows of `cols` (the whole row for
@@ -104,47 +97,46 @@ public enum WeightQuantizer {
     /// Q4_0: blocks of 32, d = (signed value of largest magnitude) / -8, q = min(15, ⌊x/d + 8.5⌋),
     /// x ≈ d·(q − 8).
     public static func blockQ4_0(_ w: [Float], rows: Int, cols: Int) -> QuantizedMatrix {
-        precondition(cols % 32 == 0)
-        let nb = cols / 32
-        var codes = [UInt8](repeating: 0, count: rows * cols)
-        var scales = [Float](repeating: 0, count: rows * nb)
-        var mins = [Float](repeating: 0, count: rows * nb)
-        for r in 0..<rows {
-            for b in 0..<nb {
-                let o = r * cols + b * 32
-                var amax: Float = 0, mx: Float = 0
-                for j in 0..<32 where abs(w[o + j]) > amax { amax = abs(w[o + j]); mx = w[o + j] }
-                let d = mx / -8
-                let id: Float = d != 0 ? 1 / d : 0
-                for j in 0..<32 { codes[o + j] = UInt8(min(15, Int8(truncatingIfNeeded: Int(w[o + j] * id + 8.5)))) }
-                let dh = fp16(d)
-                scales[r * nb + b] = dh
-                mins[r * nb + b] = -8 * dh
-            }
+        nibbleBlocks(w, rows: rows, cols: cols) { x, q in
+            var amax: Float = 0, mx: Float = 0
+            for j in 0..<32 where abs(x[j]) > amax { amax = abs(x[j]); mx = x[j] }
+            let d = mx / -8
+            let id: Float = d != 0 ? 1 / d : 0
+            for j in 0..<32 { q[j] = UInt8(min(15, Int8(truncatingIfNeeded: Int(x[j] * id + 8.5)))) }
+            let dh = fp16(d)
+            return (dh, -8 * dh)
         }
-        return QuantizedMatrix(rows: rows, cols: cols, groupSize: 32,
-                               codes: .nibbles(QuantizedMatrix.packNibbles(codes, rows: rows, cols: cols)),
-                               scales: scales, mins: mins, bits: 4, scaleBytes: 2)
     }
 
     /// Q4_1: blocks of 32 over [min, max], d = (max − min)/15, q = min(15, ⌊(x − min)/d + 0.5⌋),
     /// x ≈ d·q + min, d and min stored as fp16.
     public static func blockQ4_1(_ w: [Float], rows: Int, cols: Int) -> QuantizedMatrix {
-        precondition(cols % 32 == 0)
+        nibbleBlocks(w, rows: rows, cols: cols) { x, q in
+            var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
+            for j in 0..<32 { lo = min(lo, x[j]); hi = max(hi, x[j]) }
+            let d = (hi - lo) / 15
+            let id: Float = d != 0 ? 1 / d : 0
+            for j in 0..<32 { q[j] = UInt8(min(15, Int8(truncatingIfNeeded: Int((x[j] - lo) * id + 0.5)))) }
+            return (fp16(d), fp16(lo))
+        }
+    }
+
+    /// A 4-bit block format: `block` codes one block of 32 values and returns its scale and min.
+    static func nibbleBlocks(_ w: [Float], rows: Int, cols: Int,
+                             _ block: (UnsafePointer<Float>, UnsafeMutablePointer<UInt8>) -> (scale: Float, min: Float)) -> QuantizedMatrix {
+        precondition(cols % 32 == 0 && w.count == rows * cols)
         let nb = cols / 32
         var codes = [UInt8](repeating: 0, count: rows * cols)
         var scales = [Float](repeating: 0, count: rows * nb)
         var mins = [Float](repeating: 0, count: rows * nb)
-        for r in 0..<rows {
-            for b in 0..<nb {
-                let o = r * cols + b * 32
-                var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
-                for j in 0..<32 { lo = min(lo, w[o + j]); hi = max(hi, w[o + j]) }
-                let d = (hi - lo) / 15
-                let id: Float = d != 0 ? 1 / d : 0
-                for j in 0..<32 { codes[o + j] = UInt8(min(15, Int8(truncatingIfNeeded: Int((w[o + j] - lo) * id + 0.5)))) }
-                scales[r * nb + b] = fp16(d)
-                mins[r * nb + b] = fp16(lo)
+        w.withUnsafeBufferPointer { wp in
+            codes.withUnsafeMutableBufferPointer { cp in
+                for r in 0..<rows {
+                    for b in 0..<nb {
+                        let o = r * cols + b * 32
+                        (scales[r * nb + b], mins[r * nb + b]) = block(wp.baseAddress! + o, cp.baseAddress! + o)
+                    }
+                }
             }
         }
         return QuantizedMatrix(rows: rows, cols: cols, groupSize: 32,
