@@ -21,5 +21,8 @@ struct SHA256Tests {
         // The mapping must outlive the hashing of its bytes.
         let digest = withExtendedLifetime(file) { SHA256.hex(file.bytes) }
         #expect(digest == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+        // The fingerprint reports, traces and calibration artifacts state is the same plain digest
+        // (it was once the SHA-256 of the digest).
+        #expect(try FileDigest.sha256(path: defaultModelPath()) == digest)
     }
 }

@@ -2,7 +2,8 @@ import Foundation
 
 /// The one fingerprint of a model, trace or calibration file that reports and artifacts state.
 public enum FileDigest {
-    /// SHA-256 of a file, or of a folder's files in name order (an HF model folder).
+    /// SHA-256 of a file (as `sha256sum` prints it), or of a folder's files in name order (an HF
+    /// model folder).
     public static func sha256(path: String) throws -> String {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
@@ -21,6 +22,6 @@ public enum FileDigest {
             let mapped = try MappedFile(path: f)
             withExtendedLifetime(mapped) { h.update(mapped.bytes) }
         }
-        return SHA256.hex(h.finalize())
+        return h.finalizeHex()
     }
 }

@@ -49,17 +49,23 @@ public struct SHA256: Sendable {
         return h.flatMap { v in [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: v >> UInt32($0)) } }
     }
 
+    /// The digest as lowercase hex (what `sha256sum` prints).
+    public mutating func finalizeHex() -> String {
+        let digits = Array("0123456789abcdef")
+        return String(finalize().flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] })
+    }
+
     /// Lowercase hex digest of `bytes`.
     public static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
         var s = SHA256()
         s.update(bytes)
-        return s.finalize().map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        return s.finalizeHex()
     }
 
     public static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
         var s = SHA256()
         s.update(bytes)
-        return s.finalize().map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        return s.finalizeHex()
     }
 
     private mutating func compress(_ block: UnsafeRawBufferPointer) {

@@ -19,7 +19,7 @@ public final class TrackerCheckpoint: @unchecked Sendable {
     func url(_ candidate: TrackerCandidate, prompt: Int) -> URL {
         var h = SHA256()
         h.update(Array((candidate.name + "\n" + candidate.scheme.spec).utf8))
-        return folder.appendingPathComponent(String(SHA256.hex(h.finalize()).prefix(16)) + "-\(prompt).bin")
+        return folder.appendingPathComponent(String(h.finalizeHex().prefix(16)) + "-\(prompt).bin")
     }
 
     /// A kept result, or nil (absent, or unreadable: then it is simply computed again).

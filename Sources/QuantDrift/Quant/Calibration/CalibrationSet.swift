@@ -52,7 +52,7 @@ public struct CalibrationSet: Sendable {
             }
         }
         guard !sequences.isEmpty else { throw QuantDriftError.invalidInput("\(path): calibration text has no tokens") }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let digest = hasher.finalizeHex()
         return CalibrationSet(source: path, sha256: digest, sequences: sequences)
     }
 }
