@@ -173,7 +173,7 @@ enum SchemeArgument {
 }
 
 struct SchemeOptions: ParsableArguments {
-    @Option(name: .long, help: "Quantization scheme: a preset (see `quantdrift schemes`) or a spec like 'w=int4,g32;kv=int8'.",
+    @Option(name: .long, help: "Quantization scheme: a preset (see `quantdrift schemes`) or a spec like 'w=int4,g32;kv=int8' (default: fp32).",
             transform: SchemeArgument.parse)
     var scheme: Scheme = SchemeArgument.fp32
 

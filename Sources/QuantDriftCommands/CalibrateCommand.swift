@@ -11,7 +11,7 @@ struct CalibrateCommand: ParsableCommand {
     @OptionGroup var blas: BLASOptions
     @OptionGroup var output: OutputOptions
 
-    @Option(name: .long, help: "Scheme to calibrate for (its calib= method picks the ranges; default percentile:99.99).",
+    @Option(name: .long, help: "Scheme to calibrate for (its calib= method picks the ranges, default percentile:99.99; default scheme: w8a8-static).",
             transform: SchemeArgument.parse)
     var scheme: Scheme = try! SchemeArgument.parse("w8a8-static")
 
