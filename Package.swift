@@ -36,16 +36,25 @@ let package = Package(
             dependencies: ["COpenBLAS", "CZstd", "CKernels"],
             exclude: ["Report/report-schema.md"]
         ),
-        .executableTarget(
-            name: "quantdrift",
+        // The commands (swift-argument-parser) in a library, so the tests can parse command lines
+        // with `QuantDriftCLI.parseAsRoot`; the executable is only their entry point.
+        .target(
+            name: "QuantDriftCommands",
             dependencies: [
                 "QuantDrift",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(
+            name: "quantdrift",
+            dependencies: ["QuantDriftCommands"]
+        ),
         .testTarget(
             name: "QuantDriftTests",
-            dependencies: ["QuantDrift"],
+            dependencies: [
+                "QuantDrift", "QuantDriftCommands",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             resources: [.copy("Fixtures")]
         ),
     ]

@@ -28,9 +28,9 @@ struct CompareCLITests {
         let w = try Self.workload()
         let a = w.deletingLastPathComponent().appendingPathComponent("a"), b = w.deletingLastPathComponent().appendingPathComponent("b")
         let common = ["compare", "--schemes", "fp32,w8a8", "--prompts", w.path, "--attribute"]
-        let r1 = try CLIRunner.run(common + ["--out", a.path, "--threads", "1"])
+        let r1 = try CLIRunner.run(common + ["--out", a.path, "--workers", "1"])
         #expect(r1.status == 0, "\(r1.stderr)")
-        let r2 = try CLIRunner.run(common + ["--out", b.path, "--threads", "2"])
+        let r2 = try CLIRunner.run(common + ["--out", b.path, "--workers", "2"])
         #expect(r2.status == 0, "\(r2.stderr)")
         let ta = try String(contentsOf: a.appendingPathComponent("report.json"), encoding: .utf8)
         let tb = try String(contentsOf: b.appendingPathComponent("report.json"), encoding: .utf8)
@@ -71,7 +71,7 @@ struct CompareCLITests {
         let base = w.deletingLastPathComponent()
         let whole = base.appendingPathComponent("whole"), cut = base.appendingPathComponent("cut")
         try? FileManager.default.removeItem(at: cut)
-        let args = ["compare", "--schemes", "w8,kv4,w4g32", "--prompts", w.path, "--threads", "1"]
+        let args = ["compare", "--schemes", "w8,kv4,w4g32", "--prompts", w.path, "--workers", "1"]
         let full = try CLIRunner.run(args + ["--out", whole.path])
         #expect(full.status == 0, "\(full.stderr)")
 

@@ -31,7 +31,7 @@ struct RegressionGateTests {
             #expect(r.summaryLine == "4 passed, 2 failed")
             let report = try ReportDocument.read(path: dir.appendingPathComponent("report.json").path)
             let w8 = report.scheme(named: "w8")!
-            #expect(r.checks[0].measured == w8.value("mean_kld"))
+            #expect(r.checks[0].measured == w8.value(.meanKLD))
             #expect(r.checks[0].limit == 0.01)
             // max_kld_at reads the bins_64 bin holding the position (193–256).
             #expect(r.checks[2].measured == w8.bins64.first { $0.start == 193 }!.meanKLD)

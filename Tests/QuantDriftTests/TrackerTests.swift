@@ -157,7 +157,7 @@ struct LockstepTests {
 
     static func run(_ schemes: [String], mode: TrackerMode = .both, sampling: SamplingParameters = SamplingParameters(),
                     threads: Int = 2, referenceBudgetBytes: Int? = nil,
-                    workload: Workload = workload) throws -> (TrackerReport, [[PromptResult]]) {
+                    workload: Workload = workload) throws -> (ReportBuilder, [[PromptResult]]) {
         let model = try Golden.defaultModel()
         var options = TrackerOptions(mode: mode, sampling: sampling, threads: threads, chunk: 16)
         if let referenceBudgetBytes { options.referenceBudgetBytes = referenceBudgetBytes }
@@ -168,7 +168,7 @@ struct LockstepTests {
             return TrackerCandidate(name: s.name, scheme: s, runtime: try SchemeRuntime(model: model, scheme: s))
         }
         let (refs, results, _) = try engine.runWorkload(workload, candidates: candidates, contextLength: ctx)
-        return (TrackerReport(candidates: candidates, references: refs, results: results, options: options), results)
+        return (ReportBuilder(candidates: candidates, references: refs, results: results, options: options), results)
     }
 
     /// fp32 against itself: exactly 0 KLD, full top-1 agreement, no divergence — greedy and sampled.
@@ -234,7 +234,7 @@ struct LockstepTests {
         let sampled = SamplingParameters(temperature: 0.8, seed: 5)
         let (a, _) = try Self.run(["w8", "kv4"], sampling: sampled, threads: 1, referenceBudgetBytes: 1, workload: three)
         let (b, _) = try Self.run(["w8", "kv4"], sampling: sampled, threads: 1, workload: three)
-        func stripped(_ r: TrackerReport) -> String {
+        func stripped(_ r: ReportBuilder) -> String {
             r.schemes().serialized().replacingOccurrences(of: #""timing":\{[^}]*\}"#, with: "", options: .regularExpression)
         }
         #expect(stripped(a) == stripped(b))
@@ -246,7 +246,7 @@ struct LockstepTests {
     @Test func resultsAreIdenticalAcrossThreadCounts() throws {
         let (a, _) = try Self.run(["w8", "kv8"], threads: 1)
         let (b, _) = try Self.run(["w8", "kv8"], threads: 2)
-        func stripped(_ r: TrackerReport) -> String {
+        func stripped(_ r: ReportBuilder) -> String {
             r.schemes().serialized().replacingOccurrences(of: #""timing":\{[^}]*\}"#, with: "", options: .regularExpression)
         }
         #expect(stripped(a) == stripped(b))

@@ -22,6 +22,20 @@ public enum RunConditions {
                         ("stop_at_end_of_generation", .bool(options.stopAtEndOfGeneration))])
     }
 
+    /// How `scheme` was calibrated ({method, data_sha256, tokens}): on `data` when it needs a
+    /// calibration set, from its artifact when it names one (calib=FILE), else nil.
+    public static func calibration(of scheme: Scheme, data: CalibrationSet?) -> JSON? {
+        if scheme.needsCalibrationSet, let data {
+            return .object([("method", .string(scheme.calibration?.description ?? "minmax")),
+                            ("data_sha256", .string(data.sha256)), ("tokens", .int(data.tokenCount))])
+        }
+        if let file = scheme.calibrationFile {
+            return .object([("method", .string(scheme.calibration?.description ?? "file")),
+                            ("data_sha256", .string((try? FileDigest.sha256(path: file)) ?? "")), ("tokens", .null)])
+        }
+        return nil
+    }
+
     /// The CPU's model name from /proc/cpuinfo.
     public static var cpu: String {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown" }

@@ -87,18 +87,18 @@ public enum RegressionGate {
         var checks: [GateCheck] = []
         for l in thresholds.limits {
             let s = report.scheme(named: l.scheme)!
-            func add(_ name: String, _ key: String, _ limit: Double?, atMost: Bool) {
+            func add(_ name: String, _ key: SummaryKey, _ limit: Double?, atMost: Bool) {
                 guard let limit else { return }
                 checks.append(make(s.name, name, s.value(key), limit, atMost: atMost))
             }
-            add("max_mean_kld", "mean_kld", l.maxMeanKLD, atMost: true)
-            add("max_p99_kld", "p99_kld", l.maxP99KLD, atMost: true)
-            add("min_top1", "top1_agreement", l.minTop1, atMost: false)
+            add("max_mean_kld", .meanKLD, l.maxMeanKLD, atMost: true)
+            add("max_p99_kld", .p99KLD, l.maxP99KLD, atMost: true)
+            add("min_top1", .top1Agreement, l.minTop1, atMost: false)
             if let limit = l.minMedianFirstDivergence {
-                if s.value("median_first_divergence") == nil, report.conditions.mode == "teacher" {
+                if s.value(.medianFirstDivergence) == nil, report.conditions.mode == "teacher" {
                     throw QuantDriftError.invalidInput("\(report.file): \(s.name) has no median_first_divergence (mode teacher): drop min_median_first_divergence or run free-running")
                 }
-                checks.append(make(s.name, "min_median_first_divergence", s.value("median_first_divergence"), limit, atMost: false))
+                checks.append(make(s.name, "min_median_first_divergence", s.value(.medianFirstDivergence), limit, atMost: false))
             }
             for (p, limit) in l.maxKLDAt {
                 let bin = s.bins64.first { $0.start <= p && p <= $0.end }!
@@ -135,16 +135,16 @@ public enum RegressionGate {
                                         passed: false, detail: "in the baseline but missing from the report"))
                 continue
             }
-            for (key, atMost) in [("mean_kld", true), ("p99_kld", true), ("top1_agreement", false), ("median_first_divergence", false)] {
+            for (key, atMost) in [(SummaryKey.meanKLD, true), (.p99KLD, true), (.top1Agreement, false), (.medianFirstDivergence, false)] {
                 guard let b = old.value(key) else { continue }
                 guard let v = s.value(key) else {
                     // A free-running value that the new run did not measure (mode teacher) is not a regression of it.
-                    if key == "median_first_divergence" { notes.append("note: \(s.name) median_first_divergence is null in the report: not checked"); continue }
-                    checks.append(make(s.name, "\(key) vs baseline", nil, b * (atMost ? up : down), atMost: atMost,
+                    if key.part == .freeRunning { notes.append("note: \(s.name) \(key.rawValue) is null in the report: not checked"); continue }
+                    checks.append(make(s.name, "\(key.rawValue) vs baseline", nil, b * (atMost ? up : down), atMost: atMost,
                                        detail: factor(b, atMost ? up : down)))
                     continue
                 }
-                checks.append(make(s.name, "\(key) vs baseline", v, b * (atMost ? up : down), atMost: atMost,
+                checks.append(make(s.name, "\(key.rawValue) vs baseline", v, b * (atMost ? up : down), atMost: atMost,
                                    detail: factor(b, atMost ? up : down)))
             }
         }

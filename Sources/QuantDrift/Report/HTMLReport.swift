@@ -17,16 +17,13 @@ enum HTMLReport {
         h += "</ul>\n</section>\n"
 
         h += "<section id=\"metrics\">\n<h2>Schemes × metrics</h2>\n"
-        h += table(ReportReading.columns.map(\.header), report.schemes.map { s in ReportReading.columns.map { $0.cell(s) } },
+        h += table(ReportReading.columns.map(\.header), ReportReading.metricsRows(report),
                    colours: report.schemes.indices.map(SVGPlot.colour), cls: "metrics")
         h += "<p class=\"note\">KLD in nats per token (teacher-forced); first divergence, survival, text NLL and repetition from free-running generations. – = does not apply.</p>\n"
         let pairs = ReportReading.pairs(report)
         if !pairs.isEmpty {
             h += "<h3>Paired differences (first − second, paired by prompt)</h3>\n"
-            h += table(["Scheme", "Other", "Δ mean KLD", "95% CI", "CI excludes 0"], pairs.map { s, p in
-                [s.name, p.other, F.sig(p.diff), p.diffCI.map { "[\(F.sig($0.0)), \(F.sig($0.1))]" } ?? F.none,
-                 p.diffCI.map { $0.0 > 0 || $0.1 < 0 ? "yes" : "no" } ?? F.none]
-            })
+            h += table(ReportReading.pairedHeader, ReportReading.pairedRows(pairs))
         }
         h += "</section>\n"
 
@@ -183,7 +180,7 @@ enum HTMLReport {
 
     private static let css = """
     body{margin:0;background:#f6f7f9;color:#1d232b;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-    main{max-width:1000px;margin:0 auto;padding:24px 20px 48px}
+    main{max-width:1200px;margin:0 auto;padding:24px 20px 48px}
     h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:32px 0 10px;border-bottom:1px solid #d5dae1;padding-bottom:4px}h3{font-size:16px;margin:18px 0 6px}
     .sub{color:#4a5562;margin:0 0 8px}.note{color:#5a6572;font-size:13px}
     table{border-collapse:collapse;background:#fff;font-size:13px;margin:6px 0;width:100%}

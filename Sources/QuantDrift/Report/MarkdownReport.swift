@@ -14,14 +14,13 @@ enum MarkdownReport {
         md += "\n"
 
         md += "## Schemes × metrics\n\n"
-        md += table(ReportReading.columns.map(\.header),
-                    report.schemes.map { s in ReportReading.columns.map { $0.cell(s) } })
+        md += table(ReportReading.columns.map(\.header), ReportReading.metricsRows(report))
         md += "\nKLD in nats per token (teacher-forced); first divergence, survival, text NLL and repetition from free-running generations.\n\n"
 
         let withPercentiles = report.schemes.filter { !$0.kldPercentiles.isEmpty }
         if !withPercentiles.isEmpty {
             md += "### KLD percentiles\n\n"
-            let keys = ReportDocument.percentileKeys
+            let keys = ReportKeys.percentiles.map { $0.key }
             md += table(["Scheme"] + keys.map { "\($0)%" }, withPercentiles.map { s in
                 [s.name] + keys.map { k in F.sig(s.kldPercentiles.first { $0.0 == k }?.1) }
             })
@@ -31,10 +30,7 @@ enum MarkdownReport {
         let pairs = ReportReading.pairs(report)
         if !pairs.isEmpty {
             md += "## Paired differences\n\nMean KLD of the first scheme minus the second, paired by prompt.\n\n"
-            md += table(["Scheme", "Other", "Δ mean KLD", "95% CI", "CI excludes 0"], pairs.map { s, p in
-                [s.name, p.other, F.sig(p.diff), p.diffCI.map { "[\(F.sig($0.0)), \(F.sig($0.1))]" } ?? F.none,
-                 p.diffCI.map { $0.0 > 0 || $0.1 < 0 ? "yes" : "no" } ?? F.none]
-            })
+            md += table(ReportReading.pairedHeader, ReportReading.pairedRows(pairs))
             md += "\n"
         }
 

@@ -1,8 +1,34 @@
 import Foundation
 
-/// Turns the lockstep results into `report.json` (schema quantdrift.report/1, see
-/// Report/report-schema.md) and `tokens.csv`.
-public struct TrackerReport {
+/// What report.json states besides the results: the model, the workload, the reference and how
+/// long the run took. The run's options (sampling, mode, workers) come with the builder.
+public struct ReportContext {
+    /// `RunConditions.model(_:sha256:)`.
+    public var model: JSON
+    public var workload: Workload
+    /// The tool's version, as the runtime section states it.
+    public var version: String
+    /// The saved reference trace read instead of running the reference (`--reference`), if any.
+    public var referenceTrace: String?
+    public var referenceSeconds: Double
+    public var candidatesSeconds: Double
+
+    public init(model: JSON, workload: Workload, version: String, referenceTrace: String? = nil,
+                referenceSeconds: Double, candidatesSeconds: Double) {
+        self.model = model
+        self.workload = workload
+        self.version = version
+        self.referenceTrace = referenceTrace
+        self.referenceSeconds = referenceSeconds
+        self.candidatesSeconds = candidatesSeconds
+    }
+}
+
+/// Turns the lockstep results into the whole `report.json` document (schema
+/// `ReportKeys.schema`, see Report/report-schema.md) and `tokens.csv`, and writes the report
+/// folder. `ReportDocument` reads what this writes, through the same keys (`ReportKeys`,
+/// `SummaryKey`).
+public struct ReportBuilder {
     public let candidates: [TrackerCandidate]
     public let references: [ReferenceRun]
     public let results: [[PromptResult]]
@@ -59,39 +85,35 @@ public struct TrackerReport {
 
     // MARK: - Summary
 
+    /// The `summary` object: every `SummaryKey` in order, null where the run did not measure it
+    /// (teacher-forced values in mode free, free-running ones in mode teacher).
     func summary(_ c: Int) -> JSON {
+        var values: [SummaryKey: JSON] = [.positions: .int(results[c].map(\.positions.count).reduce(0, +))]
         let teacher = results[c].contains { !$0.positions.isEmpty }
-        var o: [(String, JSON)] = []
-        let all = results[c].flatMap(\.positions)
-        o.append(("positions", .int(all.count)))
-        if teacher {
-            let (s, n) = sums(c, \.kld)
-            let (m, se) = stats.mean(sums: s, counts: n)
-            let sorted = all.map(\.kld).sorted()
-            let median = LlamaCppStatistics.percentile(sorted, 0.5)
-            o += [("mean_kld", Self.num(m)), ("mean_kld_se", Self.num(se)), ("mean_kld_ci", interval(c, \.kld)),
-                  ("median_kld", Self.num(median)), ("p99_kld", Self.num(LlamaCppStatistics.percentile(sorted, 0.99))),
-                  ("max_kld", Self.num(sorted.last)),
-                  ("kld_percentiles", .object(ClusteredStatistics.percentiles(sorted: sorted).map { ($0.0, Self.num($0.1)) })),
-                  ("mean_reverse_kld", Self.num(mean(c, \.reverseKLD))), ("mean_tv", Self.num(mean(c, \.tv))),
-                  ("top1_agreement", Self.num(mean(c, { $0.sameTop ? 1 : 0 }))),
-                  ("top1_agreement_ci", interval(c, { $0.sameTop ? 1 : 0 })),
-                  ("mean_dp", Self.num(mean(c, \.dp))),
-                  ("rms_dp", Self.num(mean(c, { $0.dp * $0.dp }).squareRoot())),
-                  ("mean_dnll", Self.num(mean(c, \.dNLL))),
-                  ("mean_entropy_reference", Self.num(mean(c, \.entropyReference))),
-                  ("mean_entropy_candidate", Self.num(mean(c, \.entropyCandidate))),
-                  ("growth_exponent", Self.num(growthExponent(c))),
-                  ("late_early_ratio", Self.num(lateEarlyRatio(c)))]
-        } else {
-            for k in ["mean_kld", "mean_kld_se", "mean_kld_ci", "median_kld", "p99_kld", "max_kld", "kld_percentiles",
-                      "mean_reverse_kld", "mean_tv", "top1_agreement", "top1_agreement_ci", "mean_dp", "rms_dp",
-                      "mean_dnll", "mean_entropy_reference", "mean_entropy_candidate", "growth_exponent", "late_early_ratio"] {
-                o.append((k, .null))
-            }
-        }
-        o += freeSummary(c, teacher: teacher)
-        return .object(o)
+        if teacher { values.merge(teacherSummary(c)) { a, _ in a } }
+        if results[c].contains(where: { $0.freeTokens != nil }) { values.merge(freeSummary(c, teacher: teacher)) { a, _ in a } }
+        return .object(SummaryKey.allCases.map { ($0.rawValue, values[$0] ?? .null) })
+    }
+
+    func teacherSummary(_ c: Int) -> [SummaryKey: JSON] {
+        let (s, n) = sums(c, \.kld)
+        let (m, se) = stats.mean(sums: s, counts: n)
+        let sorted = results[c].flatMap(\.positions).map(\.kld).sorted()
+        return [.meanKLD: Self.num(m), .meanKLDSE: Self.num(se), .meanKLDCI: interval(c, \.kld),
+                .medianKLD: Self.num(LlamaCppStatistics.percentile(sorted, 0.5)),
+                .p99KLD: Self.num(LlamaCppStatistics.percentile(sorted, 0.99)),
+                .maxKLD: Self.num(sorted.last),
+                .kldPercentiles: .object(ClusteredStatistics.percentiles(sorted: sorted).map { ($0.0, Self.num($0.1)) }),
+                .meanReverseKLD: Self.num(mean(c, \.reverseKLD)), .meanTV: Self.num(mean(c, \.tv)),
+                .top1Agreement: Self.num(mean(c, { $0.sameTop ? 1 : 0 })),
+                .top1AgreementCI: interval(c, { $0.sameTop ? 1 : 0 }),
+                .meanDp: Self.num(mean(c, \.dp)),
+                .rmsDp: Self.num(mean(c, { $0.dp * $0.dp }).squareRoot()),
+                .meanDNLL: Self.num(mean(c, \.dNLL)),
+                .meanEntropyReference: Self.num(mean(c, \.entropyReference)),
+                .meanEntropyCandidate: Self.num(mean(c, \.entropyCandidate)),
+                .growthExponent: Self.num(growthExponent(c)),
+                .lateEarlyRatio: Self.num(lateEarlyRatio(c))]
     }
 
     func growthExponent(_ c: Int) -> Double? {
@@ -116,12 +138,8 @@ public struct TrackerReport {
         return late / early
     }
 
-    func freeSummary(_ c: Int, teacher: Bool) -> [(String, JSON)] {
+    func freeSummary(_ c: Int, teacher: Bool) -> [SummaryKey: JSON] {
         let rs = results[c]
-        guard rs.contains(where: { $0.freeTokens != nil }) else {
-            return ["median_first_divergence", "diverged_prompts", "reconverged_prompts", "survival", "survival_predicted",
-                    "reference_text_nll", "candidate_text_nll", "repetition_reference", "repetition_candidate"].map { ($0, .null) }
-        }
         // A prompt that never diverges counts as surviving past its whole length.
         let firsts = rs.enumerated().map { p, r in r.firstDivergence.map { Double($0 + 1) } ?? Double(references[p].maxTokens + 1) }
         let sortedFirsts = firsts.sorted()
@@ -150,13 +168,13 @@ public struct TrackerReport {
         }
         let repRef = references.map { repeatedNGramShare($0.continuation) }.reduce(0, +) / Double(references.count)
         let repCand = rs.map { repeatedNGramShare($0.freeTokens ?? []) }.reduce(0, +) / Double(rs.count)
-        return [("median_first_divergence", Self.num(LlamaCppStatistics.percentile(sortedFirsts, 0.5))),
-                ("diverged_prompts", .int(rs.filter { $0.firstDivergence != nil }.count)),
-                ("reconverged_prompts", .int(rs.filter { $0.reconverged == true }.count)),
-                ("survival", .doubles(survival)), ("survival_predicted", predicted),
-                ("reference_text_nll", Self.num(refCount > 0 ? refNLL / Double(refCount) : nil)),
-                ("candidate_text_nll", Self.num(candCount > 0 ? candNLL / Double(candCount) : nil)),
-                ("repetition_reference", .double(repRef)), ("repetition_candidate", .double(repCand))]
+        return [.medianFirstDivergence: Self.num(LlamaCppStatistics.percentile(sortedFirsts, 0.5)),
+                .divergedPrompts: .int(rs.filter { $0.firstDivergence != nil }.count),
+                .reconvergedPrompts: .int(rs.filter { $0.reconverged == true }.count),
+                .survival: .doubles(survival), .survivalPredicted: predicted,
+                .referenceTextNLL: Self.num(refCount > 0 ? refNLL / Double(refCount) : nil),
+                .candidateTextNLL: Self.num(candCount > 0 ? candNLL / Double(candCount) : nil),
+                .repetitionReference: .double(repRef), .repetitionCandidate: .double(repCand)]
     }
 
     // MARK: - Curves
@@ -252,6 +270,35 @@ public struct TrackerReport {
     }
 
     // MARK: - Documents
+
+    /// The whole report.json document: schema, conditions, schemes and timing.
+    public func document(_ context: ReportContext) throws -> JSON {
+        let trace = context.referenceTrace
+        let reference: JSON = .object([("scheme", "fp32"), ("trace_file", trace.map { .string($0) } ?? .null),
+                                       ("trace_sha256", try trace.map { .string(try FileDigest.sha256(path: $0)) } ?? .null)])
+        return .object([
+            ("schema", .string(ReportKeys.schema)),
+            ("conditions", .object([("model", context.model),
+                                    ("workload", RunConditions.workload(context.workload, options: options)),
+                                    ("runtime", RunConditions.runtime(version: context.version, threads: options.threads)),
+                                    ("reference", reference)])),
+            ("schemes", schemes()),
+            ("timing", .object([("reference_seconds", .double(context.referenceSeconds)),
+                                ("candidates_seconds", .double(context.candidatesSeconds))])),
+        ])
+    }
+
+    /// Writes report.json, tokens.csv, summary.md and report.html into `dir`, each atomically,
+    /// and returns report.json's bytes (for `ReportRenderer.consoleTable`).
+    @discardableResult
+    public func write(to dir: URL, context: ReportContext) throws -> Data {
+        let json = try document(context)
+        let data = Data((json.serialized(pretty: true) + "\n").utf8)
+        try AtomicFile.write(data, to: dir.appendingPathComponent(ReportWriter.reportName))
+        try AtomicFile.write(Data(tokensCSV().utf8), to: dir.appendingPathComponent(ReportWriter.tokensName))
+        try ReportWriter.writeRenderings(report: json, to: dir)
+        return data
+    }
 
     /// The `schemes` array of report.json.
     public func schemes() -> JSON {

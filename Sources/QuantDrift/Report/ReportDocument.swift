@@ -1,11 +1,10 @@
 import Foundation
 
-/// A `quantdrift.report/1` document (see report-schema.md) read back for the renderers and the
-/// regression gate. Values that may be `null` are optionals; a key the schema requires but the file
+/// A `quantdrift.report/1` document (see report-schema.md) read back for the renderers, the
+/// regression gate and the CLI's summary table, through the keys `ReportBuilder` writes
+/// (`ReportKeys`, `SummaryKey`). Values that may be `null` are optionals; a key the schema requires but the file
 /// lacks, or a value of the wrong type, is a one-line `invalidInput` naming the file and key.
 struct ReportDocument {
-    static let schema = "quantdrift.report/1"
-
     let file: String
     let conditions: Conditions
     let schemes: [SchemeResult]
@@ -78,8 +77,8 @@ struct ReportDocument {
         var name: String
         var spec: String
         var calibration: Calibration?
-        /// Scalar summary values by schema key (`mean_kld`, `p99_kld`, …); nil when null.
-        var summary: [String: Double]
+        /// The summary's numbers (`SummaryKey`s of shape `.number`); absent when null.
+        var summary: [SummaryKey: Double]
         var meanKLDCI: (Double, Double)?
         var top1CI: (Double, Double)?
         var kldPercentiles: [(String, Double)]
@@ -93,18 +92,8 @@ struct ReportDocument {
         var paired: [Paired]
         var prompts: [PromptResult]
 
-        func value(_ key: String) -> Double? { summary[key] }
+        func value(_ key: SummaryKey) -> Double? { summary[key] }
     }
-
-    /// Summary keys read as numbers (all optional: null when they do not apply).
-    static let summaryKeys = [
-        "positions", "mean_kld", "mean_kld_se", "median_kld", "p99_kld", "max_kld", "mean_reverse_kld", "mean_tv",
-        "top1_agreement", "mean_dp", "rms_dp", "mean_dnll", "mean_entropy_reference", "mean_entropy_candidate",
-        "growth_exponent", "late_early_ratio", "median_first_divergence", "diverged_prompts", "reconverged_prompts",
-        "reference_text_nll", "candidate_text_nll", "repetition_reference", "repetition_candidate",
-    ]
-    /// The percentile keys llama.cpp prints, highest first.
-    static let percentileKeys = ["99.9", "99", "95", "90", "50", "10", "5", "1", "0.1"]
 
     // MARK: - Reading
 
@@ -122,8 +111,8 @@ struct ReportDocument {
         file = root.file
         guard root.value is [String: Any] else { throw root.error("is not a JSON object (expected a quantdrift report)") }
         let schema = try root["schema"].string()
-        guard schema == Self.schema else {
-            throw QuantDriftError.invalidInput("\(root.file): schema '\(schema)', expected '\(Self.schema)'")
+        guard schema == ReportKeys.schema else {
+            throw QuantDriftError.invalidInput("\(root.file): schema '\(schema)', expected '\(ReportKeys.schema)'")
         }
         conditions = try Self.readConditions(try root["conditions"])
         schemes = try root["schemes"].array().map(Self.readScheme)
@@ -223,11 +212,13 @@ struct ReportDocument {
 
     private static func readScheme(_ s: JSONNode) throws -> SchemeResult {
         let summary = try s["summary"]
-        var values: [String: Double] = [:]
-        for key in summaryKeys { if let v = try number(try summary[key]) { values[key] = v } }
+        var values: [SummaryKey: Double] = [:]
+        for key in SummaryKey.allCases where key.shape == .number {
+            if let v = try number(try summary[key.rawValue]) { values[key] = v }
+        }
         var percentiles: [(String, Double)] = []
-        if let p = try summary["kld_percentiles"].optional {
-            for key in percentileKeys { if let v = try number(try p[key]) { percentiles.append((key, v)) } }
+        if let p = try summary[SummaryKey.kldPercentiles.rawValue].optional {
+            for (key, _) in ReportKeys.percentiles { if let v = try number(try p[key]) { percentiles.append((key, v)) } }
         }
         let calibration = try s["calibration"].optional.map {
             Calibration(method: try $0["method"].optional?.string(), dataSHA256: try $0["data_sha256"].optional?.string(),
@@ -239,11 +230,11 @@ struct ReportDocument {
             spec: try s["spec"].optional?.string() ?? "",
             calibration: calibration,
             summary: values,
-            meanKLDCI: try interval(try summary["mean_kld_ci"]),
-            top1CI: try interval(try summary["top1_agreement_ci"]),
+            meanKLDCI: try interval(try summary[SummaryKey.meanKLDCI.rawValue]),
+            top1CI: try interval(try summary[SummaryKey.top1AgreementCI.rawValue]),
             kldPercentiles: percentiles,
-            survival: try numbers(try summary["survival"]),
-            survivalPredicted: try numbers(try summary["survival_predicted"]),
+            survival: try numbers(try summary[SummaryKey.survival.rawValue]),
+            survivalPredicted: try numbers(try summary[SummaryKey.survivalPredicted.rawValue]),
             logBins: try curves["log_bins"].optional?.array().map(readBin) ?? [],
             bins64: try curves["bins_64"].optional?.array().map(readBin) ?? [],
             kvErrorByAge: try curves["kv_error_by_age"].optional?.array().map {

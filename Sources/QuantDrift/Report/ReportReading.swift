@@ -13,26 +13,45 @@ enum ReportReading {
     /// The scheme × metric table, one row per scheme.
     static let columns: [Column] = [
         Column(header: "Scheme") { $0.name },
-        Column(header: "Mean KLD [95% CI]") { F.withCI($0.value("mean_kld"), $0.meanKLDCI) { F.sig($0) } },
-        Column(header: "p99 KLD") { F.sig($0.value("p99_kld")) },
-        Column(header: "Top-1 [95% CI]") { F.withCI($0.value("top1_agreement"), $0.top1CI) { F.percent($0) } },
+        Column(header: "Mean KLD [95% CI]") { F.withCI($0.value(.meanKLD), $0.meanKLDCI) { F.sig($0) } },
+        Column(header: "p99 KLD") { F.sig($0.value(.p99KLD)) },
+        Column(header: "Top-1 [95% CI]") { F.withCI($0.value(.top1Agreement), $0.top1CI) { F.percent($0) } },
         Column(header: "Median first divergence") { firstDivergenceText($0) },
-        Column(header: "Growth exponent") { F.fixed($0.value("growth_exponent") ?? .nan, 3) },
-        Column(header: "Late/early") { F.fixed($0.value("late_early_ratio") ?? .nan, 2) },
-        Column(header: "NLL ref. text") { F.fixed($0.value("reference_text_nll") ?? .nan, 3) },
-        Column(header: "NLL cand. text") { F.fixed($0.value("candidate_text_nll") ?? .nan, 3) },
+        Column(header: "Growth exponent") { F.fixed($0.value(.growthExponent) ?? .nan, 3) },
+        Column(header: "Late/early") { F.fixed($0.value(.lateEarlyRatio) ?? .nan, 2) },
+        Column(header: "NLL ref. text") { F.fixed($0.value(.referenceTextNLL) ?? .nan, 3) },
+        Column(header: "NLL cand. text") { F.fixed($0.value(.candidateTextNLL) ?? .nan, 3) },
         Column(header: "Repetition ref./cand.") {
-            let r = $0.value("repetition_reference"), c = $0.value("repetition_candidate")
+            let r = $0.value(.repetitionReference), c = $0.value(.repetitionCandidate)
             return r == nil && c == nil ? F.none : "\(F.percent(r)) / \(F.percent(c))"
         },
     ]
 
+    /// The cells of the scheme × metric table, one row per scheme.
+    static func metricsRows(_ report: ReportDocument) -> [[String]] {
+        report.schemes.map { s in columns.map { $0.cell(s) } }
+    }
+
     /// "57", or "none (> 256)" when the median prompt never diverged.
     static func firstDivergenceText(_ s: ReportDocument.SchemeResult, maxTokens: Int? = nil) -> String {
-        guard let m = s.value("median_first_divergence") else { return F.none }
+        guard let m = s.value(.medianFirstDivergence) else { return F.none }
         let limit = maxTokens ?? s.prompts.compactMap(\.generatedTokens).max()
         if let limit, m > Double(limit) { return "none (> \(limit))" }
         return F.count(m)
+    }
+
+    /// The table `compare` and `run` print when they finish: one line per scheme, counts as
+    /// counts and the first divergence worded as in the scheme × metric table.
+    static func consoleTable(_ report: ReportDocument) -> String {
+        func cell(_ s: String, _ width: Int) -> String { s.padding(toLength: max(width, s.count), withPad: " ", startingAt: 0) }
+        func d(_ x: Double?) -> String { x.map { String(format: "%.6f", $0) } ?? F.none }
+        var out = "scheme            mean KLD    95% CI                 top-1    median first div.\n"
+        for s in report.schemes {
+            let ci = s.meanKLDCI.map { "[\(d($0.0)), \(d($0.1))]" } ?? F.none
+            out += cell(s.name, 16) + "  " + cell(d(s.value(.meanKLD)), 10) + "  " + cell(ci, 22) + " "
+                + cell(d(s.value(.top1Agreement)), 8) + " " + firstDivergenceText(s) + "\n"
+        }
+        return out
     }
 
     /// One plain-language paragraph per scheme, then comparisons across schemes.
@@ -42,11 +61,11 @@ enum ReportReading {
         for s in report.schemes {
             out.append(sentence(s, maxTokens: maxTokens))
         }
-        let ranked = report.schemes.filter { $0.value("mean_kld") != nil }
-            .sorted { ($0.value("mean_kld")!, $0.name) < ($1.value("mean_kld")!, $1.name) }
+        let ranked = report.schemes.filter { $0.value(.meanKLD) != nil }
+            .sorted { ($0.value(.meanKLD)!, $0.name) < ($1.value(.meanKLD)!, $1.name) }
         if ranked.count >= 2, let best = ranked.first, let worst = ranked.last {
-            out.append("Closest to the reference: \(best.name) (mean KLD \(F.sig(best.value("mean_kld")))); "
-                + "furthest: \(worst.name) (mean KLD \(F.sig(worst.value("mean_kld")))).")
+            out.append("Closest to the reference: \(best.name) (mean KLD \(F.sig(best.value(.meanKLD)))); "
+                + "furthest: \(worst.name) (mean KLD \(F.sig(worst.value(.meanKLD)))).")
         }
         for (a, p) in pairs(report) {
             guard let d = p.diff, let ci = p.diffCI else { continue }
@@ -60,8 +79,8 @@ enum ReportReading {
     }
 
     static func sentence(_ s: ReportDocument.SchemeResult, maxTokens: Int?) -> String {
-        let kld = s.value("mean_kld"), top1 = s.value("top1_agreement")
-        if kld == 0, top1 == 1, s.value("diverged_prompts") ?? 0 == 0 {
+        let kld = s.value(.meanKLD), top1 = s.value(.top1Agreement)
+        if kld == 0, top1 == 1, s.value(.divergedPrompts) ?? 0 == 0 {
             return "\(s.name): identical to the reference (KLD 0, top-1 100%, no divergence)."
         }
         var parts: [String] = []
@@ -69,33 +88,33 @@ enum ReportReading {
         if let ci = s.meanKLDCI { head += " (95% CI \(F.sig(ci.0))–\(F.sig(ci.1)))" }
         if let top1 { head += ", top-1 agreement \(F.percent(top1))" }
         parts.append(head)
-        if let m = s.value("median_first_divergence") {
+        if let m = s.value(.medianFirstDivergence) {
             var t: String
             if let maxTokens, m > Double(maxTokens) {
                 t = "most prompts never diverge within \(maxTokens) tokens"
             } else {
                 t = "first divergence after a median of \(F.count(m)) tokens"
             }
-            if let d = s.value("diverged_prompts") {
+            if let d = s.value(.divergedPrompts) {
                 let total = s.prompts.isEmpty ? nil : s.prompts.count
                 t += " (\(F.count(d))\(total.map { " of \($0)" } ?? "") prompts diverged"
-                if let r = s.value("reconverged_prompts"), r > 0 { t += ", \(F.count(r)) re-converged" }
+                if let r = s.value(.reconvergedPrompts), r > 0 { t += ", \(F.count(r)) re-converged" }
                 t += ")"
             }
             parts.append(t)
         }
-        if let g = s.value("growth_exponent") {
+        if let g = s.value(.growthExponent) {
             var t: String
             if g > 0.05 { t = "KLD grows with position (exponent \(F.fixed(g, 2)))" }
             else if g < -0.05 { t = "KLD shrinks with position (exponent \(F.fixed(g, 2)))" }
             else { t = "KLD is roughly flat along the generation (exponent \(F.fixed(g, 2)))" }
-            if let r = s.value("late_early_ratio") { t += ", last quarter \(F.fixed(r, 2))× the first" }
+            if let r = s.value(.lateEarlyRatio) { t += ", last quarter \(F.fixed(r, 2))× the first" }
             parts.append(t)
         }
         if let obs = s.survival, let pred = s.survivalPredicted, let o = obs.last, let p = pred.last, o.isFinite, p.isFinite {
             parts.append("after \(obs.count - 1) tokens \(F.percent(o, 0)) of prompts are still identical (predicted from teacher-forced TV: \(F.percent(p, 0)))")
         }
-        if let r = s.value("reference_text_nll"), let c = s.value("candidate_text_nll") {
+        if let r = s.value(.referenceTextNLL), let c = s.value(.candidateTextNLL) {
             let d = c - r
             parts.append(d >= 0
                 ? "the reference finds the candidate's text \(F.fixed(d, 3)) nats/token less likely than its own"
@@ -112,6 +131,16 @@ enum ReportReading {
             for p in s.paired where (index[p.other] ?? Int.max) > i { out.append((s, p)) }
         }
         return out
+    }
+
+    /// The paired-differences table: one row per pair of `pairs`.
+    static let pairedHeader = ["Scheme", "Other", "Δ mean KLD", "95% CI", "CI excludes 0"]
+
+    static func pairedRows(_ pairs: [(ReportDocument.SchemeResult, ReportDocument.Paired)]) -> [[String]] {
+        pairs.map { s, p in
+            [s.name, p.other, F.sig(p.diff), p.diffCI.map { "[\(F.sig($0.0)), \(F.sig($0.1))]" } ?? F.none,
+             p.diffCI.map { $0.0 > 0 || $0.1 < 0 ? "yes" : "no" } ?? F.none]
+        }
     }
 
     /// The summary statement under the title: model, workload and reference in one line.

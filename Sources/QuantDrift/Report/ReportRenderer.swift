@@ -13,6 +13,11 @@ public enum ReportRenderer {
         HTMLReport.render(try ReportDocument.parse(reportJSON, file: file))
     }
 
+    /// The scheme table `compare` and `run` print when they finish: one line per scheme.
+    public static func consoleTable(_ reportJSON: Data, file: String = "report.json") throws -> String {
+        ReportReading.consoleTable(try ReportDocument.parse(reportJSON, file: file))
+    }
+
     static func markdown(_ report: JSONNode) throws -> String { MarkdownReport.render(try ReportDocument(report)) }
     static func html(_ report: JSONNode) throws -> String { HTMLReport.render(try ReportDocument(report)) }
 }
@@ -20,6 +25,8 @@ public enum ReportRenderer {
 /// Writes the renderings beside report.json, each atomically (temporary file + rename), so an
 /// interrupted run never leaves a half-written file.
 public enum ReportWriter {
+    public static let reportName = "report.json"
+    public static let tokensName = "tokens.csv"
     public static let markdownName = "summary.md"
     public static let htmlName = "report.html"
 

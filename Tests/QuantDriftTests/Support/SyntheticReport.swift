@@ -75,7 +75,7 @@ enum SyntheticReport {
             let median = Double(sortedFD[(sortedFD.count - 1) / 2] + sortedFD[sortedFD.count / 2]) / 2
             let diverged = firstDivergences.compactMap { $0 }.count
             func orNull(_ v: JSON) -> JSON { free ? v : .null }
-            let percentiles: JSON = .object(ReportDocument.percentileKeys.map { key in
+            let percentiles: JSON = .object(ReportKeys.percentiles.map { key, _ in
                 (key, .double(mean * pow(Double(key)! / 50, 1.5)))
             })
             let t1: Double = top1(mean)

@@ -16,6 +16,17 @@ public final class TrackerCheckpoint: @unchecked Sendable {
         catch { throw QuantDriftError.invalidInput("\(folder.path): cannot create the checkpoint folder") }
     }
 
+    /// The key of a run: everything its results depend on besides the candidate (not the worker
+    /// count): tool version, model conditions, workload, options, calibration data and where the
+    /// reference comes from (a trace file, or "live").
+    public static func key(version: String, model: JSON, workload: Workload, options: TrackerOptions,
+                           calibration: CalibrationSet?, referenceTrace: String?) -> String {
+        let parts = [version, model.serialized(), workload.sha256, options.mode.rawValue, "\(options.sampling)",
+                     "\(options.forcedMaxTokens ?? -1)", "\(!options.stopAtEndOfGeneration)", "\(options.chunk)",
+                     calibration?.sha256 ?? "-", referenceTrace ?? "live"]
+        return SHA256.hex(Array(parts.joined(separator: "\n").utf8))
+    }
+
     func url(_ candidate: TrackerCandidate, prompt: Int) -> URL {
         var h = SHA256()
         h.update(Array((candidate.name + "\n" + candidate.scheme.spec).utf8))

@@ -22,3 +22,34 @@ public struct TrackerCandidate: Sendable {
         self.runtime = runtime
     }
 }
+
+extension TrackerCandidate {
+    /// The candidates of a run: every scheme (its quantized weights built now, `preparing` told
+    /// before each), then, when asked, each scheme's weight, activation and KV parts alone
+    /// (`attribute`) and the scheme on one layer at a time (`perLayer`), built by the worker
+    /// that runs them.
+    public static func plan(_ schemes: [Scheme], model: Model, calibration: CalibrationSet?, attribute: Bool, perLayer: Bool,
+                            preparing: (Scheme) -> Void = { _ in }) throws -> [TrackerCandidate] {
+        var candidates: [TrackerCandidate] = []
+        for s in schemes {
+            preparing(s)
+            candidates.append(TrackerCandidate(name: s.name, scheme: s,
+                                               runtime: try SchemeRuntime(model: model, scheme: s, calibration: calibration)))
+        }
+        let layers = model.config.layerCount
+        for (parent, s) in schemes.enumerated() {
+            if attribute {
+                for (label, part) in AttributionParts.split(s) {
+                    candidates.append(TrackerCandidate(name: "\(s.name)/\(label)", scheme: part, role: .part(label, parent: parent)))
+                }
+            }
+            if perLayer, !s.isReference, s.weights != nil || s.activations != nil || s.kv != nil {
+                for l in 0..<layers {
+                    candidates.append(TrackerCandidate(name: "\(s.name)/layer \(l)", scheme: AttributionParts.onlyLayer(s, l, of: layers),
+                                                       role: .layer(l, parent: parent)))
+                }
+            }
+        }
+        return candidates
+    }
+}

@@ -6,9 +6,8 @@ struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Model summary: architecture, sizes, tensor types, tokenizer; with --activations, the activation outlier profile per layer and site.")
 
     @OptionGroup var modelOptions: ModelOptions
-
-    @Flag(name: .long, help: "Print one JSON document.")
-    var json = false
+    @OptionGroup var blas: BLASOptions
+    @OptionGroup var output: OutputOptions
 
     @Flag(name: .long, help: "Profile the activations of every linear input (FP32) on calibration texts: max |x|, 99.9th percentile, kurtosis, outlier channels.")
     var activations = false
@@ -17,7 +16,7 @@ struct InspectCommand: ParsableCommand {
     var data: String = CalibrationOptions.defaultPath
 
     func run() throws {
-        let model = try modelOptions.load()
+        let model = try modelOptions.load(blas)
         if activations { return try profile(model) }
         let c = model.config
         let spec = model.tokenizer.spec
@@ -25,7 +24,7 @@ struct InspectCommand: ParsableCommand {
         for t in model.sourceTensorTypes { typeCounts[t.type, default: 0] += 1 }
         let types = typeCounts.sorted { $0.key < $1.key }
         let special = spec.tokenTypes.enumerated().filter { $0.element == .control }.map(\.offset)
-        if json {
+        if output.json {
             CLI.printJSON([
                 "name": .string(model.name), "path": .string(model.path),
                 "architecture": .string(c.architecture.rawValue),
@@ -63,7 +62,7 @@ struct InspectCommand: ParsableCommand {
             bar.update(done + (stage == "histograms" ? total : 0), of: 2 * total)
         }
         bar.finish()
-        if json {
+        if output.json {
             CLI.printJSON([
                 "model": .string(model.name),
                 "data": ["path": .string(set.source), "sha256": .string(set.sha256), "tokens": .int(set.tokenCount)],

@@ -7,58 +7,36 @@ struct KLDCommand: ParsableCommand {
         commandName: "kld",
         abstract: "llama.cpp's --kl-divergence protocol: a scheme against the FP32 reference on a text file.")
 
-    @OptionGroup var modelOptions: ModelOptions
-    @OptionGroup var schemeOptions: SchemeOptions
-
-    @Option(name: .long, help: "Text file.")
-    var file: String
-
-    @Option(name: .long, help: "Chunk length in tokens (the second half of each chunk is scored).")
-    var ctx: Int = 512
-
-    @Flag(name: .long, help: "Print one JSON document.")
-    var json = false
-
-    @Option(name: .customLong("save-reference"), help: "Also write the FP32 reference's scored log-probs to this trace file.")
-    var saveReference: String?
-
-    @Option(name: .customLong("reference"), help: "Read the FP32 reference's log-probs from this trace file (made with --save-reference) instead of running it.")
-    var reference: String?
-
-    func validate() throws {
-        if saveReference != nil && reference != nil {
-            throw ValidationError("--save-reference and --reference exclude each other")
-        }
-    }
+    @OptionGroup var setup: SchemeModelOptions
+    @OptionGroup var input: ChunkedTextOptions
+    @OptionGroup var trace: ReferenceTraceOptions
+    @OptionGroup var output: OutputOptions
 
     /// The trace header this run writes or expects.
     func traceHeader(model: Model, text: String) throws -> ReferenceTraceHeader {
-        let modelPath = try modelOptions.model ?? DefaultModel.path()
-        return KLDMode.traceHeader(
-            modelSHA256: try FileDigest.sha256(path: modelPath), textSHA256: SHA256.hex(Array(text.utf8)),
+        KLDMode.traceHeader(
+            modelSHA256: try FileDigest.sha256(path: setup.modelOptions.path()), textSHA256: SHA256.hex(Array(text.utf8)),
             runtime: RuntimeIdentity.string(toolVersion: QuantDriftVersion.string), vocabSize: model.config.vocabSize,
-            nCtx: ctx)
+            nCtx: input.ctx)
     }
 
     func run() throws {
-        let text = try CLI.readText(file)
-        _ = try schemeOptions.parsed()
-        let model = try modelOptions.load()
-        let runtime = try schemeOptions.runtime(for: model)
+        let text = try CLI.readText(input.file)
+        let (model, runtime) = try setup.load()
         let tokens = model.tokenizer.encode(text)
         let progress = ProgressBar(label: "kld \(runtime.scheme.name)")
         var source = KLDReference.live
         var writer: ReferenceTraceWriter?
-        if let path = reference {
+        if let path = trace.reference {
             source = .load(try ReferenceTraceReader(url: URL(fileURLWithPath: path), expecting: traceHeader(model: model, text: text)))
-        } else if let path = saveReference {
+        } else if let path = trace.saveReference {
             writer = try ReferenceTraceWriter(url: URL(fileURLWithPath: path), header: traceHeader(model: model, text: text))
             source = .save(writer!)
         }
-        let r = try KLDMode.run(model: model, candidate: runtime, tokens: tokens, nCtx: ctx, reference: source) { progress.update($0, of: $1) }
+        let r = try KLDMode.run(model: model, candidate: runtime, tokens: tokens, nCtx: input.ctx, reference: source) { progress.update($0, of: $1) }
         try writer?.finish()
         progress.finish()
-        if json {
+        if output.json {
             CLI.printJSON([
                 "scheme": .string(runtime.scheme.name), "spec": .string(runtime.scheme.spec),
                 "n_ctx": .int(r.nCtx), "chunks": .int(r.chunks), "tokens_scored": .int(r.tokensScored),
@@ -81,6 +59,6 @@ struct KLDCommand: ParsableCommand {
         print(String(format: "Mean    Δp: %6.3f %%   RMS Δp: %6.3f %%", 100 * r.meanDp, 100 * r.rmsDp))
         print(String(format: "Same top p: %6.3f ± %5.3f %%", 100 * r.sameTopP, 100 * r.sameTopPSE))
         print(String(format: "%.1f s, %.1f tokens/s (each token through %@)", r.seconds, r.tokensPerSecond,
-                     reference == nil ? "the reference and the candidate" : "the candidate; reference from the trace"))
+                     trace.reference == nil ? "the reference and the candidate" : "the candidate; reference from the trace"))
     }
 }

@@ -8,9 +8,10 @@ struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate", abstract: "Generate a continuation, streaming text to stdout (tokens/s on stderr).")
 
-    @OptionGroup var modelOptions: ModelOptions
-    @OptionGroup var schemeOptions: SchemeOptions
+    @OptionGroup var setup: SchemeModelOptions
     @OptionGroup var promptOptions: PromptOptions
+    @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var output: OutputOptions
 
     @Option(name: [.short, .long], help: "Prompt text.")
     var prompt: String
@@ -18,31 +19,13 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: [.short, .customLong("max-tokens")], help: "Most tokens to generate.")
     var n: Int = 256
 
-    @Option(name: .long, help: "Temperature; 0 is greedy.")
-    var temp: Float = 0
-
-    @Option(name: .customLong("top-k"), help: "Keep the k most likely tokens (0 = all).")
-    var topK: Int = 0
-
-    @Option(name: .customLong("top-p"), help: "Keep the smallest set reaching this probability.")
-    var topP: Float = 1
-
-    @Option(name: .long, help: "Random seed for sampling.")
-    var seed: UInt64 = 0
-
-    @Flag(name: .long, help: "Print one JSON document instead of streaming text.")
-    var json = false
-
     func validate() throws {
         guard n >= 1 && n <= 1 << 20 else { throw ValidationError("-n must be in 1...1048576, got \(n)") }
     }
 
     func run() throws {
-        let params = SamplingParameters(temperature: temp, topK: topK, topP: topP, seed: seed)
-        try params.validate()
-        _ = try schemeOptions.parsed()
-        let model = try modelOptions.load()
-        let runtime = try schemeOptions.runtime(for: model)
+        let params = sampling.parameters(defaultSeed: 0)
+        let (model, runtime) = try setup.load()
         let ids = try promptOptions.tokens(prompt, model: model)
         let needed = ids.count + n
         guard needed <= model.config.contextLength else {
@@ -51,6 +34,7 @@ struct GenerateCommand: ParsableCommand {
         let t = try runtime.transformer(model: model, contextLength: needed, maxBatch: min(512, ids.count))
         let sampler = try Sampler(params, vocabSize: model.config.vocabSize)
         var decoder = StreamingDecoder(tokenizer: model.tokenizer)
+        let json = output.json
         let stream = !json
         let result = try Generator.generate(transformer: t, tokenizer: model.tokenizer, prompt: ids, maxTokens: n,
                                             sampler: sampler) { id in
@@ -88,6 +72,7 @@ struct TokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "tokenize", abstract: "Print token ids and pieces.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var output: OutputOptions
 
     @Argument(help: "Text to tokenize.")
     var text: String?
@@ -97,9 +82,6 @@ struct TokenizeCommand: ParsableCommand {
 
     @Flag(name: .long, help: "Parse control tokens such as <|im_start|> written in the text.")
     var special = false
-
-    @Flag(name: .long, help: "Print {\"ids\":[…],\"pieces\":[…]}.")
-    var json = false
 
     func validate() throws {
         guard (text == nil) != (file == nil) else { throw ValidationError("give either TEXT or --file, not both or neither") }
@@ -111,7 +93,7 @@ struct TokenizeCommand: ParsableCommand {
         let tok = model.tokenizer
         let ids = tok.encode(input, parseSpecial: special)
         let pieces = ids.map { String(decoding: tok.bytes(of: $0), as: UTF8.self) }
-        if json {
+        if output.json {
             CLI.printJSON(["ids": .ints(ids), "pieces": .array(pieces.map { .string($0) })])
         } else {
             for (id, piece) in zip(ids, pieces) {
@@ -126,9 +108,9 @@ struct TokenizeCommand: ParsableCommand {
 struct LogitsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logits", abstract: "Top logits at every position of a text.")
 
-    @OptionGroup var modelOptions: ModelOptions
-    @OptionGroup var schemeOptions: SchemeOptions
+    @OptionGroup var setup: SchemeModelOptions
     @OptionGroup var promptOptions: PromptOptions
+    @OptionGroup var output: OutputOptions
 
     @Argument(help: "Text whose positions to score.")
     var text: String
@@ -136,17 +118,13 @@ struct LogitsCommand: ParsableCommand {
     @Option(name: .long, help: "How many of the largest logits to print per position.")
     var top: Int = 10
 
-    @Flag(name: .long, help: "Print {\"tokens\":[…],\"positions\":[{\"top\":[[id,logit],…]}]}.")
-    var json = false
-
     func validate() throws {
         guard top >= 1 && top <= 1 << 20 else { throw ValidationError("--top must be ≥ 1, got \(top)") }
     }
 
     func run() throws {
-        _ = try schemeOptions.parsed()
-        let model = try modelOptions.load()
-        let runtime = try schemeOptions.runtime(for: model)
+        let json = output.json
+        let (model, runtime) = try setup.load()
         let ids = try promptOptions.tokens(text, model: model)
         guard ids.count <= model.config.contextLength else {
             throw QuantDriftError.invalidInput("the text has \(ids.count) tokens, more than the context length \(model.config.contextLength)")
@@ -181,28 +159,18 @@ struct PerplexityCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "perplexity", abstract: "llama.cpp's perplexity protocol on a text file (chunks of --ctx, second half scored).")
 
-    @OptionGroup var modelOptions: ModelOptions
-    @OptionGroup var schemeOptions: SchemeOptions
-
-    @Option(name: .long, help: "Text file.")
-    var file: String
-
-    @Option(name: .long, help: "Chunk length in tokens.")
-    var ctx: Int = 512
-
-    @Flag(name: .long, help: "Print one JSON document.")
-    var json = false
+    @OptionGroup var setup: SchemeModelOptions
+    @OptionGroup var input: ChunkedTextOptions
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
-        let text = try CLI.readText(file)
-        _ = try schemeOptions.parsed()
-        let model = try modelOptions.load()
-        let runtime = try schemeOptions.runtime(for: model)
+        let text = try CLI.readText(input.file)
+        let (model, runtime) = try setup.load()
         let tokens = model.tokenizer.encode(text, parseSpecial: false)
         let progress = ProgressBar(label: "perplexity")
-        let r = try Perplexity.run(model: model, scheme: runtime, tokens: tokens, nCtx: ctx) { done, total in progress.update(done, of: total) }
+        let r = try Perplexity.run(model: model, scheme: runtime, tokens: tokens, nCtx: input.ctx) { done, total in progress.update(done, of: total) }
         progress.finish()
-        if json {
+        if output.json {
             CLI.printJSON([
                 "scheme": .string(runtime.scheme.name), "n_ctx": .int(r.nCtx), "chunks": .int(r.chunks), "tokens_scored": .int(r.tokensScored),
                 "ppl": .double(r.ppl), "ppl_se": .double(r.pplSE),
@@ -221,8 +189,8 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Prefill and decode tokens/s against the memory read bandwidth measured in the same run.")
 
-    @OptionGroup var modelOptions: ModelOptions
-    @OptionGroup var schemeOptions: SchemeOptions
+    @OptionGroup var setup: SchemeModelOptions
+    @OptionGroup var output: OutputOptions
 
     @Option(name: .long, help: "Prefill length in tokens.")
     var prefill: Int = 512
@@ -233,9 +201,6 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Repetitions (medians are reported).")
     var runs: Int = 3
 
-    @Flag(name: .long, help: "Print one JSON document.")
-    var json = false
-
     func validate() throws {
         guard prefill >= 1, decode >= 1, (1...100).contains(runs) else {
             throw ValidationError("--prefill and --decode must be ≥ 1 and --runs in 1...100")
@@ -243,12 +208,11 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        let scheme = try schemeOptions.parsed()
-        let model = try modelOptions.load()
-        let runtime = scheme.isReference ? nil : try schemeOptions.runtime(for: model)
-        let r = try Bench.run(model: model, scheme: runtime, threads: modelOptions.threads, prefillTokens: prefill,
+        let model = try setup.modelOptions.load(setup.blas)
+        let runtime = setup.scheme.isReference ? nil : try setup.schemeOptions.runtime(for: model)
+        let r = try Bench.run(model: model, scheme: runtime, threads: setup.blas.threads, prefillTokens: prefill,
                               decodeTokens: decode, runs: runs) { CLI.note("bench: " + $0) }
-        if json {
+        if output.json {
             CLI.printJSON([
                 "scheme": .string(r.scheme), "spec": .string(r.spec), "threads": .int(r.threads),
                 "prefill_tokens": .int(r.prefillTokens), "prefill_tok_s": .double(r.prefillTokS),
