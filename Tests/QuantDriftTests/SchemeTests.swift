@@ -149,15 +149,30 @@ struct SchemeEffectTests {
         print("scheme \(scheme): mean KLD \(kld) over \(Self.tokens.count) positions")
     }
 
-    /// A pre-RoPE cache whose sink window covers every position stores nothing quantized: RoPE on
-    /// read must then give exactly the reference's logits.
-    @Test func preRoPECacheWithEverythingInTheSinksIsExact() throws {
-        let ref = try Self.logits("fp32"), got = try Self.logits("kv=int4,prerope,sink=100000")
-        #expect(ref.map(\.bitPattern) == got.map(\.bitPattern))
+    /// A pre-RoPE cache whose residual window holds every position of the run stores nothing
+    /// quantized: RoPE on read must then give exactly the reference's logits. (A window or sinks
+    /// covering the whole context are refused: KVCacheStorageTests.)
+    @Test func preRoPECacheWithEverythingInTheWindowIsExact() throws {
+        let model = try Golden.defaultModel()
+        let n = Self.tokens.count
+        func logits(_ t: Transformer) throws -> [UInt32] { Array(try t.forward(Self.tokens, logits: .all)).map(\.bitPattern) }
+        let rt = try SchemeRuntime(model: model, scheme: try Scheme(parsing: "kv=int4,prerope,res=\(n)"))
+        let t = try rt.transformer(model: model, contextLength: n + 1, allLogits: true)
+        let got = try logits(t)
+        let cache = try #require(t.cache as? QuantizedKVCache)
+        #expect(cache.storesPreRoPEKeys)
+        #expect(cache.quantizedPositions(layer: 0) == (keys: 0, values: 0))
+        let want = try logits(Transformer(model: model, contextLength: n + 1, allLogits: true))
+        #expect(got == want)
     }
 
-    @Test func fp32SchemeIsBitwiseTheReference() throws {
-        #expect(try Self.logits("fp32").map(\.bitPattern) == Self.logits("fp32").map(\.bitPattern))
+    /// The `fp32` scheme is the plain `Transformer(model:)`: the same logits bit for bit.
+    @Test func fp32SchemeIsBitwiseThePlainTransformer() throws {
+        let model = try Golden.defaultModel()
+        let plain = try Transformer(model: model, contextLength: Self.tokens.count, allLogits: true)
+        let want = Array(try plain.forward(Self.tokens, logits: .all)).map(\.bitPattern)
+        let got = try Self.logits("fp32").map(\.bitPattern)
+        #expect(got.count == Self.tokens.count * model.config.vocabSize && got == want)
     }
 
     /// A quantized cache reused after reset (kld chunks, tracker prompts) must not read codes
