@@ -47,11 +47,13 @@ struct AWQTests {
         #expect(worst <= 1e-4)
     }
 
-    /// Held-out mean KLD vs FP32: AWQ next to RTN on the same grid (w4g128), reported.
+    /// Held-out mean KLD vs FP32 (2694 positions of eval.txt): AWQ against RTN on the same grid
+    /// (w4g128). Measured: AWQ 0.5506, RTN 0.8081, ratio 0.681; the bound asks for 15% better
+    /// than RTN, which an AWQ that degenerated to RTN (ratio ≈ 1) cannot reach.
     @Test func heldOutKLDAgainstRTN() throws {
         let n = try WeightMethodComparison.shared.get()
         print("AWQ held-out mean KLD \(n.awq) vs RTN \(n.rtn) (ratio \(n.awq / n.rtn)); GPTQ \(n.gptq)")
         #expect(n.awq > 0 && n.awq < 1)
-        #expect(n.awq < n.rtn * 1.05, "AWQ \(n.awq) is worse than RTN \(n.rtn)")
+        #expect(n.awq <= n.rtn * 0.85, "AWQ \(n.awq) is not 15% better than RTN \(n.rtn) (measured ratio 0.681)")
     }
 }

@@ -18,6 +18,39 @@ struct PerplexityTests {
         #expect(abs(r.pplSE - base["ppl_se"]!) <= 0.01, "PPL SE \(r.pplSE) vs \(base["ppl_se"]!)")
     }
 
+    /// kld on eval.txt at n_ctx 512 against llama.cpp's `--kl-divergence` (same fixture): mean
+    /// KLD and same-top-p of q8_0, q4_0 and q4_1 within 2% of llama.cpp's. One live FP32
+    /// reference (q8_0's run) saves a trace the q4_0 and q4_1 runs read, so the reference runs
+    /// once (each pass over the text costs 15-40 s here).
+    @Test func evalTextKLDMatchesLlamaCpp() throws {
+        BLAS.setThreads(1)
+        let model = try Golden.defaultModel()
+        let ref = try Golden.json("llamacpp-kld.json") as! [String: Any]
+        let tokens = model.tokenizer.encode(try String(contentsOf: fixtureURL("eval.txt"), encoding: .utf8))
+        let results = try withTemporaryDirectory { dir in
+            let url = dir.appendingPathComponent("eval-512.qdtrace")
+            let header = KLDMode.traceHeader(modelSHA256: "test-model", textSHA256: "eval.txt", runtime: "test",
+                                             vocabSize: model.config.vocabSize, nCtx: 512)
+            func runtime(_ s: String) throws -> SchemeRuntime { try SchemeRuntime(model: model, scheme: try Scheme(parsing: s)) }
+            let writer = try ReferenceTraceWriter(url: url, header: header)
+            let q8 = try KLDMode.run(model: model, candidate: try runtime("q8_0"), tokens: tokens, nCtx: 512, reference: .save(writer))
+            try writer.finish()
+            let reader = try ReferenceTraceReader(url: url, expecting: header)
+            return [("q8_0", q8)] + (try ["q4_0", "q4_1"].map {
+                ($0, try KLDMode.run(model: model, candidate: try runtime($0), tokens: tokens, nCtx: 512, reference: .load(reader)))
+            })
+        }
+        for (scheme, r) in results {
+            let want = ref[scheme] as! [String: Any]
+            let kld = want["mean_kld"] as! Double, top = want["same_top_p"] as! Double
+            print("kld eval.txt ctx 512 \(scheme): mean KLD \(r.meanKLD) (llama.cpp \(kld), \(r.meanKLD / kld - 1)), "
+                  + "same top p \(r.sameTopP) (llama.cpp \(top), \(r.sameTopP / top - 1))")
+            #expect(r.chunks == ref["chunks"] as! Int && r.tokensScored == ref["tokens_scored"] as! Int)
+            #expect(abs(r.meanKLD - kld) <= 0.02 * kld, "\(scheme): mean KLD \(r.meanKLD) vs llama.cpp \(kld)")
+            #expect(abs(r.sameTopP - top) <= 0.02 * top, "\(scheme): same top p \(r.sameTopP) vs llama.cpp \(top)")
+        }
+    }
+
     /// Chunks run two at a time with BLAS on one thread each: `--threads` must not change the
     /// figure. With integer activations it did (q8_0 on eval.txt: 22.7696 on one BLAS thread,
     /// 22.7200 on two) before perplexity took kld's rule.

@@ -11,8 +11,7 @@ public struct SchemeRuntime: Sendable {
         weights = try SchemeBuilder.weights(for: model, scheme: scheme, calibration: calibration)
         // Fail early on a KV spec the cache cannot hold.
         if let kv = scheme.kv {
-            _ = try QuantizedKVCache(spec: kv, layerCount: 1, contextLength: 1, kvDim: model.config.kvDim,
-                                     headDim: model.config.headDim)
+            try QuantizedKVCache.validate(kv, kvDim: model.config.kvDim, headDim: model.config.headDim)
         }
     }
 

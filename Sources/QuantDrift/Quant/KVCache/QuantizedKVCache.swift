@@ -69,9 +69,20 @@ struct KVVectorEncoder {
 /// the most recent `residual` positions stay FP32, and so does every layer in `fp32Layers` (a
 /// scheme's `skip=layerN`, and `--per-layer`, which quantizes one layer's cache at a time).
 ///
+/// FP32 is held only for what is not quantized: the sinks, a ring of the positions not yet
+/// quantized (the residual window, and for per-channel keys the token group still filling up),
+/// and the FP32 layers. Each entry's reconstruction error is measured when it is quantized
+/// (`relativeErrors`). A cache that could not quantize a single position within its context is
+/// refused when it is made.
+///
 /// Within one prefill chunk every query sees the cache as it stands after the chunk was stored
 /// (quantized entries included), as llama.cpp's quantized caches do; with a residual window, the
 /// window is measured from the end of the chunk.
+///
+/// Storing at a position below the end (after a reset or a truncate) rewrites from there; what
+/// was stored beyond it is dropped. Rewriting inside a quantized token group of per-channel keys
+/// quantizes the group again from its earlier positions as they read back (their FP32 values are
+/// no longer held).
 public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     public let layerCount: Int
     public let contextLength: Int
@@ -90,14 +101,27 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         /// Decoded value of every code before scaling: the table's values, or the integer itself.
         let levels: [Float]
         let group: Int              // elements (token axis) or tokens (channel axis) per scale
-        let codes: UnsafeMutablePointer<UInt8>   // (layers, ctx, kvDim·bits/8)
-        let scales: FloatBuffer     // (layers, ctx, kvDim/group) or (layers, ctx/group, kvDim)
-        let mins: FloatBuffer
-        let fp: FloatBuffer         // FP32 copies: (layers, ctx, kvDim) of the not yet quantized positions
-        let view: FloatBuffer       // (ctx, kvDim) dequantized read buffer
+        let entryBytes: Int         // code bytes of one position: kvDim·bits/8
+        /// Per layer: its index in the quantized storage, or −1 for a layer held whole in FP32.
+        let slot: [Int]
+        /// Per layer: its index in `full`, or −1 for a quantized layer.
+        let fullSlot: [Int]
+        let sinkCount: Int          // sink positions held: min(sinks, ctx)
+        let window: Int             // positions the ring holds
+        let codeCount: Int
+        let codes: UnsafeMutablePointer<UInt8>   // (quantized layers, ctx, entryBytes)
+        let scales: FloatBuffer     // (quantized layers, ctx, kvDim/group) or (quantized layers, ⌈ctx/group⌉, kvDim)
+        let mins: FloatBuffer       // as scales; empty for FP8 parts
+        let sinkRows: FloatBuffer   // (quantized layers, sinkCount, kvDim) the FP32 sinks
+        let ring: FloatBuffer       // (quantized layers, window, kvDim) positions not yet quantized: p at (p − sinks) mod window
+        let full: FloatBuffer       // (FP32 layers, ctx, kvDim): every layer when the part has no format
+        let view: FloatBuffer       // (ctx, kvDim) read buffer (pre-RoPE keys are rotated in it); also gathers a key group to quantize
+        let row: FloatBuffer        // (kvDim) one position read back, for its error
+        let errorSums: UnsafeMutablePointer<Double>  // (layers, ctx) Σ(x̂ − x)² per position, 0 until quantized
+        let normSums: UnsafeMutablePointer<Double>   // (layers, ctx) Σx² per position as written
         var quantizedUpTo: [Int]    // per layer: positions [sinks, quantizedUpTo) are quantized
 
-        init(q: KVPartQuant?, layers: Int, ctx: Int, kvDim: Int, headDim: Int) {
+        init(q: KVPartQuant?, layers: Int, ctx: Int, kvDim: Int, headDim: Int, sinks: Int, residual: Int, fp32Layers: Set<Int>) {
             self.q = q
             bits = q?.format.traits.kv?.containerBits ?? 32
             let g = q.map { $0.groupSize == 0 ? headDim : $0.groupSize } ?? 1
@@ -105,21 +129,49 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             table = q.flatMap { ValueTable.of($0.format) }
             // NaN codes are never written (the encoder saturates), so they decode to 0 here.
             levels = table.map { t in (0..<256).map { t.values[$0].isFinite ? t.values[$0] : 0 } } ?? (0..<256).map(Float.init)
-            let entryBytes = q == nil ? 0 : kvDim * bits / 8
-            codes = .allocate(capacity: max(1, layers * ctx * entryBytes))
-            codes.initialize(repeating: 0, count: max(1, layers * ctx * entryBytes))
+            entryBytes = q == nil ? 0 : kvDim * bits / 8
+            var slot = [Int](repeating: -1, count: layers), fullSlot = [Int](repeating: -1, count: layers)
+            var quantized = 0, fp32 = 0
+            for l in 0..<layers {
+                if q != nil && !fp32Layers.contains(l) { slot[l] = quantized; quantized += 1 } else { fullSlot[l] = fp32; fp32 += 1 }
+            }
+            self.slot = slot
+            self.fullSlot = fullSlot
+            sinkCount = q == nil ? 0 : min(sinks, ctx)
+            // After a store, what waits is at most the window (per token) or the window and an unfinished group (per channel).
+            window = q == nil ? 0 : max(0, min(ctx - sinkCount, residual + (q!.axis == .channel ? g - 1 : 0)))
+            codeCount = quantized * ctx * entryBytes
+            codes = .allocate(capacity: max(1, codeCount))
+            codes.initialize(repeating: 0, count: max(1, codeCount))
             let nScales: Int
-            if let q, q.axis == .channel { nScales = layers * ((ctx + g - 1) / g) * kvDim }
-            else if q != nil { nScales = layers * ctx * ((kvDim + g - 1) / g) }
+            if let q, q.axis == .channel { nScales = quantized * ((ctx + g - 1) / g) * kvDim }
+            else if q != nil { nScales = quantized * ctx * ((kvDim + g - 1) / g) }
             else { nScales = 0 }
             scales = FloatBuffer(count: nScales)
             mins = FloatBuffer(count: table == nil ? nScales : 0)
-            fp = FloatBuffer(count: layers * ctx * kvDim)
+            sinkRows = FloatBuffer(count: quantized * sinkCount * kvDim)
+            ring = FloatBuffer(count: quantized * window * kvDim)
+            full = FloatBuffer(count: fp32 * ctx * kvDim)
             view = FloatBuffer(count: ctx * kvDim)
+            row = FloatBuffer(count: kvDim)
+            let stats = q == nil ? 1 : max(1, layers * ctx)
+            errorSums = .allocate(capacity: stats)
+            errorSums.initialize(repeating: 0, count: stats)
+            normSums = .allocate(capacity: stats)
+            normSums.initialize(repeating: 0, count: stats)
             quantizedUpTo = Array(repeating: 0, count: layers)
         }
 
-        deinit { codes.deallocate() }
+        deinit {
+            codes.deallocate()
+            errorSums.deallocate()
+            normSums.deallocate()
+        }
+
+        /// Bytes held for this part's entries: codes, scales, mins and every FP32 row.
+        var byteCount: Int {
+            codeCount + MemoryLayout<Float>.size * (scales.count + mins.count + sinkRows.count + ring.count + full.count)
+        }
     }
 
     let k: Part
@@ -129,7 +181,27 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     public var storesPreRoPEKeys: Bool { spec.preRoPE }
     public func attach(rope: RotaryEmbedding) { self.rope = rope }
 
+    /// Throws when the cache cannot hold `spec` (a format it does not build, a group that does
+    /// not divide the KV width), or when it would quantize nothing: every layer in FP32, or sinks
+    /// and a residual window that leave no position of `contextLength` to quantize.
     public init(spec: KVQuant, layerCount: Int, contextLength: Int, kvDim: Int, headDim: Int, fp32Layers: Set<Int> = []) throws {
+        try Self.validate(spec, kvDim: kvDim, headDim: headDim)
+        try Self.requireQuantizedPositions(spec, layerCount: layerCount, contextLength: contextLength, headDim: headDim,
+                                           fp32Layers: fp32Layers)
+        self.spec = spec
+        self.fp32Layers = fp32Layers
+        self.layerCount = layerCount
+        self.contextLength = contextLength
+        self.kvDim = kvDim
+        self.headDim = headDim
+        k = Part(q: spec.key, layers: layerCount, ctx: contextLength, kvDim: kvDim, headDim: headDim, sinks: spec.sinks,
+                 residual: spec.residual, fp32Layers: fp32Layers)
+        v = Part(q: spec.value, layers: layerCount, ctx: contextLength, kvDim: kvDim, headDim: headDim, sinks: spec.sinks,
+                 residual: spec.residual, fp32Layers: fp32Layers)
+    }
+
+    /// Checks that a cache can hold `spec`'s formats and groups, whatever its context.
+    public static func validate(_ spec: KVQuant, kvDim: Int, headDim: Int) throws {
         guard spec.key != nil || spec.value != nil else {
             throw QuantDriftError.invalidInput("scheme: a quantized KV cache needs a format for K or V")
         }
@@ -140,86 +212,142 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
                 guard kvDim % g == 0 else { throw QuantDriftError.invalidInput("scheme: KV group \(g) must divide the KV width \(kvDim)") }
             }
         }
-        self.spec = spec
-        self.fp32Layers = fp32Layers
-        self.layerCount = layerCount
-        self.contextLength = contextLength
-        self.kvDim = kvDim
-        self.headDim = headDim
-        k = Part(q: spec.key, layers: layerCount, ctx: contextLength, kvDim: kvDim, headDim: headDim)
-        v = Part(q: spec.value, layers: layerCount, ctx: contextLength, kvDim: kvDim, headDim: headDim)
     }
 
-    /// Bytes of storage needed at full context: packed codes, scales and mins, plus FP32 for the
-    /// sinks and the residual window (and the not-yet-complete token group of per-channel keys).
-    public var byteCount: Int {
-        let fp32Count = fp32Layers.filter { $0 >= 0 && $0 < layerCount }.count
-        let quantized = layerCount - fp32Count
-        let fp32Bytes = fp32Count * contextLength * kvDim * 4
-        func part(_ p: Part) -> Int {
-            guard let q = p.q else { return layerCount * contextLength * kvDim * 4 }
-            let codeBytes = quantized * contextLength * kvDim * p.bits / 8
-            let scaleCount = q.axis == .channel ? ((contextLength + p.group - 1) / p.group) * kvDim : contextLength * (kvDim / p.group)
-            let fpPositions = min(contextLength, spec.sinks + spec.residual + (q.axis == .channel ? p.group : 0))
-            let bytesPerScale = p.table == nil ? 8 : 4   // FP8 parts store no mins
-            return codeBytes + quantized * scaleCount * bytesPerScale + quantized * fpPositions * kvDim * 4 + fp32Bytes
+    /// A compression request must not silently become a no-op: throws unless some layer of K or
+    /// V can quantize a position within `contextLength`. A position is quantized once it is past
+    /// the sinks and out of the residual window; per-channel keys wait for a whole token group.
+    public static func requireQuantizedPositions(_ spec: KVQuant, layerCount: Int, contextLength: Int, headDim: Int,
+                                                 fp32Layers: Set<Int> = []) throws {
+        guard (0..<layerCount).contains(where: { !fp32Layers.contains($0) }) else {
+            throw QuantDriftError.invalidInput("scheme: the KV cache would quantize nothing: every one of the \(layerCount) layers is kept in FP32 (skip)")
         }
-        return part(k) + part(v)
+        let parts = [spec.key, spec.value].compactMap { $0 }
+        let needs = parts.map { spec.sinks + spec.residual + ($0.axis == .channel ? ($0.groupSize == 0 ? headDim : $0.groupSize) : 1) }
+        guard let least = needs.min(), least > contextLength else { return }
+        let channel = parts.contains { $0.axis == .channel } ? " (per-channel keys also a whole token group)" : ""
+        throw QuantDriftError.invalidInput("scheme: the KV cache would quantize nothing: \(spec.sinks) sink(s) and a residual window of \(spec.residual) keep every position of a \(contextLength)-token context in FP32; it needs at least \(least) positions\(channel)")
     }
+
+    /// Bytes of storage held for keys and values: packed codes, scales and mins at full context
+    /// for the quantized layers, plus FP32 for what is not quantized: the sinks, the ring of
+    /// positions not yet quantized (the residual window; per-channel keys also hold up to one
+    /// token group less one), the layers kept in FP32 and a part with no format. Not counted:
+    /// the read buffer every read of a layer fills (contextLength × kvDim floats per part) and the
+    /// error statistics behind `relativeErrors` (two Doubles per layer and position per part).
+    public var byteCount: Int { k.byteCount + v.byteCount }
 
     public func store(layer: Int, position: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
         for (p, src) in [(k, keys), (v, values)] {
-            // Writing below what was quantized (after a reset or truncate) makes those codes stale:
-            // roll back to the start of the overwritten position's token group.
-            if position < p.quantizedUpTo[layer] {
-                let start = position < spec.sinks || p.q?.axis == .token
-                    ? position : spec.sinks + (position - spec.sinks) / p.group * p.group
-                p.quantizedUpTo[layer] = min(p.quantizedUpTo[layer], start)
+            if p.q != nil { measureNorms(p, layer: layer, position: position, rows: rows, src) }
+            if p.slot[layer] < 0 {
+                (p.full.pointer + (p.fullSlot[layer] * contextLength + position) * kvDim).update(from: src, count: rows * kvDim)
+            } else {
+                storeQuantized(p, layer: layer, position: position, rows: rows, src)
             }
-            (p.fp.pointer + (layer * contextLength + position) * kvDim).update(from: src, count: rows * kvDim)
-            if p.q != nil, !fp32Layers.contains(layer) { flush(p, layer: layer, end: position + rows) }
         }
     }
 
-    /// Quantizes every position that has left the residual window (in whole token groups for
-    /// per-channel parts).
-    private func flush(_ p: Part, layer: Int, end: Int) {
+    /// Σx² of every stored position (its error is 0 until it is quantized).
+    private func measureNorms(_ p: Part, layer: Int, position: Int, rows: Int, _ src: UnsafePointer<Float>) {
+        let base = layer * contextLength + position
+        for r in 0..<rows {
+            let x = src + r * kvDim
+            var n = 0.0
+            for c in 0..<kvDim {
+                let d = Double(x[c])
+                n += d * d
+            }
+            p.normSums[base + r] = n
+            p.errorSums[base + r] = 0
+        }
+    }
+
+    /// The ring row of a position past the sinks.
+    @inline(__always)
+    private func ringRow(_ p: Part, slot: Int, _ pos: Int) -> UnsafeMutablePointer<Float> {
+        p.ring.pointer + (slot * p.window + (pos - spec.sinks) % p.window) * kvDim
+    }
+
+    /// Stores positions of a quantized layer: sinks as FP32, then quantizes every position that
+    /// has left the residual window (in whole token groups for per-channel parts), reading earlier
+    /// positions from the ring and this call's from `src`; what is left waits in the ring.
+    private func storeQuantized(_ p: Part, layer: Int, position: Int, rows: Int, _ src: UnsafePointer<Float>) {
         guard let q = p.q else { return }
-        var from = max(p.quantizedUpTo[layer], spec.sinks)
+        let s = p.slot[layer]
+        let sinks = spec.sinks
+        // Writing below what was quantized (after a reset or truncate) makes those codes stale:
+        // roll back to the start of the overwritten position's token group, whose earlier
+        // positions go back to the ring as they read back.
+        if position < p.quantizedUpTo[layer] {
+            let start = position < sinks || q.axis == .token ? position : sinks + (position - sinks) / p.group * p.group
+            for pos in start..<position {
+                dequantize(p, slot: s, position: pos, into: ringRow(p, slot: s, pos))
+                p.errorSums[layer * contextLength + pos] = 0
+            }
+            p.quantizedUpTo[layer] = min(p.quantizedUpTo[layer], start)
+        }
+        let end = position + rows
+        if position < p.sinkCount {
+            (p.sinkRows.pointer + (s * p.sinkCount + position) * kvDim).update(from: src, count: (min(end, p.sinkCount) - position) * kvDim)
+        }
+        func written(_ pos: Int) -> UnsafePointer<Float> {
+            pos < position ? UnsafePointer(ringRow(p, slot: s, pos)) : src + (pos - position) * kvDim
+        }
+        var from = max(p.quantizedUpTo[layer], sinks)
         let quantizer = KVVectorEncoder(q: q, table: p.table)
-        let fp = p.fp.pointer + layer * contextLength * kvDim
-        let entryBytes = kvDim * p.bits / 8
-        let codes = p.codes + layer * contextLength * entryBytes
+        let entryBytes = p.entryBytes
+        let codes = p.codes + s * contextLength * entryBytes
         if q.axis == .token {
             let ng = kvDim / p.group
             while from < end - spec.residual {
-                let row = fp + from * kvDim
+                let row = written(from)
                 for g in 0..<ng {
-                    let (s, m) = quantizer.encode(row + g * p.group, count: p.group, stride: 1) { i, u in
+                    let (sc, m) = quantizer.encode(row + g * p.group, count: p.group, stride: 1) { i, u in
                         Self.put(codes, entryBytes: entryBytes, bits: p.bits, pos: from, index: g * p.group + i, u)
                     }
-                    p.scales[(layer * contextLength + from) * ng + g] = s
-                    if p.table == nil { p.mins[(layer * contextLength + from) * ng + g] = m }
+                    p.scales[(s * contextLength + from) * ng + g] = sc
+                    if p.table == nil { p.mins[(s * contextLength + from) * ng + g] = m }
                 }
+                recordError(p, layer: layer, position: from, written: row)
                 from += 1
             }
         } else {
             // Token groups are aligned to the first non-sink position.
             let tg = p.group
             let groupsPerLayer = (contextLength + tg - 1) / tg
+            let staged = p.view.pointer
             while from + tg <= end - spec.residual {
-                let gi = (from - spec.sinks) / tg
+                let gi = (from - sinks) / tg
+                for i in 0..<tg { (staged + i * kvDim).update(from: written(from + i), count: kvDim) }
                 for c in 0..<kvDim {
-                    let (s, m) = quantizer.encode(fp + from * kvDim + c, count: tg, stride: kvDim) { i, u in
+                    let (sc, m) = quantizer.encode(staged + c, count: tg, stride: kvDim) { i, u in
                         Self.put(codes, entryBytes: entryBytes, bits: p.bits, pos: from + i, index: c, u)
                     }
-                    p.scales[(layer * groupsPerLayer + gi) * kvDim + c] = s
-                    if p.table == nil { p.mins[(layer * groupsPerLayer + gi) * kvDim + c] = m }
+                    p.scales[(s * groupsPerLayer + gi) * kvDim + c] = sc
+                    if p.table == nil { p.mins[(s * groupsPerLayer + gi) * kvDim + c] = m }
                 }
+                for i in 0..<tg { recordError(p, layer: layer, position: from + i, written: staged + i * kvDim) }
                 from += tg
             }
         }
         p.quantizedUpTo[layer] = max(p.quantizedUpTo[layer], from)
+        let waiting = max(position, from)
+        if waiting < end {
+            for pos in waiting..<end { ringRow(p, slot: s, pos).update(from: src + (pos - position) * kvDim, count: kvDim) }
+        }
+    }
+
+    /// Σ(x̂ − x)² of a position just quantized, x̂ as attention reads it back.
+    private func recordError(_ p: Part, layer: Int, position pos: Int, written: UnsafePointer<Float>) {
+        let read = p.row.pointer
+        dequantize(p, slot: p.slot[layer], position: pos, into: read)
+        var e = 0.0
+        for c in 0..<kvDim {
+            let x = Double(written[c]), d = Double(read[c]) - x
+            e += d * d
+        }
+        p.errorSums[layer * contextLength + pos] = e
     }
 
     @inline(__always)
@@ -246,39 +374,42 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         }
     }
 
-    func read(_ p: Part, layer: Int, count: Int) -> UnsafePointer<Float> {
-        let fp = p.fp.pointer + layer * contextLength * kvDim
-        guard let q = p.q else { return UnsafePointer(fp) }
-        let out = p.view.pointer
-        let sinks = min(spec.sinks, count)
-        out.update(from: fp, count: sinks * kvDim)
-        let qEnd = min(max(p.quantizedUpTo[layer], sinks), count)
-        let entryBytes = kvDim * p.bits / 8
-        let codes = p.codes + layer * contextLength * entryBytes
+    /// One quantized position of a layer (its storage `slot`) decoded to FP32, as attention reads it.
+    @inline(__always)
+    private func dequantize(_ p: Part, slot s: Int, position pos: Int, into out: UnsafeMutablePointer<Float>) {
+        let entryBytes = p.entryBytes
+        let codes = UnsafePointer(p.codes + s * contextLength * entryBytes)
         let hasMins = p.table == nil
+        let scales = p.scales.pointer, mins = p.mins.pointer
         p.levels.withUnsafeBufferPointer { levels in
-            if q.axis == .token {
-                let ng = kvDim / p.group
-                for pos in sinks..<max(sinks, qEnd) {
-                    let sBase = (layer * contextLength + pos) * ng
-                    for c in 0..<kvDim {
-                        let g = sBase + c / p.group
-                        let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)
-                        out[pos * kvDim + c] = p.scales[g] * levels[Int(u)] + (hasMins ? p.mins[g] : 0)
-                    }
+            if p.q?.axis == .token {
+                let sBase = (s * contextLength + pos) * (kvDim / p.group)
+                for c in 0..<kvDim {
+                    let g = sBase + c / p.group
+                    let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)
+                    out[c] = scales[g] * levels[Int(u)] + (hasMins ? mins[g] : 0)
                 }
             } else {
                 let groupsPerLayer = (contextLength + p.group - 1) / p.group
-                for pos in sinks..<max(sinks, qEnd) {
-                    let sBase = (layer * groupsPerLayer + (pos - spec.sinks) / p.group) * kvDim
-                    for c in 0..<kvDim {
-                        let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)
-                        out[pos * kvDim + c] = p.scales[sBase + c] * levels[Int(u)] + (hasMins ? p.mins[sBase + c] : 0)
-                    }
+                let sBase = (s * groupsPerLayer + (pos - spec.sinks) / p.group) * kvDim
+                for c in 0..<kvDim {
+                    let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)
+                    out[c] = scales[sBase + c] * levels[Int(u)] + (hasMins ? mins[sBase + c] : 0)
                 }
             }
         }
-        if qEnd < count { (out + qEnd * kvDim).update(from: fp + qEnd * kvDim, count: (count - qEnd) * kvDim) }
+    }
+
+    func read(_ p: Part, layer: Int, count: Int) -> UnsafePointer<Float> {
+        let s = p.slot[layer]
+        guard s >= 0 else { return UnsafePointer(p.full.pointer + p.fullSlot[layer] * contextLength * kvDim) }
+        let out = p.view.pointer
+        let sinks = min(spec.sinks, count)
+        out.update(from: p.sinkRows.pointer + s * p.sinkCount * kvDim, count: sinks * kvDim)
+        let qEnd = min(max(p.quantizedUpTo[layer], sinks), count)
+        for pos in sinks..<max(sinks, qEnd) { dequantize(p, slot: s, position: pos, into: out + pos * kvDim) }
+        // The rest waits in the ring (past the sinks: qEnd ≥ min(sinks, count)).
+        for pos in qEnd..<max(qEnd, count) { (out + pos * kvDim).update(from: ringRow(p, slot: s, pos), count: kvDim) }
         return UnsafePointer(out)
     }
 

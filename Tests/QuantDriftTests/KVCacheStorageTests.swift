@@ -1,0 +1,130 @@
+import Foundation
+import Testing
+@testable import QuantDrift
+
+/// What the quantized KV cache holds: FP32 only for what is not quantized (sinks, the residual
+/// window, an unfinished key group), `byteCount` equal to that, errors measured when an entry is
+/// quantized, and a cache that would quantize nothing refused.
+@Suite("Quantized KV cache storage")
+struct KVCacheStorageTests {
+    static let layers = 3, ctx = 160, kvDim = 128, headDim = 64
+
+    /// The relative errors by position as they were computed from a full FP32 copy of every
+    /// written entry (the cache's former `fp`): read back each layer, Σ(x̂ − x)² / Σx², K then V.
+    static func errorsFromACopy(_ cache: QuantizedKVCache, written: [[[Float]]], count: Int) -> [Double] {
+        var err = [Double](repeating: 0, count: count), norm = [Double](repeating: 0, count: count)
+        for part in 0..<2 {
+            for layer in 0..<cache.layerCount {
+                let read = part == 0 ? cache.keys(layer: layer, count: count) : cache.values(layer: layer, count: count)
+                for pos in 0..<count {
+                    var e = 0.0, n = 0.0
+                    for c in 0..<cache.kvDim {
+                        let x = Double(written[part][layer][pos * cache.kvDim + c]), d = Double(read[pos * cache.kvDim + c]) - x
+                        e += d * d
+                        n += x * x
+                    }
+                    err[pos] += e
+                    norm[pos] += n
+                }
+            }
+        }
+        return zip(err, norm).map { $1 > 0 ? $0 / $1 : 0 }
+    }
+
+    /// Per-position errors taken when entries are quantized equal, bit for bit, those from a full
+    /// FP32 copy: over a prefill chunk, decode steps, a rewrite inside the window and a reset.
+    @Test(arguments: ["kv4", "kivi2", "kv8", "kv=int4,k=channel,v=token,g32,asym,res=16,sink=4", "kv=fp8e4m3,res=8,sink=3"])
+    func relativeErrorsEqualThoseFromAFullCopy(spec: String) throws {
+        let cache = try QuantizedKVCache(spec: try Scheme(parsing: spec).kv!, layerCount: Self.layers, contextLength: Self.ctx,
+                                         kvDim: Self.kvDim, headDim: Self.headDim, fp32Layers: [1])
+        var written = [[[Float]]](repeating: [[Float]](repeating: Array(repeating: 0, count: Self.ctx * Self.kvDim),
+                                                       count: Self.layers), count: 2)
+        var seed: UInt64 = 1
+        func store(_ position: Int, _ rows: Int) {
+            for layer in 0..<Self.layers {
+                let k = gaussianSamples(rows * Self.kvDim, sigma: 2, seed: seed), v = gaussianSamples(rows * Self.kvDim, seed: seed + 1)
+                seed += 2
+                cache.store(layer: layer, position: position, rows: rows, keys: k, values: v)
+                written[0][layer].replaceSubrange((position * Self.kvDim)..<((position + rows) * Self.kvDim), with: k)
+                written[1][layer].replaceSubrange((position * Self.kvDim)..<((position + rows) * Self.kvDim), with: v)
+            }
+        }
+        func check(_ count: Int, _ when: String) {
+            let got = cache.relativeErrors(count: count), want = Self.errorsFromACopy(cache, written: written, count: count)
+            let first = got.indices.first { got[$0].bitPattern != want[$0].bitPattern }
+            #expect(got.count == count && first == nil, "\(spec) \(when): position \(first ?? -1): \(first.map { got[$0] } ?? 0) vs \(first.map { want[$0] } ?? 0)")
+            #expect(got.contains { $0 > 0 }, "\(spec) \(when): nothing was quantized")
+        }
+        store(0, 70)
+        for p in 70..<110 { store(p, 1) }
+        check(110, "after decode")
+        store(105, 5)      // rewrite of the last positions (after a truncate)
+        store(110, 20)
+        check(130, "after a rewrite")
+        store(0, 90)       // after a reset
+        for p in 90..<100 { store(p, 1) }
+        check(100, "after a reset")
+        #expect(cache.quantizedPositions(layer: 1) == (keys: 0, values: 0))
+    }
+
+    /// `byteCount` on the default model after a real prefill: codes, scales and mins of every
+    /// position, plus the FP32 window (kivi2: 32 residual positions, and 31 of a key group not
+    /// yet full), nothing else.
+    @Test(arguments: ["kv4", "kivi2"])
+    func byteCountIsWhatTheCacheHolds(scheme: String) throws {
+        let model = try Golden.defaultModel()
+        let tokens = SchemeEffectTests.tokens
+        let (L, d, n) = (model.config.layerCount, model.config.kvDim, tokens.count)
+        let rt = try SchemeRuntime(model: model, scheme: try Scheme(parsing: scheme))
+        let t = try rt.transformer(model: model, contextLength: n)
+        try t.forward(tokens, logits: .last)
+        let cache = try #require(t.cache as? QuantizedKVCache)
+        let want: Int
+        if scheme == "kv4" {
+            // K and V: 4-bit codes; an FP32 scale and min per 32 values of a position.
+            want = 2 * (L * n * d / 2 + L * n * (d / 32) * 8)
+        } else {
+            // 2-bit codes; keys: a scale and min per channel and 32 tokens, 63 FP32 positions;
+            // values: a scale and min per 32 values of a position, 32 FP32 positions.
+            let keys = L * n * d / 4 + L * ((n + 31) / 32) * d * 8 + L * (32 + 31) * d * 4
+            let values = L * n * d / 4 + L * n * (d / 32) * 8 + L * 32 * d * 4
+            want = keys + values
+        }
+        #expect(cache.byteCount == want, "\(scheme): \(cache.byteCount) bytes, formula \(want)")
+        let fp32 = FP32KVCache(layerCount: L, contextLength: n, kvDim: d).byteCount
+        print("\(scheme) KV cache over \(n) positions: \(cache.byteCount) bytes, \(Double(cache.byteCount) / Double(fp32)) of FP32")
+        let q = cache.quantizedPositions(layer: 0)
+        #expect(scheme == "kv4" ? q == (keys: n, values: n) : q == (keys: (n - 32) / 32 * 32, values: n - 32))
+    }
+
+    /// A KV scheme whose sinks and residual window cover the whole context, or which skips every
+    /// layer, is refused with one clear line; one position more and it quantizes.
+    @Test(arguments: [("kv=int4,sink=100000", 512, "100000 sink"), ("kv=int4,res=64", 64, "residual window of 64"),
+                      ("kv=int4,sink=4,res=8", 12, "at least 13 positions"),
+                      ("kivi2", 32, "at least 33 positions (per-channel keys also a whole token group)")])
+    func aCacheThatWouldQuantizeNothingIsRefused(spec: String, ctx: Int, message: String) throws {
+        let model = try Golden.defaultModel()
+        let rt = try SchemeRuntime(model: model, scheme: try Scheme(parsing: spec))
+        expectBadInput("would quantize nothing", message, kind: .invalid) {
+            _ = try rt.transformer(model: model, contextLength: ctx)
+        }
+        if !spec.contains("sink=100000") {
+            let t = try rt.transformer(model: model, contextLength: ctx + 1)
+            try t.forward(Array(SchemeEffectTests.tokens.prefix(ctx + 1)), logits: .last)
+            let cache = try #require(t.cache as? QuantizedKVCache)
+            let q = cache.quantizedPositions(layer: 0)
+            #expect(q.keys + q.values > 0, "\(spec) at \(ctx + 1) positions quantized nothing")
+        }
+        let kv = try Scheme(parsing: "kv4").kv!
+        expectBadInput("would quantize nothing", "every one of the 3 layers", kind: .invalid) {
+            _ = try QuantizedKVCache(spec: kv, layerCount: 3, contextLength: 64, kvDim: 128, headDim: 64, fp32Layers: [0, 1, 2])
+        }
+    }
+
+    /// On the command line the refusal is one line and exit status 2.
+    @Test func cliRefusesACacheThatWouldQuantizeNothing() throws {
+        let r = try CLIRunner.run(["generate", "-p", "Once upon a time", "-n", "4", "--scheme", "kv=int4,sink=100000"])
+        #expect(r.status == 2, "\(r.stderr)")
+        #expect(r.stderr.contains("would quantize nothing") && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+    }
+}
