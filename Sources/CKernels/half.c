@@ -90,15 +90,18 @@ ATTR_F16C static void f16_split_to_f32_f16c(const uint8_t *lo, const uint8_t *hi
     f16_split_to_f32_c(lo + i, hi + i, n - i, dst + i);
 }
 
-static int has_f16c = -1;
+static int cpu_has_f16c = -1;
 
+// Asked on every call, since qd_has_avx2 depends on the calling thread (qd_set_portable_kernels)
+// and honours QUANTDRIFT_PORTABLE_KERNELS=1.
 static int use_f16c(void) {
-    if (has_f16c < 0) {
+    int v = __atomic_load_n(&cpu_has_f16c, __ATOMIC_RELAXED);
+    if (v < 0) {
         __builtin_cpu_init();
-        // qd_has_avx2 also honours QUANTDRIFT_PORTABLE_KERNELS=1.
-        has_f16c = qd_has_avx2() && __builtin_cpu_supports("f16c");
+        v = __builtin_cpu_supports("f16c") != 0;
+        __atomic_store_n(&cpu_has_f16c, v, __ATOMIC_RELAXED);
     }
-    return has_f16c;
+    return v && qd_has_avx2();
 }
 
 void qd_f32_to_f16_split(const float *src, size_t n, uint8_t *lo, uint8_t *hi) {

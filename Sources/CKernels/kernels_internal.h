@@ -1,7 +1,7 @@
 // Helpers shared by the kernel files (not part of the public module: it sits outside include/).
 //
 // Files, one per kernel family (ckernels.h documents the public functions):
-//   dispatch.c      which path runs: the CPU check and QUANTDRIFT_PORTABLE_KERNELS
+//   dispatch.c      which path runs: the CPU check, QUANTDRIFT_PORTABLE_KERNELS, the per-thread switch
 //   gemv_f32act.c   int8 / int4 weights × FP32 activations (decode)
 //   gemm_intact.c   int8 / int4 weights × int8 activations, one weight row at a time; integer dots
 //   panels.c        int8 activations on weights repacked into 8-row panels (prefill)

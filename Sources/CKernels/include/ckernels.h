@@ -14,8 +14,14 @@
 // The AVX2 paths are chosen at run time when the CPU has AVX2+FMA; the portable C paths compute
 // the same sums in the same order (exactly equal integer sums).
 
-/// Whether the AVX2+FMA paths are in use.
+/// Whether the AVX2+FMA paths are in use on the calling thread: the CPU has AVX2+FMA, the
+/// environment does not set QUANTDRIFT_PORTABLE_KERNELS=1, and qd_set_portable_kernels(1) was not
+/// called on this thread. Every kernel here (and the F16C conversions) dispatches on it per call.
 int qd_has_avx2(void);
+/// Sends the calling thread's kernel calls down the portable C paths (on != 0) or back to the
+/// default; returns the previous setting. Thread-local, so tests can run both paths while other
+/// threads keep theirs.
+int qd_set_portable_kernels(int on);
 
 void qd_gemv_i8_f32(const int8_t *codes, const float *scales, const float *mins, int group,
                     int out, int in, const float *x, float *y);
