@@ -129,3 +129,13 @@ void qd_softmax_row(float *row, int visible, int keys) {
     for (int j = 0; j < visible; j++) row[j] *= inv;
     for (int j = visible; j < keys; j++) row[j] = 0;
 }
+
+// GeGLU with the tanh form of GELU (Gemma's gelu_pytorch_tanh), computed exactly in float:
+// llama.cpp rounds the gate to binary16 and reads a GELU table there, which this does not copy.
+void qd_gelu_tanh_mul(float *gate, const float *up, int n) {
+    const float c = 0.7978845608028654f;  // sqrt(2/pi)
+    for (int i = 0; i < n; i++) {
+        const float g = gate[i];
+        gate[i] = 0.5f * g * (1.0f + tanhf(c * (g + 0.044715f * g * g * g))) * up[i];
+    }
+}

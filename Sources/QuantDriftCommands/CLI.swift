@@ -77,11 +77,11 @@ enum CLI {
 
 /// `--model`: the model a command runs.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "GGUF file or HF folder (default: the default model in Weights/).")
+    @Option(name: .long, help: "GGUF file, HF folder, or a model name from Weights/models.json (smollm2, gemma3-270m; default: the manifest's default).")
     var model: String?
 
-    /// The model's path: `--model`, or the default model.
-    func path() throws -> String { try model ?? DefaultModel.path() }
+    /// The model's path: `--model` (a path or a manifest name), or the default model.
+    func path() throws -> String { try DefaultModel.resolve(model) }
 
     /// Loads the model, with `blas` threads for each BLAS product when given.
     func load(_ blas: BLASOptions? = nil) throws -> Model {
@@ -246,7 +246,7 @@ struct PromptOptions: ParsableArguments {
     @Flag(name: .long, help: "Parse control tokens such as <|im_start|> written in the text.")
     var special = false
 
-    @Flag(name: .long, help: "Wrap the text in the model's chat template (ChatML) as a user turn.")
+    @Flag(name: .long, help: "Wrap the text in the model's chat template (ChatML, or Gemma's turns) as a user turn.")
     var chat = false
 
     /// Token ids of `text`, with the chat template and BOS as the model wants.
@@ -265,19 +265,67 @@ struct PromptOptions: ParsableArguments {
     }
 }
 
-/// Finds the default model: Weights/ in the current directory, else beside the executable's package.
+/// The models of `Weights/models.json`: `--model` takes a manifest name or alias (`smollm2`,
+/// `gemma3-270m`) as well as a path; without `--model`, the manifest's default. Weights/ is looked
+/// for in the current directory, then beside the executable's package.
 enum DefaultModel {
-    static let fileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    struct Entry {
+        let name: String
+        let aliases: [String]
+        let file: String
+    }
 
-    static func path() throws -> String {
-        var candidates = [FileManager.default.currentDirectoryPath + "/Weights/" + fileName]
+    static func weightsDirectories() -> [URL] {
+        var dirs = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("Weights")]
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         for _ in 0..<5 {
-            candidates.append(dir.appendingPathComponent("Weights/" + fileName).path)
+            dirs.append(dir.appendingPathComponent("Weights"))
             dir = dir.deletingLastPathComponent()
         }
-        if let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) { return found }
-        throw QuantDriftError.invalidInput("default model \(fileName) not found in Weights/: run Weights/fetch.sh, or pass --model")
+        return dirs
+    }
+
+    /// The first Weights/ that holds a manifest, with its entries and default name.
+    static func manifest() throws -> (dir: URL, defaultName: String, entries: [Entry]) {
+        guard let dir = weightsDirectories().first(where: {
+            FileManager.default.fileExists(atPath: $0.appendingPathComponent("models.json").path)
+        }) else {
+            throw QuantDriftError.invalidInput("no Weights/models.json found (run from the project folder, or pass --model PATH)")
+        }
+        let path = dir.appendingPathComponent("models.json").path
+        guard let data = FileManager.default.contents(atPath: path),
+              let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let defaultName = root["default"] as? String, let models = root["models"] as? [[String: Any]] else {
+            throw QuantDriftError.invalidInput("\(path): not a model manifest (needs \"default\" and \"models\")")
+        }
+        let entries = models.compactMap { m -> Entry? in
+            guard let name = m["name"] as? String, let file = m["file"] as? String else { return nil }
+            return Entry(name: name, aliases: m["aliases"] as? [String] ?? [], file: file)
+        }
+        return (dir, defaultName, entries)
+    }
+
+    /// The path of a manifest model, failing with the fetch command when it is not fetched yet.
+    static func path(named name: String? = nil) throws -> String {
+        let m = try manifest()
+        let wanted = name ?? m.defaultName
+        guard let e = m.entries.first(where: { $0.name == wanted || $0.aliases.contains(wanted) }) else {
+            let known = m.entries.map { ([$0.name] + $0.aliases).joined(separator: "/") }.joined(separator: ", ")
+            throw QuantDriftError.invalidInput("\(wanted): no such file, and not a model in Weights/models.json (known: \(known))")
+        }
+        let path = m.dir.appendingPathComponent(e.file).path
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw QuantDriftError.invalidInput("model \(e.name) (\(e.file)) is not in Weights/: run Weights/fetch.sh \(e.name)")
+        }
+        return path
+    }
+
+    /// `--model`: an existing file or folder as given, else a manifest name or alias.
+    static func resolve(_ model: String?) throws -> String {
+        guard let model else { return try path(named: nil) }
+        // A path (or anything that looks like one) is taken as given; the loader reports it missing.
+        if FileManager.default.fileExists(atPath: model) || model.contains("/") || model.hasSuffix(".gguf") { return model }
+        return try path(named: model)
     }
 }
 

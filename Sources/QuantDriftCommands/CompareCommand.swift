@@ -15,6 +15,10 @@ struct SchemeList {
 struct TrackerCommandOptions: ParsableArguments {
     @OptionGroup var modelOptions: ModelOptions
 
+    @Option(name: .long, help: "Several models (comma-separated paths or Weights/models.json names, e.g. smollm2,gemma3-270m): one report per model in OUT/NAME/ and a side-by-side family report OUT/families.{md,json,html}.",
+            transform: { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } })
+    var models: [String]?
+
     @Option(name: .long, help: "Workers running models side by side, each on one BLAS thread (results do not depend on it).")
     var workers: Int = 2
 
@@ -56,6 +60,11 @@ struct TrackerCommandOptions: ParsableArguments {
     var workerCount: Int { deprecatedThreads ?? workers }
 
     func validate() throws {
+        if let models {
+            guard modelOptions.model == nil else { throw ValidationError("give either --model or --models, not both") }
+            guard models.count >= 2 else { throw ValidationError("--models needs at least two models, got \(models.count)") }
+            guard Set(models).count == models.count else { throw ValidationError("--models lists a model twice") }
+        }
         guard (1...64).contains(workerCount) else { throw ValidationError("--workers must be in 1...64, got \(workerCount)") }
         if let n { guard (1...Workload.maxTokensLimit).contains(n) else { throw ValidationError("-n must be in 1...\(Workload.maxTokensLimit), got \(n)") } }
     }
@@ -79,7 +88,7 @@ struct CompareCommand: ParsableCommand {
     @OptionGroup var options: TrackerCommandOptions
 
     func run() throws {
-        try Tracking.execute(schemes: schemes.schemes, options: options)
+        try Tracking.executeAll(schemes: schemes.schemes, options: options)
     }
 }
 
@@ -94,7 +103,7 @@ struct RunCommand: ParsableCommand {
     var schemes: SchemeList?
 
     func run() throws {
-        try Tracking.execute(schemes: schemes?.schemes ?? Tracking.defaultSchemes(), options: options)
+        try Tracking.executeAll(schemes: schemes?.schemes ?? Tracking.defaultSchemes(), options: options)
     }
 }
 
@@ -104,7 +113,45 @@ enum Tracking {
 
     static func defaultSchemes() throws -> [Scheme] { try defaultMatrix.map(SchemeArgument.parse) }
 
-    static func execute(schemes: [Scheme], options o: TrackerCommandOptions) throws {
+    /// One model (`--model`), or each of `--models` into its own folder and then the family report.
+    static func executeAll(schemes: [Scheme], options o: TrackerCommandOptions) throws {
+        guard let models = o.models else {
+            try execute(schemes: schemes, options: o)
+            return
+        }
+        let root = URL(fileURLWithPath: o.out)
+        try prepareOutput(root)
+        var families: [(label: String, reportJSON: String, architecture: String, profile: ActivationProfile?)] = []
+        var labels = Set<String>()
+        for name in models {
+            var label = URL(fileURLWithPath: name).deletingPathExtension().lastPathComponent
+            while !labels.insert(label).inserted { label += "-2" }
+            var one = o
+            one.models = nil
+            one.modelOptions.model = name
+            one.out = root.appendingPathComponent(label).path
+            CLI.note("model \(label): report in \(one.out)")
+            let model = try execute(schemes: schemes, options: one)
+            // The activation profile on the calibration texts: the "why" of the family contrast.
+            let data = try CalibrationOptions.load(o.calibration, tokenizer: model.tokenizer)
+            let bar = ProgressBar(label: "profile \(label)")
+            let profile = try ActivationProfile.measure(model: model, data: data) { stage, done, total in
+                bar.update(done + (stage == "histograms" ? total : 0), of: 2 * total)
+            }
+            bar.finish()
+            families.append((label, label + "/report.json",
+                             model.config.architecture.rawValue, profile))
+        }
+        let report = try FamilyReport(directory: root, families: families.map {
+            ($0.label, $0.reportJSON, $0.architecture, $0.profile)
+        })
+        try report.write(to: root)
+        print(report.markdown(), terminator: "")
+        CLI.note("wrote families.md, families.json and families.html to \(root.path)")
+    }
+
+    @discardableResult
+    static func execute(schemes: [Scheme], options o: TrackerCommandOptions) throws -> Model {
         if o.deprecatedThreads != nil { CLI.note("note: --threads on compare and run is now --workers (--threads is BLAS threads elsewhere)") }
         let workload = try Workload.load(path: CalibrationOptions.resolveBundled(o.prompts))
         let outDir = URL(fileURLWithPath: o.out)
@@ -161,6 +208,7 @@ enum Tracking {
         checkpoint.remove()
         print(try ReportRenderer.consoleTable(json), terminator: "")
         CLI.note(String(format: "wrote report.json, tokens.csv, summary.md and report.html to %@ in %.0f s", outDir.path, t2 - t0))
+        return model
     }
 
     static func prepareOutput(_ dir: URL) throws {

@@ -34,6 +34,12 @@ struct InspectCommand: ParsableCommand {
                 "vocab": .int(c.vocabSize), "context_length": .int(c.contextLength),
                 "rope_base": .double(Double(c.ropeBase)), "rope_style": .string(c.ropeStyle.rawValue),
                 "norm_eps": .double(Double(c.normEps)), "tied_output": .bool(c.tiedOutput),
+                "qk_norm": .bool(c.traits.qkNorm), "post_norms": .bool(c.traits.postNorms),
+                "activation": .string(c.traits.activation.rawValue), "scaled_embedding": .bool(c.traits.scaledEmbedding),
+                "attention_scale": .double(Double(c.attentionScale)), "rope_scaling": .string(ropeScalingText(c.ropeScaling)),
+                "sliding_window": c.slidingWindow.map { .int($0) } ?? .null,
+                "local_layers": .ints((0..<c.layerCount).filter { c.isLocal($0) }),
+                "local_rope_base": c.localRopeBase.map { .double(Double($0)) } ?? .null,
                 "tensor_types": .object(types.map { ($0.key, .int($0.value)) }),
                 "tokenizer": [
                     "kind": .string(spec.kind.rawValue), "pre": .string(spec.pre), "tokens": .int(spec.tokens.count),
@@ -48,6 +54,18 @@ struct InspectCommand: ParsableCommand {
         print("architecture \(c.architecture.rawValue), \(model.weights.parameterCount) parameters (FP32 after dequantization)")
         print("layers \(c.layerCount), dim \(c.dim), hidden \(c.hiddenDim), heads \(c.headCount) (KV \(c.kvHeadCount)) × \(c.headDim)")
         print("vocab \(c.vocabSize), context \(c.contextLength), RoPE base \(c.ropeBase) (\(c.ropeStyle.rawValue)), RMSNorm eps \(c.normEps), output head \(c.tiedOutput ? "tied to the embedding" : "separate")")
+        var features: [String] = []
+        if c.traits.qkNorm { features.append("Q/K norms") }
+        if c.traits.postNorms { features.append("post-attention and post-FFN norms") }
+        features.append(c.traits.activation == .silu ? "SwiGLU" : "GeGLU (tanh GELU)")
+        if c.traits.scaledEmbedding { features.append("embeddings × √dim") }
+        features.append(String(format: "attention scale %.4g", c.attentionScale))
+        if c.ropeScaling != .none { features.append("RoPE scaling " + ropeScalingText(c.ropeScaling)) }
+        if let w = c.slidingWindow {
+            let local = (0..<c.layerCount).filter { c.isLocal($0) }.count
+            features.append("sliding window \(w) on \(local) of \(c.layerCount) layers" + (c.localRopeBase.map { " (RoPE base \($0))" } ?? ""))
+        }
+        print("features: " + features.joined(separator: ", "))
         print("tensor types in the file: " + types.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
         print("tokenizer \(spec.kind.rawValue) (pre-tokenizer \(spec.pre)), \(spec.tokens.count) tokens, \(spec.merges.count) merges, \(special.count) control tokens, add BOS \(spec.addBOS)")
         for (name, id) in [("BOS", spec.bosID), ("EOS", spec.eosID), ("EOT", spec.eotID)] {
@@ -87,5 +105,14 @@ struct InspectCommand: ParsableCommand {
             print(String(format: "%5d  ", s.id.layer) + site
                   + String(format: " %8.2f  %9.3f  %10.1f  %8d  ", s.maxAbs, s.p999, s.kurtosis, s.outliers.count) + ids)
         }
+    }
+}
+
+/// RoPE scaling in a few words: "none", "linear ×4", "per-pair divisors 1…8".
+func ropeScalingText(_ r: RopeScaling) -> String {
+    switch r {
+    case .none: return "none"
+    case .linear(let f): return "linear ×\(f)"
+    case .perPairDivisors(let d): return "per-pair divisors \(d.min() ?? 1)…\(d.max() ?? 1)"
     }
 }

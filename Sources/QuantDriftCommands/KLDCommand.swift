@@ -23,7 +23,7 @@ struct KLDCommand: ParsableCommand {
     func run() throws {
         let text = try CLI.readText(input.file)
         let (model, runtime) = try setup.load()
-        let tokens = model.tokenizer.encode(text)
+        let tokens = Perplexity.textTokens(text, tokenizer: model.tokenizer)
         let progress = ProgressBar(label: "kld \(runtime.scheme.name)")
         var source = KLDReference.live
         var writer: ReferenceTraceWriter?

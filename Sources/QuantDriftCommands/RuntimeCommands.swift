@@ -166,7 +166,7 @@ struct PerplexityCommand: ParsableCommand {
     func run() throws {
         let text = try CLI.readText(input.file)
         let (model, runtime) = try setup.load()
-        let tokens = model.tokenizer.encode(text, parseSpecial: false)
+        let tokens = Perplexity.textTokens(text, tokenizer: model.tokenizer)
         let progress = ProgressBar(label: "perplexity")
         let r = try Perplexity.run(model: model, scheme: runtime, tokens: tokens, nCtx: input.ctx) { done, total in progress.update(done, of: total) }
         progress.finish()

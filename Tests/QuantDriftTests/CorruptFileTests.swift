@@ -425,10 +425,13 @@ import Testing
         try expectFolderError("architectures [\"MambaForCausalLM\"] is not supported", culprit: "config.json", kind: .unsupported, files: { dir in
             try editConfig(dir) { $0["model_type"] = nil; $0["architectures"] = ["MambaForCausalLM"] }
         })
-        try expectFolderError("rope_scaling 'llama3' is not supported", culprit: "config.json", kind: .unsupported, files: { dir in
+        try expectFolderError("rope_scaling.rope_type 'yarn' is not supported", culprit: "config.json", kind: .unsupported, files: { dir in
+            try editConfig(dir) { $0["rope_scaling"] = ["rope_type": "yarn", "factor": 8.0] }
+        })
+        try expectFolderError("rope_scaling.low_freq_factor is missing", culprit: "config.json", files: { dir in
             try editConfig(dir) { $0["rope_scaling"] = ["rope_type": "llama3", "factor": 8.0] }
         })
-        try expectFolderError("hidden_act 'gelu' is not supported", culprit: "config.json", kind: .unsupported, files: { dir in
+        try expectFolderError("hidden_act: 'gelu' is not supported", culprit: "config.json", kind: .unsupported, files: { dir in
             try editConfig(dir) { $0["hidden_act"] = "gelu" }
         })
         try expectFolderError("head count 0 out of range", culprit: "config.json", files: { dir in

@@ -96,16 +96,23 @@ import Testing
         }
     }
 
-    @Test func unusedTensorsAndUnknownDtypesAreIgnored() throws {
+    /// RoPE's inverse-frequency buffer (a derived value old checkpoints carry) is skipped; any other
+    /// tensor nothing reads is refused, naming it: it may be a feature the runtime would ignore.
+    @Test func inverseFrequencyBufferIsSkippedOtherUnreadTensorsAreRefused() throws {
         let tiny = TinyModel(seed: 14)
         var tensors = tiny.hfTensors()
         tensors.append(.init(name: "model.layers.0.self_attn.rotary_emb.inv_freq", dtype: "F32", shape: [4], data: [UInt8](repeating: 0, count: 16)))
-        tensors.append(.init(name: "extra.int", dtype: "I64", shape: [2], data: [UInt8](repeating: 1, count: 16)))
-        tensors.append(.init(name: "extra.fp4", dtype: "F4", shape: [8], data: [UInt8](repeating: 1, count: 4)))
         try withTemporaryDirectory { dir in
             try tiny.writeSafetensors(to: dir, tensors: tensors)
             let h = try Model.load(path: dir.path)
             expectEqualWeights(h.weights, tiny.weights)
+        }
+        for (name, dtype, count) in [("extra.int", "I64", 16), ("extra.fp4", "F4", 4)] {
+            let extra = tensors + [.init(name: name, dtype: dtype, shape: [count == 16 ? 2 : 8], data: [UInt8](repeating: 1, count: count))]
+            try withTemporaryDirectory { dir in
+                try tiny.writeSafetensors(to: dir, tensors: extra)
+                #expect { try Model.load(path: dir.path) } throws: { "\($0)".contains("tensor \(name) is not used") }
+            }
         }
     }
 

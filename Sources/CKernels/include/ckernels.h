@@ -79,6 +79,8 @@ int32_t qd_dot_u4_i8(const uint8_t *packed, const int8_t *b, int n);
 void qd_expf(const float *x, int n, float *y);
 // gate[i] = gate[i] / (1 + expf(-gate[i])) * up[i] (SwiGLU), the same values as that scalar loop.
 void qd_silu_mul(float *gate, const float *up, int n);
+// gate[i] = gelu_tanh(gate[i]) * up[i] (GeGLU), in float with tanhf.
+void qd_gelu_tanh_mul(float *gate, const float *up, int n);
 // One causal softmax row in place: max, exp(x - max), a left-to-right float sum, scale; the
 // entries from `visible` to `keys` set to 0. The same values as that scalar loop.
 void qd_softmax_row(float *row, int visible, int keys);

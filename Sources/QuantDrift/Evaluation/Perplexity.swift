@@ -27,6 +27,15 @@ public enum Perplexity {
         return chunks
     }
 
+    /// The token stream llama.cpp's perplexity and KL tools cut into chunks: BOS first when the
+    /// model adds BOS (Gemma; not SmolLM2), then the text without parsing special tokens. Without
+    /// that BOS every chunk after the first would start one token earlier than llama.cpp's.
+    public static func textTokens(_ text: String, tokenizer: Tokenizer) -> [Int] {
+        var ids: [Int] = []
+        if tokenizer.spec.addBOS, let bos = tokenizer.spec.bosID { ids.append(bos) }
+        return ids + tokenizer.encode(text, parseSpecial: false)
+    }
+
     /// The first `chunks` chunks of `nCtx` tokens, each starting with BOS when the model adds BOS
     /// (llama.cpp replaces the chunk's first token); shared by perplexity and kld.
     static func chunked(_ tokens: [Int], chunks: Int, nCtx: Int, model: Model) -> [[Int]] {

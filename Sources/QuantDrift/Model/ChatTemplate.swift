@@ -1,4 +1,12 @@
-// ChatML prompts (`<|im_start|>role\n…<|im_end|>\n`), the format of SmolLM2 and Qwen2 instruct models.
+// Chat prompts: ChatML (`<|im_start|>role\n…<|im_end|>\n`, SmolLM2, Qwen) or Gemma's turns
+// (`<start_of_turn>user\n…<end_of_turn>\n<start_of_turn>model\n`), picked by the vocabulary.
+
+/// The chat formats `chatPrompt` writes.
+public enum ChatFormat: String, Sendable {
+    case chatML
+    /// Gemma: no system role; a system prompt goes first in the user turn, then a blank line.
+    case gemma
+}
 
 extension Tokenizer {
     /// The system prompt the model's chat template inserts when the conversation has none, if
@@ -24,10 +32,24 @@ extension Tokenizer {
         return nil
     }
 
-    /// A ChatML prompt for one user turn, ending with the opened assistant turn. Without
+    /// Gemma's format when the vocabulary has its turn tokens (`<start_of_turn>`, `<end_of_turn>`)
+    /// and no ChatML ones; ChatML otherwise.
+    public var chatFormat: ChatFormat {
+        let tokens = spec.tokens
+        if tokens.contains("<start_of_turn>") && tokens.contains("<end_of_turn>") && !tokens.contains("<|im_start|>") {
+            return .gemma
+        }
+        return .chatML
+    }
+
+    /// A chat prompt (`chatFormat`) for one user turn, ending with the opened assistant turn. Without
     /// `system`, the template's default system prompt is used when it has one. Encode the
     /// result with `parseSpecial: true` (and BOS first if `spec.addBOS`).
     public func chatPrompt(user: String, system: String? = nil) -> String {
+        if chatFormat == .gemma {
+            let content = system.map { "\($0)\n\n\(user)" } ?? user
+            return "<start_of_turn>user\n\(content)<end_of_turn>\n<start_of_turn>model\n"
+        }
         var p = ""
         if let s = system ?? defaultSystemPrompt {
             p += "<|im_start|>system\n\(s)<|im_end|>\n"

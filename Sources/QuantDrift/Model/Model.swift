@@ -52,6 +52,16 @@ public final class Model: @unchecked Sendable {
 // MARK: - GGUF
 
 enum GGUFModelLoader {
+    /// `{arch}.` keys that only describe the file or are read below. Any other key of the
+    /// architecture may change the computation, so it is refused rather than ignored.
+    static let understoodKeys: Set<String> = [
+        "context_length", "embedding_length", "block_count", "feed_forward_length", "vocab_size",
+        "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
+        "attention.key_length", "attention.value_length", "attention.sliding_window",
+        "rope.dimension_count", "rope.freq_base", "rope.freq_base_swa", "rope.scaling.type", "rope.scaling.factor",
+        "rope.scaling.original_context_length", "rope.scaling.finetuned",
+    ]
+
     static func load(path: String) throws -> Model {
         let g = try GGUFFile(path: path)
         let archName = try g.string("general.architecture")
@@ -59,13 +69,27 @@ enum GGUFModelLoader {
             throw QuantDriftError.unsupported("\(path): architecture '\(archName)' is not supported (supported: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         let p = archName + "."
+        for key in g.metadataKeys where key.hasPrefix(p) && !understoodKeys.contains(String(key.dropFirst(p.count))) {
+            throw QuantDriftError.unsupported("\(path): metadata key \(key) is not supported (the runtime does not implement what it asks for)")
+        }
         let dim = try g.int(p + "embedding_length")
         let heads = try g.int(p + "attention.head_count")
         let kvHeads = g.metadata[p + "attention.head_count_kv"] != nil ? try g.int(p + "attention.head_count_kv") : heads
         guard heads > 0 else { throw QuantDriftError.invalidInput("\(path): head count must be positive") }
-        let headDim = g.metadata[p + "attention.key_length"] != nil ? try g.int(p + "attention.key_length") : dim / heads
+        let headDim: Int
+        if g.metadata[p + "attention.key_length"] != nil {
+            headDim = try g.int(p + "attention.key_length")
+        } else {
+            guard dim % heads == 0 else {
+                throw QuantDriftError.invalidInput("\(path): \(p)embedding_length \(dim) is not a multiple of \(p)attention.head_count \(heads) (and no key_length)")
+            }
+            headDim = dim / heads
+        }
+        if let vl = g.metadata[p + "attention.value_length"]?.intValue, vl != headDim {
+            throw QuantDriftError.unsupported("\(path): \(p)attention.value_length \(vl) differs from the key length \(headDim)")
+        }
         if let rd = g.metadata[p + "rope.dimension_count"]?.intValue, rd != headDim {
-            throw QuantDriftError.unsupported("\(path): partial RoPE (\(rd) of \(headDim) dimensions) is not supported")
+            throw QuantDriftError.unsupported("\(path): \(p)rope.dimension_count \(rd) of \(headDim): partial RoPE is not supported")
         }
         guard let embd = g.tensor("token_embd.weight") else {
             throw QuantDriftError.invalidInput("\(path): missing tensor token_embd.weight")
@@ -74,7 +98,8 @@ enum GGUFModelLoader {
             throw QuantDriftError.invalidInput("\(path): tensor token_embd.weight has \(embd.dims.count) dimensions, expected 2")
         }
         let vocab = g.metadata[p + "vocab_size"]?.intValue ?? embd.dims[1]
-        let config = ModelConfig(
+        let traits = arch.traits
+        var config = ModelConfig(
             architecture: arch,
             layerCount: try g.int(p + "block_count"),
             dim: dim,
@@ -86,11 +111,35 @@ enum GGUFModelLoader {
             contextLength: try g.int(p + "context_length"),
             ropeBase: Float(g.metadata[p + "rope.freq_base"]?.doubleValue ?? 10000),
             normEps: Float(try g.double(p + "attention.layer_norm_rms_epsilon")),
-            ropeStyle: arch == .qwen2 ? .rotateHalf : .adjacentPairs,
+            ropeStyle: traits.ggufRopeStyle,
             tiedOutput: g.tensor("output.weight") == nil)
-        try config.validate(source: path)
+        // RoPE scaling written as metadata (linear), or as llama.cpp's per-pair `rope_freqs` tensor below.
+        switch g.metadata[p + "rope.scaling.type"]?.stringValue {
+        case nil, "none": break
+        case "linear":
+            let f = try g.double(p + "rope.scaling.factor")
+            config.ropeScaling = .linear(factor: Float(f))
+        case let other?:
+            throw QuantDriftError.unsupported("\(path): \(p)rope.scaling.type '\(other)' is not supported (none, linear and llama.cpp's rope_freqs tensor are)")
+        }
+        if g.metadata[p + "attention.sliding_window"] != nil {
+            let window = try g.int(p + "attention.sliding_window")
+            config.slidingWindow = window
+            // Gemma 3: five local layers, then one global (llama.cpp's pattern 6), local RoPE base 10,000
+            // unless the file says. Llama-architecture files that declare a window use it in every layer.
+            if arch == .gemma3 {
+                config.localLayers = ModelConfig.localLayers(count: config.layerCount, pattern: 6)
+                config.localRopeBase = Float(g.metadata[p + "rope.freq_base_swa"]?.doubleValue ?? 10000)
+            } else {
+                config.localLayers = Array(repeating: true, count: config.layerCount)
+                config.localRopeBase = g.metadata[p + "rope.freq_base_swa"]?.doubleValue.map(Float.init)
+            }
+        } else if g.metadata[p + "rope.freq_base_swa"] != nil {
+            throw QuantDriftError.unsupported("\(path): \(p)rope.freq_base_swa without \(p)attention.sliding_window")
+        }
 
         var types: [(name: String, type: String, shape: [Int])] = []
+        var used: Set<String> = []
         func load(_ name: String, _ shape: [Int]) throws -> [Float] {
             guard let t = g.tensor(name) else {
                 throw QuantDriftError.invalidInput("\(path): missing tensor \(name)")
@@ -99,6 +148,7 @@ enum GGUFModelLoader {
             guard t.dims == Array(shape.reversed()) else {
                 throw QuantDriftError.invalidInput("\(path): tensor \(name) has shape \(Array(t.dims.reversed())), expected \(shape)")
             }
+            used.insert(name)
             types.append((name, t.type.name, shape))
             let w = try g.floats(t)
             try Model.checkFinite(w, tensor: name, file: path)
@@ -107,11 +157,30 @@ enum GGUFModelLoader {
         func optional(_ name: String, _ shape: [Int]) throws -> [Float]? {
             g.tensor(name) == nil ? nil : try load(name, shape)
         }
+        // Validate the scalar settings before reading any tensor whose shape depends on them.
+        try config.validate(source: path)
+        if let freqs = try optional("rope_freqs.weight", [config.headDim / 2]) {
+            guard config.ropeScaling == .none else {
+                throw QuantDriftError.unsupported("\(path): tensor rope_freqs.weight together with \(p)rope.scaling.type")
+            }
+            config.ropeScaling = .perPairDivisors(freqs)
+            try config.validate(source: path)
+        }
         let c = config
         let tokenEmbedding = try load("token_embd.weight", [c.vocabSize, c.dim])
         var layers: [LayerWeights] = []
         for i in 0..<c.layerCount {
             let b = "blk.\(i)."
+            if !traits.qkvBias {
+                for bias in ["attn_q.bias", "attn_k.bias", "attn_v.bias"] where g.tensor(b + bias) != nil {
+                    throw QuantDriftError.unsupported("\(path): tensor \(b + bias): \(archName) has no Q/K/V biases")
+                }
+            }
+            let extra = ExtraNorms(
+                q: traits.qkNorm ? try load(b + "attn_q_norm.weight", [c.headDim]) : nil,
+                k: traits.qkNorm ? try load(b + "attn_k_norm.weight", [c.headDim]) : nil,
+                postAttention: traits.postNorms ? try load(b + "post_attention_norm.weight", [c.dim]) : nil,
+                postFeedForward: traits.postNorms ? try load(b + "post_ffw_norm.weight", [c.dim]) : nil)
             layers.append(LayerWeights(
                 attnNorm: try load(b + "attn_norm.weight", [c.dim]),
                 wq: try load(b + "attn_q.weight", [c.qDim, c.dim]),
@@ -124,13 +193,18 @@ enum GGUFModelLoader {
                 ffnNorm: try load(b + "ffn_norm.weight", [c.dim]),
                 wGate: try load(b + "ffn_gate.weight", [c.hiddenDim, c.dim]),
                 wUp: try load(b + "ffn_up.weight", [c.hiddenDim, c.dim]),
-                wDown: try load(b + "ffn_down.weight", [c.dim, c.hiddenDim])))
+                wDown: try load(b + "ffn_down.weight", [c.dim, c.hiddenDim]),
+                extraNorms: extra))
         }
         let weights = ModelWeights(
             tokenEmbedding: tokenEmbedding,
             layers: layers,
             outputNorm: try load("output_norm.weight", [c.dim]),
             output: try optional("output.weight", [c.vocabSize, c.dim]))
+        // A tensor nothing read is a feature this runtime would silently skip.
+        if let unused = g.tensors.first(where: { !used.contains($0.name) }) {
+            throw QuantDriftError.unsupported("\(path): tensor \(unused.name) is not used by the \(archName) runtime (unsupported feature or wrong architecture)")
+        }
         let tokenizer = try Tokenizer(spec: tokenizerSpec(g))
         guard tokenizer.vocabSize <= c.vocabSize else {
             throw QuantDriftError.invalidInput("\(path): tokenizer has \(tokenizer.vocabSize) tokens, model vocabulary \(c.vocabSize)")

@@ -26,7 +26,7 @@ public final class Tokenizer: @unchecked Sendable {
     /// Token texts llama.cpp treats as end of generation (and as control tokens).
     static let endOfGenerationNames: Set<String> = [
         "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
-        "<|end_of_text|>", "<end_of_utterance>",
+        "<|end_of_text|>", "<end_of_utterance>", "</s>",
         // fill-in-the-middle pad / repository / file separators are end-of-generation too
         "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<reponame>", "<|file_sep|>",
     ]

@@ -99,7 +99,8 @@ public enum SchemeBuilder {
                 ffnNorm: l.ffnNorm,
                 wGate: try linear(l.wGate, rows: c.hiddenDim, cols: c.dim, kind: "ffn_gate", layer: i, spec: ws, site: fin),
                 wUp: try linear(l.wUp, rows: c.hiddenDim, cols: c.dim, kind: "ffn_up", layer: i, spec: ws, site: fin),
-                wDown: try linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws, site: down)))
+                wDown: try linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws, site: down),
+                extraNorms: l.extraNorms))
         }
         let head = try linear(source.head, rows: c.vocabSize, cols: c.dim, kind: "lm_head", layer: nil, spec: headSpec,
                               site: SiteID(c.layerCount, .headInput))

@@ -13,6 +13,8 @@ public struct RuntimeLayer: Sendable {
     public var wGate: any LinearLayer     // (hiddenDim, dim)
     public var wUp: any LinearLayer       // (hiddenDim, dim)
     public var wDown: any LinearLayer     // (dim, hiddenDim)
+    /// Q/K and post norms of the families that have them (FP32, never quantized).
+    public var extraNorms: ExtraNorms
 
     public var linears: [any LinearLayer] { [wq, wk, wv, wo, wGate, wUp, wDown] }
 }
@@ -49,7 +51,8 @@ public struct RuntimeWeights: Sendable {
                 ffnNorm: l.ffnNorm,
                 wGate: DenseLinear(weight: l.wGate, outDim: c.hiddenDim, inDim: c.dim),
                 wUp: DenseLinear(weight: l.wUp, outDim: c.hiddenDim, inDim: c.dim),
-                wDown: DenseLinear(weight: l.wDown, outDim: c.dim, inDim: c.hiddenDim))
+                wDown: DenseLinear(weight: l.wDown, outDim: c.dim, inDim: c.hiddenDim),
+                extraNorms: l.extraNorms)
         }
     }
 
@@ -58,7 +61,7 @@ public struct RuntimeWeights: Sendable {
         var n = head.storageBytes + (outputNorm.count + dim) * 4
         for l in layers {
             n += l.linears.reduce(0) { $0 + $1.storageBytes }
-            n += (l.attnNorm.count + l.ffnNorm.count + (l.bq?.count ?? 0) + (l.bk?.count ?? 0) + (l.bv?.count ?? 0)) * 4
+            n += (l.attnNorm.count + l.ffnNorm.count + (l.bq?.count ?? 0) + (l.bk?.count ?? 0) + (l.bv?.count ?? 0) + l.extraNorms.parameterCount) * 4
         }
         return n
     }

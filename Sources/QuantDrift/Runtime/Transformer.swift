@@ -13,7 +13,7 @@ public enum LogitsRows: Sendable, Equatable {
     var firstRow: Int { if case .from(let f) = self { f } else { 0 } }
 }
 
-/// The FP32 forward pass of a llama/qwen2 decoder on OpenBLAS, with its KV cache and run state
+/// The FP32 forward pass of a decoder (every `Architecture`) on OpenBLAS, with its KV cache and run state
 /// allocated once. `forward` takes a batch of tokens at the next positions: a prompt is one
 /// sgemm-based prefill (in chunks of `maxBatch`), decode is the same path with one row (sgemv).
 public final class Transformer: @unchecked Sendable {
@@ -158,11 +158,15 @@ public final class Transformer: @unchecked Sendable {
         let dim = c.dim, qDim = c.qDim, kvDim = c.kvDim, hidden = c.hiddenDim
         let pos0 = position
 
-        // Token embeddings into the residual stream.
+        // Token embeddings into the residual stream (× √dim in families that scale them).
         weights.tokenEmbedding.withUnsafeBufferPointer { emb in
             for (r, t) in tokens.enumerated() {
                 (x.pointer + r * dim).update(from: emb.baseAddress! + t * dim, count: dim)
             }
+        }
+        if c.traits.scaledEmbedding {
+            let s = Float(c.dim).squareRoot()
+            for i in 0..<(n * dim) { x.pointer[i] *= s }
         }
 
         for (l, lw) in weights.layers.enumerated() {
@@ -172,28 +176,36 @@ public final class Transformer: @unchecked Sendable {
             linear(xb.pointer, n, dim, lw.wq, qDim, q.pointer, bias: lw.bq)
             linear(xb.pointer, n, dim, lw.wk, kvDim, k.pointer, bias: lw.bk)
             linear(xb.pointer, n, dim, lw.wv, kvDim, v.pointer, bias: lw.bv)
+            // Per-head Q/K norms come before RoPE (and before a pre-RoPE cache stores the keys).
+            if let qn = lw.extraNorms.q { rmsNorm(q.pointer, qn, rows: n * c.headCount, into: q.pointer) }
+            if let kn = lw.extraNorms.k { rmsNorm(k.pointer, kn, rows: n * c.kvHeadCount, into: k.pointer) }
             // A cache that quantizes keys before RoPE stores them first and rotates on read.
             let preRoPE = cache.storesPreRoPEKeys
             if preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer) }
             for r in 0..<n {
-                rope.apply(q.pointer + r * qDim, heads: c.headCount, position: pos0 + r)
-                rope.apply(k.pointer + r * kvDim, heads: c.kvHeadCount, position: pos0 + r)
+                rope.apply(q.pointer + r * qDim, heads: c.headCount, position: pos0 + r, layer: l)
+                rope.apply(k.pointer + r * kvDim, heads: c.kvHeadCount, position: pos0 + r, layer: l)
             }
             if !preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer) }
             attention(layerK: cache.keys(layer: l, count: pos0 + n), layerV: cache.values(layer: l, count: pos0 + n),
-                      rows: n, pos0: pos0)
+                      rows: n, pos0: pos0, window: c.isLocal(l) ? c.slidingWindow : nil)
             observer?.observe(layer: l, site: .attentionOutput, x: attOut.pointer, rows: n, width: qDim)
             linear(attOut.pointer, n, qDim, lw.wo, dim, proj.pointer, bias: nil)
+            if let pn = lw.extraNorms.postAttention { rmsNorm(proj.pointer, pn, rows: n, into: proj.pointer) }
             addInPlace(x.pointer, proj.pointer, count: n * dim)
 
-            // Feed-forward block (SwiGLU).
+            // Feed-forward block: act(gate) · up, then down.
             rmsNorm(x.pointer, lw.ffnNorm, rows: n, into: xb.pointer)
             observer?.observe(layer: l, site: .feedForwardInput, x: xb.pointer, rows: n, width: dim)
             linear(xb.pointer, n, dim, lw.wGate, hidden, hb.pointer, bias: nil)
             linear(xb.pointer, n, dim, lw.wUp, hidden, hb2.pointer, bias: nil)
-            qd_silu_mul(hb.pointer, hb2.pointer, Int32(n * hidden))  // g / (1 + exp(-g)) · up, 8 at a time
+            switch c.traits.activation {
+            case .silu: qd_silu_mul(hb.pointer, hb2.pointer, Int32(n * hidden))  // g / (1 + exp(-g)) · up, 8 at a time
+            case .geluTanh: qd_gelu_tanh_mul(hb.pointer, hb2.pointer, Int32(n * hidden))
+            }
             observer?.observe(layer: l, site: .feedForwardDownInput, x: hb.pointer, rows: n, width: hidden)
             linear(hb.pointer, n, hidden, lw.wDown, dim, proj.pointer, bias: nil)
+            if let pn = lw.extraNorms.postFeedForward { rmsNorm(proj.pointer, pn, rows: n, into: proj.pointer) }
             addInPlace(x.pointer, proj.pointer, count: n * dim)
         }
         position += n
@@ -228,9 +240,10 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
-    /// out = x / sqrt(mean(x²) + eps) · w, row by row; the sum of squares in Double (as ggml does).
+    /// out = x / sqrt(mean(x²) + eps) · w, row by row, rows as wide as `w` (the model width, or a
+    /// head for Q/K norms); the sum of squares in Double (as ggml does). `out` may be `input`.
     private func rmsNorm(_ input: UnsafePointer<Float>, _ w: [Float], rows: Int, into out: UnsafeMutablePointer<Float>) {
-        let dim = config.dim
+        let dim = w.count
         let eps = Double(config.normEps)
         w.withUnsafeBufferPointer { wp in
             for r in 0..<rows {
@@ -244,32 +257,36 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// Causal GQA attention of `rows` queries at positions pos0…pos0+rows-1 over the cache.
-    private func attention(layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int, pos0: Int) {
+    /// With `window`, row r sees only the last `window` keys up to its own position (a local layer).
+    private func attention(layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int, pos0: Int, window: Int?) {
         let heads = config.headCount
         guard cores == 2, n > 1, heads > 1, let second = secondScores else {
-            return attention(heads: 0..<heads, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, scores: scores.pointer)
+            return attention(heads: 0..<heads, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, window: window,
+                             scores: scores.pointer)
         }
         let shared = SharedKV(keys: layerK, values: layerV)
         let first = scores
         DispatchQueue.concurrentPerform(iterations: 2) { k in
             self.attention(heads: k == 0 ? 0..<(heads / 2) : (heads / 2)..<heads, layerK: shared.keys, layerV: shared.values,
-                           rows: n, pos0: pos0, scores: (k == 0 ? first : second).pointer)
+                           rows: n, pos0: pos0, window: window, scores: (k == 0 ? first : second).pointer)
         }
     }
 
     /// Attention of the heads in `heads`, with `s` as the (rows, keys) score scratch.
     private func attention(heads: Range<Int>, layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int,
-                           pos0: Int, scores s: UnsafeMutablePointer<Float>) {
+                           pos0: Int, window: Int?, scores s: UnsafeMutablePointer<Float>) {
         let c = config
         let hd = c.headDim, qDim = c.qDim, kvDim = c.kvDim
         let group = c.headCount / c.kvHeadCount
-        let keys = pos0 + n              // keys visible to the last row
-        let scale = 1 / Float(hd).squareRoot()
+        // Keys first0 ..< pos0 + n are visible to some row; a window hides the older ones.
+        let first0 = window.map { max(0, pos0 - $0 + 1) } ?? 0
+        let keys = pos0 + n - first0
+        let scale = c.attentionScale
         for h in heads {
             let kvh = h / group
             let qh = q.pointer + h * hd
-            let kh = layerK + kvh * hd
-            let vh = layerV + kvh * hd
+            let kh = layerK + first0 * kvDim + kvh * hd
+            let vh = layerV + first0 * kvDim + kvh * hd
             // scores(n, keys) = scale · Q_h · K_hᵀ
             if n == 1 {
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(keys), Int32(hd), scale, kh, Int32(kvDim), qh, 1, 0, s, 1)
@@ -277,8 +294,14 @@ public final class Transformer: @unchecked Sendable {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(keys), Int32(hd),
                             scale, qh, Int32(qDim), kh, Int32(kvDim), 0, s, Int32(keys))
             }
-            // Causal softmax per row: row r sees keys 0…pos0+r.
-            for r in 0..<n { qd_softmax_row(s + r * keys, Int32(pos0 + r + 1), Int32(keys)) }
+            // Causal softmax per row: row r sees keys first…pos0+r (first > first0 only inside a window).
+            for r in 0..<n {
+                let row = s + r * keys
+                let last = pos0 + r - first0  // index of the row's own key
+                let first = window.map { max(0, pos0 + r - $0 + 1) - first0 } ?? 0
+                if first > 0 { row.update(repeating: 0, count: first) }
+                qd_softmax_row(row + first, Int32(last + 1 - first), Int32(keys - first))
+            }
             // out(n, hd) = P · V_h
             let oh = attOut.pointer + h * hd
             if n == 1 {

@@ -26,3 +26,12 @@ func defaultModelPath() throws -> String {
     }
     return path
 }
+
+/// Path of the second family's model, Gemma 3 270M Q4_K_M; throws a clear error when it is missing.
+func gemmaModelPath() throws -> String {
+    let path = packageRoot().appendingPathComponent("Weights/gemma-3-270m-q4_k_m.gguf").path
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw MissingTestData(description: "Gemma 3 270M not found at \(path): run Weights/fetch.sh gemma3-270m")
+    }
+    return path
+}

@@ -419,7 +419,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         // Pre-RoPE keys: rotate what was read (the view buffer, or an FP32-only part's copy).
         let out = k.view.pointer
         if keys != UnsafePointer(out) { out.update(from: keys, count: count * kvDim) }
-        for pos in 0..<count { rope.apply(out + pos * kvDim, heads: kvDim / headDim, position: pos) }
+        for pos in 0..<count { rope.apply(out + pos * kvDim, heads: kvDim / headDim, position: pos, layer: layer) }
         return UnsafePointer(out)
     }
     public func values(layer: Int, count: Int) -> UnsafePointer<Float> { read(v, layer: layer, count: count) }

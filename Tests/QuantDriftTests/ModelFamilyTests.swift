@@ -1,0 +1,168 @@
+import Foundation
+import Testing
+@testable import QuantDrift
+
+/// The tiny Qwen3 and Llama-3-RoPE models of shared/reference/families (copied into
+/// Fixtures/families): llama.cpp's exact-FP32 perplexity on eval.txt at ctx 128, the same models
+/// as HF folders, and configs the runtime must refuse.
+@Suite("Model families: Qwen3 Q/K norm, Llama 3 RoPE scaling")
+struct ModelFamilyTests {
+    static func familyModel(_ file: String) throws -> Model {
+        try Model.load(path: fixtureURL("families/\(file)").path)
+    }
+
+    static func evalTokens(_ model: Model) throws -> [Int] {
+        var text = try String(contentsOf: fixtureURL("eval.txt"), encoding: .utf8)
+        if text.hasSuffix("\n") { text.removeLast() }  // llama-perplexity -f drops one trailing newline
+        return Perplexity.textTokens(text, tokenizer: model.tokenizer)
+    }
+
+    static func llamaCppPPL(_ file: String) throws -> Double {
+        let j = try Golden.json("families/families.json") as! [String: Any]
+        let eval = j["eval"] as! [String: Any]
+        let key = String(file.dropLast(".gguf".count))
+        guard let ppl = (eval[key] as? [String: Any])?["ppl"] as? Double else {
+            throw MissingTestData(description: "families.json has no llama.cpp perplexity for \(key)")
+        }
+        return ppl
+    }
+
+    @Test("perplexity on eval.txt at ctx 128 equals llama.cpp's within 1e-3", arguments: ["qwen3-tiny.gguf", "llama3rope-tiny.gguf"])
+    func perplexityMatchesLlamaCpp(_ file: String) throws {
+        let model = try Self.familyModel(file)
+        let r = try Perplexity.run(model: model, tokens: try Self.evalTokens(model), nCtx: 128)
+        let want = try Self.llamaCppPPL(file)
+        #expect(r.chunks == 37 && r.tokensScored == 2331)
+        #expect(abs(r.ppl / want - 1) <= 1e-3, "\(file): PPL \(r.ppl) vs llama.cpp \(want)")
+    }
+
+    @Test("the features are read: Q/K norms and rope_freqs reach the config and change the result")
+    func featuresAreRead() throws {
+        let qwen = try Self.familyModel("qwen3-tiny.gguf")
+        #expect(qwen.config.architecture == .qwen3 && qwen.config.headDim == 64 && qwen.config.qDim == 256)
+        #expect(qwen.config.ropeStyle == .rotateHalf && qwen.weights.layers.allSatisfy { $0.extraNorms.q?.count == 64 })
+        let llama = try Self.familyModel("llama3rope-tiny.gguf")
+        let j = try Golden.json("families/families.json") as! [String: Any]
+        let params = (j["params"] as! [String: Any])["llama3rope"] as! [String: Any]
+        let want = (params["rope_freqs"] as! [Double]).map(Float.init)
+        guard case .perPairDivisors(let d) = llama.config.ropeScaling else {
+            Issue.record("rope_freqs not read: \(llama.config.ropeScaling)")
+            return
+        }
+        #expect(d == want)
+        // The HF llama3 formula gives the same divisors as llama.cpp's converter stored.
+        let scaling = params["rope_scaling"] as! [String: Any]
+        guard case .perPairDivisors(let hf) = RopeScaling.llama3(
+            factor: scaling["factor"] as! Double, lowFreqFactor: scaling["low_freq_factor"] as! Double,
+            highFreqFactor: scaling["high_freq_factor"] as! Double,
+            originalContext: Double(scaling["original_max_position_embeddings"] as! Int), base: 500000, headDim: 32) else {
+            Issue.record("llama3 scaling must give per-pair divisors")
+            return
+        }
+        for (a, b) in zip(hf, want) { #expect(abs(a - b) <= 1e-6 * b) }
+        // Without the factors the model is a different one (llama.cpp: PPL 4599.7 instead of 4220.5).
+        var plain = llama.config
+        plain.ropeScaling = .none
+        let tokens = Array(try Self.evalTokens(llama).prefix(128))
+        let scaled = try Transformer(model: llama, contextLength: 128)
+        let a = Array(try scaled.forward(tokens, logits: .last))
+        let unscaled = try Transformer(model: Model(name: "x", path: "x", config: plain, weights: llama.weights,
+                                                     tokenizer: llama.tokenizer, sourceTensorTypes: []), contextLength: 128)
+        let b = Array(try unscaled.forward(tokens, logits: .last))
+        #expect(zip(a, b).map { abs($0 - $1) }.max()! > 1e-2)
+    }
+
+    /// The same weights written as an HF folder (config.json with head_dim and rope_scaling) give
+    /// the GGUF's logits within 1e-5 relative. (These logits are ~100-125, where float32's own
+    /// spacing is 8e-6; the HF order of Q/K dimensions sums the scores in another order.)
+    @Test("HF folders give the GGUF's logits", arguments: ["qwen3-tiny.gguf", "llama3rope-tiny.gguf"])
+    func hfFolderMatchesGGUF(_ file: String) throws {
+        let gguf = try Self.familyModel(file)
+        let j = try Golden.json("families/families.json") as! [String: Any]
+        let params = (j["params"] as! [String: Any])
+        let scaling: [String: Any]? = file.hasPrefix("llama3")
+            ? ((params["llama3rope"] as! [String: Any])["rope_scaling"] as! [String: Any]).merging(["rope_type": "llama3"]) { a, _ in a }
+            : nil
+        try withTemporaryDirectory { dir in
+            let folder = dir.appendingPathComponent("hf")
+            try HFExport.write(gguf, to: folder, ropeScaling: scaling)
+            let hf = try Model.load(path: folder.path)
+            #expect(hf.config.architecture == gguf.config.architecture && hf.config.headDim == gguf.config.headDim)
+            let tokens = Array(try Self.evalTokens(gguf).prefix(96))
+            #expect(hf.tokenizer.encode("Hello world, 123") == gguf.tokenizer.encode("Hello world, 123"))
+            let tg = try Transformer(model: gguf, contextLength: 96, allLogits: true)
+            let th = try Transformer(model: hf, contextLength: 96, allLogits: true)
+            let lg = Array(try tg.forward(tokens, logits: .all)), lh = Array(try th.forward(tokens, logits: .all))
+            #expect(lg.count == tokens.count * gguf.config.vocabSize)
+            var worst = 0.0
+            for i in lg.indices { worst = max(worst, abs(Double(lg[i]) - Double(lh[i])) / max(1, abs(Double(lg[i])))) }
+            #expect(worst <= 1e-5, "\(file): largest relative logit difference HF vs GGUF \(worst)")
+        }
+    }
+
+    // MARK: - Refused configs
+
+    static func refusal(_ file: String, editing edit: (inout [String: Any]) -> Void) throws -> String {
+        let model = try familyModel(file)
+        return try withTemporaryDirectory { dir in
+            let folder = dir.appendingPathComponent("hf")
+            try HFExport.write(model, to: folder, ropeScaling: nil)
+            let url = folder.appendingPathComponent("config.json")
+            var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+            edit(&config)
+            try writeJSON(config, to: url)
+            do {
+                _ = try Model.load(path: folder.path)
+                return "loaded"
+            } catch let e as QuantDriftError {
+                return e.description
+            }
+        }
+    }
+
+    @Test("configs asking for what is not built are refused, naming file and key")
+    func refusedConfigs() throws {
+        let yarn = try Self.refusal("llama3rope-tiny.gguf") { $0["rope_scaling"] = ["rope_type": "yarn", "factor": 4.0] }
+        #expect(yarn.contains("config.json") && yarn.contains("rope_scaling.rope_type") && yarn.contains("yarn"), "\(yarn)")
+        let softcap = try Self.refusal("qwen3-tiny.gguf") { $0["final_logit_softcapping"] = 30.0 }
+        #expect(softcap.contains("config.json") && softcap.contains("final_logit_softcapping"), "\(softcap)")
+        let window = try Self.refusal("qwen3-tiny.gguf") { $0["use_sliding_window"] = true }
+        #expect(window.contains("use_sliding_window"), "\(window)")
+        let headDim = try Self.refusal("qwen3-tiny.gguf") { $0["head_dim"] = 48 }
+        #expect(headDim.contains("config.json: head_dim 48") && headDim.contains("q_proj"), "\(headDim)")
+        let llama3 = try Self.refusal("llama3rope-tiny.gguf") { $0["rope_scaling"] = ["rope_type": "llama3", "factor": 8.0] }
+        #expect(llama3.contains("rope_scaling.low_freq_factor"), "\(llama3)")
+    }
+
+    /// The fixture with the first occurrence of `from` replaced by `to` (same length), loaded.
+    static func loadRenamed(_ file: String, _ from: String, _ to: String) throws -> String {
+        precondition(from.utf8.count == to.utf8.count)
+        var bytes = [UInt8](try Data(contentsOf: fixtureURL("families/\(file)")))
+        let needle = Array(from.utf8)
+        guard let at = (0...(bytes.count - needle.count)).first(where: { i in
+            bytes[i] == needle[0] && bytes[i..<(i + needle.count)].elementsEqual(needle)
+        }) else { throw MissingTestData(description: "\(from) not found in \(file)") }
+        bytes.replaceSubrange(at..<(at + needle.count), with: Array(to.utf8))
+        return try withTemporaryDirectory { dir in
+            let url = dir.appendingPathComponent("edited-\(file)")
+            try Data(bytes).write(to: url)
+            do {
+                _ = try Model.load(path: url.path)
+                return "loaded"
+            } catch let e as QuantDriftError {
+                return e.description
+            }
+        }
+    }
+
+    @Test("a GGUF missing a norm, or carrying a tensor or key the runtime would ignore, is refused")
+    func refusedGGUF() throws {
+        let noNorm = try Self.loadRenamed("qwen3-tiny.gguf", "blk.0.attn_q_norm.weight", "blk.0.attn_q_nore.weight")
+        #expect(noNorm.contains("edited-qwen3-tiny.gguf") && noNorm.contains("missing tensor blk.0.attn_q_norm.weight"), "\(noNorm)")
+        // Before this runtime read rope_freqs, such a file loaded and the tensor was ignored.
+        let unknown = try Self.loadRenamed("llama3rope-tiny.gguf", "rope_freqs.weight", "rope_freqz.weight")
+        #expect(unknown.contains("tensor rope_freqz.weight is not used"), "\(unknown)")
+        let key = try Self.loadRenamed("llama3rope-tiny.gguf", "llama.vocab_size", "llama.vocab_sizz")
+        #expect(key.contains("metadata key llama.vocab_sizz is not supported"), "\(key)")
+    }
+}
