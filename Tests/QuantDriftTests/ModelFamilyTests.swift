@@ -100,6 +100,91 @@ struct ModelFamilyTests {
         }
     }
 
+    /// An HF Gemma 3 folder: a synthetic Gemma made from the tiny Qwen3's weights (its Q/K norms,
+    /// plus post norms, GeGLU, √dim embeddings, a 16-token window on alternate layers with their own
+    /// RoPE base) is written with HF names, norms stored as w − 1, layer_types and
+    /// query_pre_attn_scalar; loading it back gives the same config and logits.
+    /// A Gemma 3-shaped model from the tiny Qwen3's weights: post norms added, GeGLU, √dim
+    /// embeddings, a 16-token window on alternate layers with RoPE base 10,000 there.
+    static func syntheticGemma() throws -> Model {
+        let qwen = try familyModel("qwen3-tiny.gguf")
+        var c = qwen.config
+        c.architecture = .gemma3
+        c.attentionScale = Float(1 / Double(48).squareRoot())  // as the loader computes it from query_pre_attn_scalar
+        c.slidingWindow = 16
+        c.localLayers = ModelConfig.localLayers(count: c.layerCount, pattern: 2)
+        c.localRopeBase = 10000
+        var w = qwen.weights
+        for i in w.layers.indices {
+            w.layers[i].extraNorms.postAttention = (0..<c.dim).map { 0.5 + Float(($0 * 7 + i) % 11) / 10 }
+            w.layers[i].extraNorms.postFeedForward = (0..<c.dim).map { 0.6 + Float(($0 * 5 + i) % 13) / 10 }
+        }
+        return Model(name: "tiny-gemma", path: "memory", config: c, weights: w, tokenizer: qwen.tokenizer, sourceTensorTypes: [])
+    }
+
+    /// A sliding-window layer's cache holds window − 1 + chunk rows and slides; chunked prefill
+    /// and one-token decode through it give the same logits, bit for bit, as a cache holding
+    /// every position.
+    @Test("a windowed KV cache gives the same logits as a full one, in less memory")
+    func windowedCache() throws {
+        let gemma = try Self.syntheticGemma()
+        let c = gemma.config
+        let tokens = Array(try Self.evalTokens(gemma).prefix(96))
+        let windowed = try Transformer(model: gemma, contextLength: 96, maxBatch: 8)
+        let full = try Transformer(model: gemma, contextLength: 96, maxBatch: 8) { layers, ctx, kvDim in
+            FP32KVCache(layerCount: layers, contextLength: ctx, kvDim: kvDim)
+        }
+        // Local layers hold 16 − 1 + 8 = 23 rows, global ones 96.
+        let rows = (0..<c.layerCount).reduce(0) { $0 + (c.isLocal($1) ? 23 : 96) }
+        #expect(windowed.cache.byteCount == 2 * rows * c.kvDim * 4 && full.cache.byteCount == 2 * 4 * 96 * c.kvDim * 4)
+        // Prefill 40 tokens in chunks of 8, then decode the rest one at a time.
+        var a = Array(try windowed.forward(tokens[0..<40], logits: .last))
+        var b = Array(try full.forward(tokens[0..<40], logits: .last))
+        #expect(a == b)
+        for t in tokens[40...] {
+            a = Array(try windowed.forward([t], logits: .last))
+            b = Array(try full.forward([t], logits: .last))
+            #expect(a == b, "position \(windowed.position)")
+            if a != b { break }
+        }
+        #expect(c.isLocal(0) && !c.isLocal(1))
+    }
+
+    /// An HF Gemma 3 folder: the synthetic Gemma written with HF names, norms stored as w − 1,
+    /// layer_types and query_pre_attn_scalar; loading it back gives the same config and logits.
+    @Test("an HF Gemma 3 folder loads as the model it was written from")
+    func hfGemmaFolder() throws {
+        let gemma = try Self.syntheticGemma()
+        let qwen = gemma
+        let c = gemma.config
+        let w = gemma.weights
+        try withTemporaryDirectory { dir in
+            let folder = dir.appendingPathComponent("hf-gemma")
+            try HFExport.write(gemma, to: folder, ropeScaling: nil, extraConfig: [
+                "architectures": ["Gemma3ForCausalLM"], "hidden_activation": "gelu_pytorch_tanh", "sliding_window": 16,
+                "layer_types": c.localLayers.map { $0 ? "sliding_attention" : "full_attention" },
+                "query_pre_attn_scalar": 48, "rope_local_base_freq": 10000.0,
+                "final_logit_softcapping": NSNull(), "attn_logit_softcapping": NSNull(),
+            ])
+            let hf = try Model.load(path: folder.path)
+            #expect(hf.config == c)
+            let tokens = Array(try Self.evalTokens(qwen).prefix(64))
+            let a = Array(try Transformer(model: gemma, contextLength: 64, allLogits: true).forward(tokens, logits: .all))
+            let b = Array(try Transformer(model: hf, contextLength: 64, allLogits: true).forward(tokens, logits: .all))
+            var worst = 0.0
+            for i in a.indices { worst = max(worst, abs(Double(a[i]) - Double(b[i])) / max(1, abs(Double(a[i])))) }
+            #expect(worst <= 1e-5, "largest relative logit difference \(worst)")
+            // The window is in force: the same model with every layer global differs.
+            var global = c
+            global.slidingWindow = nil
+            global.localLayers = []
+            global.localRopeBase = nil
+            let g = Model(name: "x", path: "x", config: global, weights: w, tokenizer: qwen.tokenizer, sourceTensorTypes: [])
+            let d = Array(try Transformer(model: g, contextLength: 64, allLogits: true).forward(tokens, logits: .all))
+            #expect(zip(a, d).map { abs($0 - $1) }.max()! > 1e-3)
+        }
+    }
+
     // MARK: - Refused configs
 
     static func refusal(_ file: String, editing edit: (inout [String: Any]) -> Void) throws -> String {

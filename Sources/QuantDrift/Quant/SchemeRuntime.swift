@@ -22,7 +22,7 @@ public struct SchemeRuntime: Sendable {
         let fp32Layers = Set(scheme.skip.compactMap { if case .layer(let l) = $0 { l } else { nil } })
         return try Transformer(model: model, contextLength: contextLength, maxBatch: maxBatch, allLogits: allLogits,
                                weights: weights) { layers, ctx, kvDim in
-            guard let kv else { return FP32KVCache(layerCount: layers, contextLength: ctx, kvDim: kvDim) }
+            guard let kv else { return nil }  // the transformer's FP32 cache (windowed where the model has windows)
             return try QuantizedKVCache(spec: kv, layerCount: layers, contextLength: ctx, kvDim: kvDim, headDim: headDim,
                                         fp32Layers: fp32Layers)
         }

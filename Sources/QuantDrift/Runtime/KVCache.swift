@@ -10,6 +10,10 @@ public protocol KVCache: AnyObject {
     func store(layer: Int, position: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>)
     /// Keys of positions 0..<count of one layer as FP32, (count, kvDim); valid until the next call.
     func keys(layer: Int, count: Int) -> UnsafePointer<Float>
+    /// Keys of positions `from`..<count, (count − from, kvDim): all a sliding-window layer may hold.
+    func keys(layer: Int, from: Int, count: Int) -> UnsafePointer<Float>
+    /// Values of positions `from`..<count, (count − from, kvDim).
+    func values(layer: Int, from: Int, count: Int) -> UnsafePointer<Float>
     /// Values of positions 0..<count of one layer as FP32, (count, kvDim); valid until the next call.
     func values(layer: Int, count: Int) -> UnsafePointer<Float>
     /// True when `store` takes keys before RoPE (the cache rotates what it reads back).
@@ -20,38 +24,84 @@ public protocol KVCache: AnyObject {
 
 public extension KVCache {
     var storesPreRoPEKeys: Bool { false }
+    func keys(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> { keys(layer: layer, count: count) + from * kvDim }
+    func values(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> { values(layer: layer, count: count) + from * kvDim }
     func attach(rope: RotaryEmbedding) {}
 }
 
-/// The reference cache: one flat FP32 (layers, contextLength, kvDim) array each for K and V.
+/// The reference cache: FP32 keys and values per layer. A sliding-window layer holds only what
+/// its window can still see: `window − 1 + maxBatch` rows (the window of the oldest row of a
+/// chunk plus the chunk), slid down when full, so a 32k-token Gemma context keeps 1,023 rows in
+/// its local layers instead of 32,768. Global layers hold the whole context.
 public final class FP32KVCache: KVCache, @unchecked Sendable {
     public let layerCount: Int
     public let contextLength: Int
     public let kvDim: Int
-    let k: FloatBuffer  // (layers, contextLength, kvDim)
-    let v: FloatBuffer  // (layers, contextLength, kvDim)
+    let k: FloatBuffer  // every layer's rows, layer l from offset[l]
+    let v: FloatBuffer
+    /// Per layer: first row in `k`/`v`, rows held, the window (nil: global), first position held.
+    private let offset: [Int]
+    private let capacity: [Int]
+    private let window: [Int?]
+    private var base: [Int]
 
-    public init(layerCount: Int, contextLength: Int, kvDim: Int) {
+    /// - Parameters:
+    ///   - windows: per layer, the sliding window (nil or absent: the layer sees the whole context).
+    ///   - maxBatch: most rows one `store` brings (the transformer's chunk size).
+    public init(layerCount: Int, contextLength: Int, kvDim: Int, windows: [Int?] = [], maxBatch: Int = 1) {
         self.layerCount = layerCount
         self.contextLength = contextLength
         self.kvDim = kvDim
-        k = FloatBuffer(count: layerCount * contextLength * kvDim)
-        v = FloatBuffer(count: layerCount * contextLength * kvDim)
+        var offset: [Int] = [], capacity: [Int] = [], window: [Int?] = []
+        var rows = 0
+        for l in 0..<layerCount {
+            let w = l < windows.count ? windows[l] : nil
+            let cap = w.map { min(contextLength, $0 - 1 + max(1, maxBatch)) } ?? contextLength
+            offset.append(rows)
+            capacity.append(cap)
+            window.append(cap < contextLength ? w : nil)
+            rows += cap
+        }
+        self.offset = offset
+        self.capacity = capacity
+        self.window = window
+        base = Array(repeating: 0, count: layerCount)
+        k = FloatBuffer(count: rows * kvDim)
+        v = FloatBuffer(count: rows * kvDim)
     }
 
-    public var byteCount: Int { 2 * layerCount * contextLength * kvDim * MemoryLayout<Float>.size }
+    public var byteCount: Int { 2 * capacity.reduce(0, +) * kvDim * MemoryLayout<Float>.size }
 
     public func store(layer: Int, position: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
-        let o = (layer * contextLength + position) * kvDim
+        if let w = window[layer] {
+            // Keep what the oldest of these rows can see, [position − w + 1, position), then append.
+            let keep = max(0, position - w + 1)
+            if position == 0 { base[layer] = 0 }  // reset
+            precondition(keep >= base[layer], "sliding-window cache: position \(position) needs keys already dropped (rewound too far)")
+            if position + rows - base[layer] > capacity[layer] {
+                let held = position - keep
+                let from = (offset[layer] + keep - base[layer]) * kvDim, to = offset[layer] * kvDim
+                (k.pointer + to).update(from: k.pointer + from, count: held * kvDim)
+                (v.pointer + to).update(from: v.pointer + from, count: held * kvDim)
+                base[layer] = keep
+            }
+            precondition(position + rows - base[layer] <= capacity[layer], "sliding-window cache: \(rows) rows exceed the chunk size it was made for")
+        }
+        let o = (offset[layer] + position - base[layer]) * kvDim
         (k.pointer + o).update(from: keys, count: rows * kvDim)
         (v.pointer + o).update(from: values, count: rows * kvDim)
     }
 
-    public func keys(layer: Int, count: Int) -> UnsafePointer<Float> {
-        UnsafePointer(k.pointer + layer * contextLength * kvDim)
+    public func keys(layer: Int, count: Int) -> UnsafePointer<Float> { keys(layer: layer, from: 0, count: count) }
+    public func values(layer: Int, count: Int) -> UnsafePointer<Float> { values(layer: layer, from: 0, count: count) }
+
+    public func keys(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> {
+        precondition(from >= base[layer], "sliding-window cache: position \(from) was dropped")
+        return UnsafePointer(k.pointer + (offset[layer] + from - base[layer]) * kvDim)
     }
 
-    public func values(layer: Int, count: Int) -> UnsafePointer<Float> {
-        UnsafePointer(v.pointer + layer * contextLength * kvDim)
+    public func values(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> {
+        precondition(from >= base[layer], "sliding-window cache: position \(from) was dropped")
+        return UnsafePointer(v.pointer + (offset[layer] + from - base[layer]) * kvDim)
     }
 }

@@ -63,10 +63,11 @@ public final class Transformer: @unchecked Sendable {
     ///   - maxBatch: tokens per prefill chunk.
     ///   - allLogits: whether `forward(…, logits: .all)` will be used (allocates (maxBatch, vocab)).
     ///   - weights: the weights to run (default: the model's FP32 weights).
-    ///   - makeCache: builds the KV cache for (layers, contextLength, kvDim) (default: FP32).
+    ///   - makeCache: builds the KV cache for (layers, contextLength, kvDim), or nil for the default:
+    ///     FP32, sliding-window layers holding only their window.
     public init(model: Model, contextLength: Int? = nil, maxBatch: Int = 512, allLogits: Bool = false,
                 weights: RuntimeWeights? = nil,
-                makeCache: ((_ layers: Int, _ contextLength: Int, _ kvDim: Int) throws -> any KVCache)? = nil) throws {
+                makeCache: ((_ layers: Int, _ contextLength: Int, _ kvDim: Int) throws -> (any KVCache)?)? = nil) throws {
         let c = model.config
         let ctx = contextLength ?? c.contextLength
         guard ctx >= 1 else { throw QuantDriftError.invalidInput("context length must be at least 1") }
@@ -91,7 +92,9 @@ public final class Transformer: @unchecked Sendable {
         logitsCapacityRows = allLogits ? b : 1
         logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
         scratch = LinearScratch(maxRows: b, maxInDim: max(c.dim, c.qDim, c.hiddenDim))
-        cache = try makeCache?(c.layerCount, ctx, c.kvDim) ?? FP32KVCache(layerCount: c.layerCount, contextLength: ctx, kvDim: c.kvDim)
+        cache = try makeCache?(c.layerCount, ctx, c.kvDim)
+            ?? FP32KVCache(layerCount: c.layerCount, contextLength: ctx, kvDim: c.kvDim,
+                           windows: (0..<c.layerCount).map { c.isLocal($0) ? c.slidingWindow : nil }, maxBatch: self.maxBatch)
         rope = RotaryEmbedding(config: c, contextLength: ctx)
         cache.attach(rope: rope)
     }
@@ -99,7 +102,8 @@ public final class Transformer: @unchecked Sendable {
     /// Forgets the cached context.
     public func reset() { position = 0 }
 
-    /// Rolls the cache back to `position` (e.g. to re-run a suffix).
+    /// Rolls the cache back to `position` (e.g. to re-run a suffix). A sliding-window layer keeps
+    /// only the rows its window still sees, so it cannot go back further than the window.
     public func truncate(to newPosition: Int) {
         precondition(newPosition >= 0 && newPosition <= position)
         position = newPosition
@@ -187,8 +191,12 @@ public final class Transformer: @unchecked Sendable {
                 rope.apply(k.pointer + r * kvDim, heads: c.kvHeadCount, position: pos0 + r, layer: l)
             }
             if !preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer) }
-            attention(layerK: cache.keys(layer: l, count: pos0 + n), layerV: cache.values(layer: l, count: pos0 + n),
-                      rows: n, pos0: pos0, window: c.isLocal(l) ? c.slidingWindow : nil)
+            // Keys first0 ..< pos0 + n are visible to some row; a window hides the older ones.
+            let window = c.isLocal(l) ? c.slidingWindow : nil
+            let first0 = window.map { max(0, pos0 - $0 + 1) } ?? 0
+            attention(layerK: cache.keys(layer: l, from: first0, count: pos0 + n),
+                      layerV: cache.values(layer: l, from: first0, count: pos0 + n),
+                      rows: n, pos0: pos0, first0: first0, window: window)
             observer?.observe(layer: l, site: .attentionOutput, x: attOut.pointer, rows: n, width: qDim)
             linear(attOut.pointer, n, qDim, lw.wo, dim, proj.pointer, bias: nil)
             if let pn = lw.extraNorms.postAttention { rmsNorm(proj.pointer, pn, rows: n, into: proj.pointer) }
@@ -257,36 +265,36 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// Causal GQA attention of `rows` queries at positions pos0…pos0+rows-1 over the cache.
-    /// With `window`, row r sees only the last `window` keys up to its own position (a local layer).
-    private func attention(layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int, pos0: Int, window: Int?) {
+    /// `layerK`/`layerV` start at position `first0`. With `window`, row r sees only the last
+    /// `window` keys up to its own position (a local layer).
+    private func attention(layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int, pos0: Int, first0: Int,
+                           window: Int?) {
         let heads = config.headCount
         guard cores == 2, n > 1, heads > 1, let second = secondScores else {
-            return attention(heads: 0..<heads, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, window: window,
-                             scores: scores.pointer)
+            return attention(heads: 0..<heads, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, first0: first0,
+                             window: window, scores: scores.pointer)
         }
         let shared = SharedKV(keys: layerK, values: layerV)
         let first = scores
         DispatchQueue.concurrentPerform(iterations: 2) { k in
             self.attention(heads: k == 0 ? 0..<(heads / 2) : (heads / 2)..<heads, layerK: shared.keys, layerV: shared.values,
-                           rows: n, pos0: pos0, window: window, scores: (k == 0 ? first : second).pointer)
+                           rows: n, pos0: pos0, first0: first0, window: window, scores: (k == 0 ? first : second).pointer)
         }
     }
 
     /// Attention of the heads in `heads`, with `s` as the (rows, keys) score scratch.
     private func attention(heads: Range<Int>, layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int,
-                           pos0: Int, window: Int?, scores s: UnsafeMutablePointer<Float>) {
+                           pos0: Int, first0: Int, window: Int?, scores s: UnsafeMutablePointer<Float>) {
         let c = config
         let hd = c.headDim, qDim = c.qDim, kvDim = c.kvDim
         let group = c.headCount / c.kvHeadCount
-        // Keys first0 ..< pos0 + n are visible to some row; a window hides the older ones.
-        let first0 = window.map { max(0, pos0 - $0 + 1) } ?? 0
         let keys = pos0 + n - first0
         let scale = c.attentionScale
         for h in heads {
             let kvh = h / group
             let qh = q.pointer + h * hd
-            let kh = layerK + first0 * kvDim + kvh * hd
-            let vh = layerV + first0 * kvDim + kvh * hd
+            let kh = layerK + kvh * hd
+            let vh = layerV + kvh * hd
             // scores(n, keys) = scale · Q_h · K_hᵀ
             if n == 1 {
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(keys), Int32(hd), scale, kh, Int32(kvDim), qh, 1, 0, s, 1)
