@@ -33,6 +33,7 @@ struct FamilyReportTests {
         let s = try #require(r.sentence(for: "w8"))
         #expect(s.contains("behaves differently") && s.contains("10.0×") && s.contains("more on b"), "\(s)")
         #expect(r.markdown().contains("| w8 |"))
+        #expect(r.html().contains("<svg") && r.html().contains("Mean KLD per scheme"))
     }
 
     @Test func equalFamiliesAreNot() throws {

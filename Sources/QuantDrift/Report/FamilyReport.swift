@@ -64,7 +64,7 @@ public struct FamilyReport {
         let ratio = lo.2 > 0 ? String(format: "%.1f×", hi.2 / lo.2) : "infinitely"
         var divergence = ""
         if let a = hi.1.medianFirstDivergence, let b = lo.1.medianFirstDivergence {
-            divergence = "; free-running, the median first divergence is token \(Int(a)) on \(hi.0) and \(Int(b)) on \(lo.0)"
+            divergence = "; free-running, the median first divergence is token \(ReportFormat.count(a)) on \(hi.0) and \(ReportFormat.count(b)) on \(lo.0)"
         }
         let numbers = "mean KLD \(ReportFormat.sig(hi.2)) \(ci(hi.1)) on \(hi.0) vs \(ReportFormat.sig(lo.2)) \(ci(lo.1)) on \(lo.0)"
         if let a = hi.1.ci, let b = lo.1.ci, a.0 > b.1 {
@@ -152,7 +152,7 @@ public struct FamilyReport {
         for name in schemes {
             md += "| \(name) | " + families.map { f in
                 guard let c = cell(f, name) else { return "— | — | —" }
-                return "\(ReportFormat.withCI(c.meanKLD, c.ci) { ReportFormat.sig($0) }) | \(ReportFormat.percent(c.top1)) | \(c.medianFirstDivergence.map { String(Int($0)) } ?? "—")"
+                return "\(ReportFormat.withCI(c.meanKLD, c.ci) { ReportFormat.sig($0) }) | \(ReportFormat.percent(c.top1)) | \(ReportFormat.count(c.medianFirstDivergence))"
             }.joined(separator: " | ") + " |\n"
         }
         md += "\n## Where the families differ\n\n"
@@ -182,10 +182,10 @@ public struct FamilyReport {
         for name in schemes {
             h += "<tr><td>\(ReportFormat.html(name))</td>" + families.map { f in
                 guard let c = cell(f, name) else { return "<td>—</td><td>—</td><td>—</td>" }
-                return "<td>\(ReportFormat.html(ReportFormat.withCI(c.meanKLD, c.ci) { ReportFormat.sig($0) }))</td><td>\(ReportFormat.percent(c.top1))</td><td>\(c.medianFirstDivergence.map { String(Int($0)) } ?? "—")</td>"
+                return "<td>\(ReportFormat.html(ReportFormat.withCI(c.meanKLD, c.ci) { ReportFormat.sig($0) }))</td><td>\(ReportFormat.percent(c.top1))</td><td>\(ReportFormat.count(c.medianFirstDivergence))</td>"
             }.joined() + "</tr>"
         }
-        h += "</table><h2>Where the families differ</h2><ul>"
+        h += "</table>" + kldPlot() + "<h2>Where the families differ</h2><ul>"
         for name in schemes {
             if let s = sentence(for: name) {
                 h += "<li>" + ReportFormat.html(s).replacingOccurrences(of: "**\(name)**", with: "<b>\(ReportFormat.html(name))</b>") + "</li>"
@@ -205,6 +205,26 @@ public struct FamilyReport {
             if let s = activationSentence() { h += "<p>\(ReportFormat.html(s))</p>" }
         }
         return h + "</body></html>\n"
+    }
+
+    /// Mean KLD per scheme (x: the schemes with KLD > 0 in table order), one series per family with
+    /// its CI band, on a log axis when the schemes span decades.
+    func kldPlot() -> String {
+        let shown = schemes.filter { name in families.contains { (cell($0, name)?.meanKLD ?? 0) > 0 } }
+        guard !shown.isEmpty else { return "" }
+        let series = families.enumerated().map { i, f in
+            var points: [(x: Double, y: Double)] = [], band: [(x: Double, lo: Double, hi: Double)] = []
+            for (j, name) in shown.enumerated() {
+                guard let c = cell(f, name), let m = c.meanKLD, m > 0 else { continue }
+                points.append((Double(j + 1), m))
+                if let ci = c.ci { band.append((Double(j + 1), ci.0, ci.1)) }
+            }
+            return SVGPlot.Series(name: f.label, colour: SVGPlot.colour(i), points: points, band: band, markers: true)
+        }
+        let key = shown.enumerated().map { "\($0.offset + 1) = \($0.element)" }.joined(separator: ", ")
+        return "<h2>Mean KLD per scheme</h2>" + SVGPlot.line(SVGPlot.LinePlot(
+            title: "Mean KLD (teacher-forced) per scheme and family, 95% CI", xLabel: "scheme: \(key)", yLabel: "mean KLD",
+            logY: nil, xRange: (0.5, Double(shown.count) + 0.5), series: series))
     }
 
     /// Writes families.json, families.md and families.html into `dir`, each atomically.
