@@ -13,12 +13,6 @@ struct GemmaGoldenTests {
     }
     static func model() throws -> Model { try shared.get() }
 
-    static func evalTokens(_ model: Model) throws -> [Int] {
-        var text = try String(contentsOf: fixtureURL("eval.txt"), encoding: .utf8)
-        if text.hasSuffix("\n") { text.removeLast() }  // llama-perplexity -f drops one trailing newline
-        return Perplexity.textTokens(text, tokenizer: model.tokenizer)
-    }
-
     static func reference() throws -> [String: Any] { try Golden.json("gemma3/llamacpp-kld.json") as! [String: Any] }
 
     @Test("the file is read as Gemma 3: window, layer pattern, RoPE bases, head size, tied head")
@@ -53,7 +47,7 @@ struct GemmaGoldenTests {
         let model = try Self.model()
         let ref = try Golden.json("gemma3/toplogprobs-eval.json") as! [String: Any]
         let tokens = ref["tokens"] as! [Int]
-        #expect(Array(try Self.evalTokens(model).prefix(tokens.count)) == tokens)
+        #expect(Array(try Golden.evalTokens(model).prefix(tokens.count)) == tokens)
         let t = try Transformer(model: model, contextLength: tokens.count, allLogits: true)
         let logits = Array(try t.forward(tokens, logits: .all))
         let vocab = model.config.vocabSize
@@ -76,7 +70,7 @@ struct GemmaGoldenTests {
     func perplexityAndKLD() throws {
         let model = try Self.model()
         let ref = try Self.reference()
-        let tokens = try Self.evalTokens(model)
+        let tokens = try Golden.evalTokens(model)
         func run(_ s: String) throws -> KLDResult {
             try KLDMode.run(model: model, candidate: try SchemeRuntime(model: model, scheme: try Scheme(parsing: s)),
                             tokens: tokens, nCtx: 512)
@@ -97,7 +91,7 @@ struct GemmaGoldenTests {
     func slidingWindowPerplexity() throws {
         let model = try Self.model()
         let want = ((try Self.reference())["base_ctx2048"] as! [String: Any])["ppl"] as! Double
-        let r = try Perplexity.run(model: model, tokens: try Self.evalTokens(model), nCtx: 2048)
+        let r = try Perplexity.run(model: model, tokens: try Golden.evalTokens(model), nCtx: 2048)
         #expect(r.chunks == 2)
         #expect(abs(r.ppl / want - 1) <= 1e-3, "PPL \(r.ppl) vs llama.cpp \(want)")
     }

@@ -5,6 +5,14 @@ import Foundation
 enum Golden {
     static let packageRoot = QuantDriftTests.packageRoot()
 
+    /// eval.txt as llama-perplexity reads it (`-f` drops one trailing newline), BOS first when
+    /// the model adds BOS.
+    static func evalTokens(_ model: Model) throws -> [Int] {
+        var text = try String(contentsOf: fixtureURL("eval.txt"), encoding: .utf8)
+        if text.hasSuffix("\n") { text.removeLast() }  // llama-perplexity -f drops one trailing newline
+        return Perplexity.textTokens(text, tokenizer: model.tokenizer)
+    }
+
     static func json(_ name: String) throws -> Any {
         try JSONSerialization.jsonObject(with: Data(contentsOf: fixtureURL(name)))
     }
