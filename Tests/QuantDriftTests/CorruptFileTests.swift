@@ -478,6 +478,25 @@ import Testing
                 $0["decoder"] = ["type": "Sequence", "decoders": [["type": "Replace"]]]
             }
         })
+        try expectFolderError("normalizer step NFKC is not supported for SentencePiece-style BPE", culprit: "tokenizer.json", kind: .unsupported, files: { dir in
+            try editTokenizer(dir) { j in
+                var m = j["model"] as! [String: Any]
+                m["byte_fallback"] = true
+                j["model"] = m
+                j["pre_tokenizer"] = NSNull()
+                j["decoder"] = NSNull()
+                j["normalizer"] = ["type": "NFKC"]
+            }
+        })
+        try expectFolderError("model.vocab: expected an integer", culprit: "tokenizer.json", files: { dir in
+            try editTokenizer(dir) { j in
+                var m = j["model"] as! [String: Any]
+                var v = m["vocab"] as! [String: Any]
+                v["Ġt"] = 1.5
+                m["vocab"] = v
+                j["model"] = m
+            }
+        })
         try expectFolderError("model.vocab.Ġt is token id 9999999, out of range", culprit: "tokenizer.json", files: { dir in
             try editTokenizer(dir) { j in
                 var m = j["model"] as! [String: Any]

@@ -96,3 +96,93 @@ struct GemmaGoldenTests {
         #expect(abs(r.ppl / want - 1) <= 1e-3, "PPL \(r.ppl) vs llama.cpp \(want)")
     }
 }
+
+/// Gemma's vocabulary as an HF `tokenizer.json` (SentencePiece-style BPE with byte fallback), made
+/// from the GGUF the way HF's SentencePiece converter makes merges: every split of a token into two
+/// tokens, ordered by the merged token's score. Read back, it tokenizes the 20 cases as llama.cpp.
+@Suite("Gemma tokenizer.json")
+struct GemmaTokenizerJSONTests {
+    /// Built as an ordered `JSON` value: a Swift dictionary would merge Gemma's canonically
+    /// equivalent tokens (distinct ids whose texts differ only in Unicode normalization).
+    static func tokenizerJSON(_ spec: TokenizerSpec) -> JSON {
+        var vocab: [(String, JSON)] = [], added: [JSON] = []
+        var idOf: [[UInt8]: Int] = [:]
+        for (id, t) in spec.tokens.enumerated() {
+            switch spec.tokenTypes[id] {
+            case .control, .unknown, .userDefined:
+                added.append(.object([("id", .int(id)), ("content", .string(t)), ("single_word", .bool(false)),
+                                      ("lstrip", .bool(false)), ("rstrip", .bool(false)), ("normalized", .bool(false)),
+                                      ("special", .bool(spec.tokenTypes[id] != .userDefined))]))
+            default:
+                vocab.append((t, .int(id)))
+                if spec.tokenTypes[id] == .normal { idOf[Array(t.utf8)] = id }
+            }
+        }
+        var merges: [(score: Float, a: Int, b: Int)] = []
+        for (id, t) in spec.tokens.enumerated() where spec.tokenTypes[id] == .normal {
+            // Split at code points, as Python slices the piece.
+            let bytes = Array(t.utf8)
+            var cuts: [Int] = []
+            for scalar in t.unicodeScalars { cuts.append((cuts.last ?? 0) + UTF8.width(scalar)) }
+            for cut in cuts.dropLast() {
+                if let ia = idOf[Array(bytes[..<cut])], let ib = idOf[Array(bytes[cut...])] { merges.append((spec.scores[id], ia, ib)) }
+            }
+        }
+        merges.sort { ($0.score, -$0.a, -$0.b) > ($1.score, -$1.a, -$1.b) }
+        return .object([
+            ("version", .string("1.0")), ("added_tokens", .array(added)),
+            ("normalizer", .object([("type", .string("Replace")), ("pattern", .object([("String", .string(" "))])),
+                                    ("content", .string("\u{2581}"))])),
+            ("pre_tokenizer", .null),
+            ("decoder", .object([("type", .string("Sequence")), ("decoders", .array([
+                .object([("type", .string("Replace")), ("pattern", .object([("String", .string("\u{2581}"))])), ("content", .string(" "))]),
+                .object([("type", .string("ByteFallback"))]), .object([("type", .string("Fuse"))])]))])),
+            ("model", .object([
+                ("type", .string("BPE")), ("byte_fallback", .bool(true)), ("fuse_unk", .bool(true)), ("unk_token", .string("<unk>")),
+                ("vocab", .object(vocab)),
+                ("merges", .array(merges.map { .array([.string(spec.tokens[$0.a]), .string(spec.tokens[$0.b])]) })),
+            ])),
+        ])
+    }
+
+    @Test("canonically equivalent tokens keep their own ids")
+    func canonicallyEquivalentTokensStayApart() throws {
+        // "é" precomposed and "e" + combining acute compare equal as Swift strings.
+        let tokens: [(String, Int)] = [("<unk>", 0), ("<bos>", 1), ("\u{E9}", 2), ("e", 3), ("\u{301}", 4), ("e\u{301}", 5), ("\u{2581}", 6)]
+        let json = JSON.object([
+            ("added_tokens", .array([])),
+            ("normalizer", .object([("type", .string("Replace")), ("pattern", .object([("String", .string(" "))])), ("content", .string("\u{2581}"))])),
+            ("model", .object([("type", .string("BPE")), ("byte_fallback", .bool(true)),
+                               ("vocab", .object(tokens.map { ($0.0, JSON.int($0.1)) })),
+                               ("merges", .array([.array([.string("e"), .string("\u{301}")])]))])),
+        ])
+        try withTemporaryDirectory { dir in
+            try Data(json.serialized().utf8).write(to: dir.appendingPathComponent("tokenizer.json"))
+            let spec = try HFTokenizerLoader.spec(directory: dir.path, config: nil)
+            #expect(spec.tokens.count == 7 && spec.tokens[2].unicodeScalars.count == 1 && spec.tokens[5].unicodeScalars.count == 2)
+            let tok = try Tokenizer(spec: spec)
+            #expect(tok.encode("\u{E9}", parseSpecial: false) == [2])
+            #expect(tok.encode("e\u{301}", parseSpecial: false) == [5])
+        }
+    }
+
+    @Test("a SentencePiece-style tokenizer.json gives llama.cpp's ids on every case")
+    func tokenizerJSONMatchesLlamaCpp() throws {
+        let gguf = try GGUFModelLoader.tokenizerSpec(GGUFFile(path: gemmaModelPath()))  // no weights needed
+        try withTemporaryDirectory { dir in
+            try Data(Self.tokenizerJSON(gguf).serialized().utf8).write(to: dir.appendingPathComponent("tokenizer.json"))
+            try writeJSON(["add_bos_token": true, "bos_token": "<bos>", "eos_token": "<eos>"],
+                          to: dir.appendingPathComponent("tokenizer_config.json"))
+            let spec = try HFTokenizerLoader.spec(directory: dir.path, config: nil, vocabSize: 262_144)
+            #expect(spec.kind == .sentencePiece && spec.addBOS && !spec.addSpacePrefix && spec.bosID == 2)
+            let tok = try Tokenizer(spec: spec)
+            let cases = try Golden.json("gemma3/tokenize.json") as! [[String: Any]]
+            for c in cases {
+                let text = c["text"] as! String
+                let ids = [2] + tok.encode(text, parseSpecial: c["parse_special"] as! Bool)
+                #expect(ids == c["ids"] as! [Int], "case \(c["name"]!): \(text.debugDescription)")
+                if !(c["parse_special"] as! Bool) { #expect(tok.decode(Array(ids.dropFirst())) == text) }
+            }
+        }
+    }
+}

@@ -125,8 +125,8 @@ struct ModelFamilyTests {
         let c = gemma.config
         let tokens = Array(try Golden.evalTokens(gemma).prefix(96))
         let windowed = try Transformer(model: gemma, contextLength: 96, maxBatch: 8)
-        let full = try Transformer(model: gemma, contextLength: 96, maxBatch: 8) { layers, ctx, kvDim in
-            FP32KVCache(layerCount: layers, contextLength: ctx, kvDim: kvDim)
+        let full = try Transformer(model: gemma, contextLength: 96, maxBatch: 8) { shape in
+            FP32KVCache(layerCount: shape.layerCount, contextLength: shape.contextLength, kvDim: shape.kvDim)
         }
         // Local layers hold 16 − 1 + 8 = 23 rows, global ones 96.
         let rows = (0..<c.layerCount).reduce(0) { $0 + (c.isLocal($1) ? 23 : 96) }
@@ -142,6 +142,40 @@ struct ModelFamilyTests {
             if a != b { break }
         }
         #expect(c.isLocal(0) && !c.isLocal(1))
+    }
+
+    /// A quantized KV cache holds only a window's rows (codes and scales) on sliding-window layers
+    /// and gives the same logits, bit for bit, as one holding every position: per-token and
+    /// per-channel (KIVI) parts, FP8, sinks and pre-RoPE keys.
+    @Test("a windowed quantized KV cache gives the same logits as a full one", arguments: [
+        "kv4", "kivi2", "kv=fp8e4m3,sink=2,prerope", "kv=int4,k=channel,v=token,g8,res=4"])
+    func windowedQuantizedCache(spec: String) throws {
+        let gemma = try Self.syntheticGemma()
+        let c = gemma.config
+        let tokens = Array(try Golden.evalTokens(gemma).prefix(96))
+        let scheme = try Scheme(parsing: spec)
+        let windowed = try SchemeRuntime(model: gemma, scheme: scheme).transformer(model: gemma, contextLength: 96, maxBatch: 8)
+        let full = try Transformer(model: gemma, contextLength: 96, maxBatch: 8) { shape in
+            try QuantizedKVCache(spec: scheme.kv!, layerCount: shape.layerCount, contextLength: shape.contextLength,
+                                 kvDim: shape.kvDim, headDim: c.headDim)
+        }
+        #expect(windowed.cache.byteCount < full.cache.byteCount)
+        var a = Array(try windowed.forward(tokens[0..<40], logits: .last))
+        var b = Array(try full.forward(tokens[0..<40], logits: .last))
+        #expect(a == b)
+        for t in tokens[40...] {
+            a = Array(try windowed.forward([t], logits: .last))
+            b = Array(try full.forward([t], logits: .last))
+            #expect(a == b, "position \(windowed.position)")
+            if a != b { break }
+        }
+        let (wq, fq) = (windowed.cache as! QuantizedKVCache, full.cache as! QuantizedKVCache)
+        #expect(wq.relativeErrors(count: 96) == fq.relativeErrors(count: 96))
+        #expect(wq.quantizedPositions(layer: 0).keys > 0)
+        // A second run after a reset (position 0 again) still agrees.
+        windowed.reset()
+        full.reset()
+        #expect(Array(try windowed.forward(tokens[0..<50], logits: .last)) == Array(try full.forward(tokens[0..<50], logits: .last)))
     }
 
     /// An HF Gemma 3 folder: the synthetic Gemma written with HF names, norms stored as w − 1,

@@ -2,7 +2,8 @@ import Foundation
 
 /// Reads an HF `tokenizer.json` (with `tokenizer_config.json`, `chat_template.jinja` and the
 /// model's `config.json` for special tokens) into a `TokenizerSpec`, the way llama.cpp's
-/// converter would fill the GGUF tokenizer metadata. Only byte-level BPE is supported.
+/// converter would fill the GGUF tokenizer metadata. Byte-level BPE, and SentencePiece-style BPE
+/// with byte fallback (Gemma, Llama 2) read as llama.cpp's SentencePiece merger.
 enum HFTokenizerLoader {
     /// Token ids must stay below this (the vocabulary limit of `ModelConfig.validate`).
     static let maxTokenID = 1 << 22
@@ -19,7 +20,11 @@ enum HFTokenizerLoader {
         guard FileManager.default.fileExists(atPath: path) else {
             throw QuantDriftError.invalidInput("\(directory): no tokenizer.json")
         }
-        let j = try JSONNode.read(path: path)
+        let mapped = try MappedFile(path: path)
+        guard mapped.bytes.count <= 1 << 30 else {
+            throw QuantDriftError.invalidInput("\(path): \(mapped.bytes.count) bytes is too large for a JSON file")
+        }
+        let j = try withExtendedLifetime(mapped) { try JSONNode.parse(mapped.bytes, file: path) }
         let model = try j["model"]
         let type = try model["type"].optional?.string() ?? "BPE"
         guard type == "BPE" else {
@@ -27,8 +32,14 @@ enum HFTokenizerLoader {
         }
         let pre = try preTokenizer(j["pre_tokenizer"])
         let byteLevelDecoder = try isByteLevel(j["decoder"])
-        guard pre.byteLevel || byteLevelDecoder else {
-            throw QuantDriftError.unsupported("\(path): only byte-level BPE tokenizers are supported (no ByteLevel pre-tokenizer or decoder)")
+        // SentencePiece-style BPE (Gemma, Llama 2): spaces become U+2581 in the normalizer or a
+        // Metaspace pre-tokenizer, unknown bytes fall back to <0xXX> tokens.
+        var sentencePiece: (addSpacePrefix: Bool, path: String)?
+        if !(pre.byteLevel || byteLevelDecoder) {
+            guard try model["byte_fallback"].optional?.bool() == true else {
+                throw QuantDriftError.unsupported("\(path): only byte-level BPE tokenizers are supported, and SentencePiece-style BPE with byte_fallback (this one has neither)")
+            }
+            sentencePiece = (try sentencePieceSpaces(normalizer: j["normalizer"], pre: j["pre_tokenizer"], path: path), path)
         }
 
         // Token strings by id: the BPE vocabulary, then added tokens on top (as HF's get_vocab does).
@@ -42,13 +53,23 @@ enum HFTokenizerLoader {
             }
             return id
         }
-        for (token, node) in try model["vocab"].object() {
-            let id = try checkedID(node)
+        // The vocabulary is read with its keys' exact bytes: a Swift dictionary would merge
+        // canonically-equivalent tokens (Gemma has such pairs).
+        _ = try model["vocab"].object()  // present and an object
+        let vocab = try withExtendedLifetime(mapped) {
+            try JSONObjectEntries.integers(in: mapped.bytes, at: ["model", "vocab"], file: path)
+        }
+        for (key, value) in vocab {
+            let token = String(decoding: key, as: UTF8.self)
+            guard value >= 0, value < limit else {
+                throw QuantDriftError.invalidInput("\(path): model.vocab.\(token) is token id \(value), out of range 0..<\(limit)\(vocabSize != nil ? " (the model's vocab_size)" : "")")
+            }
+            let id = value
             if let other = byID[id] {
                 throw QuantDriftError.invalidInput("\(path): token id \(id) is both '\(other)' and '\(token)' in model.vocab")
             }
             byID[id] = token
-            types[id] = .normal
+            types[id] = sentencePiece != nil && Tokenizer.byteValue(ofByteToken: token) != nil ? .byte : .normal
         }
         for node in try j["added_tokens"].optional?.array() ?? [] {
             let id = try checkedID(node["id"])
@@ -66,27 +87,31 @@ enum HFTokenizerLoader {
             tokenTypes.append(types[id] ?? .unused)
         }
 
-        var merges: [String] = []
+        var merges: [(left: String, right: String)] = []
         for node in try model["merges"].optional?.array() ?? [] {
             if let s = node.value as? String {
-                merges.append(s)
+                guard let space = s.utf8.firstIndex(of: 0x20) else { throw node.error("is not a merge (a \"left right\" string or a pair)") }
+                merges.append((String(s[..<space]), String(s[s.utf8.index(after: space)...])))
             } else {
                 let pair = try node.array()
                 guard pair.count == 2 else { throw node.error("is not a merge (a \"left right\" string or a pair)") }
-                merges.append(try pair[0].string() + " " + pair[1].string())
+                merges.append((try pair[0].string(), try pair[1].string()))
             }
         }
 
+        // Token ids by their exact bytes (not by String, which compares canonically).
+        var idOfBytes: [[UInt8]: Int] = [:]
+        for (id, t) in tokens.enumerated() where idOfBytes[Array(t.utf8)] == nil { idOfBytes[Array(t.utf8)] = id }
+        func idOf(_ t: String) -> Int? { idOfBytes[Array(t.utf8)] }
+
         // Special tokens: tokenizer_config.json names them, config.json gives ids.
-        var idOf: [String: Int] = [:]
-        for (id, t) in tokens.enumerated() where idOf[t] == nil { idOf[t] = id }
         let tcPath = dir.appendingPathComponent("tokenizer_config.json").path
         let tc = FileManager.default.fileExists(atPath: tcPath) ? try JSONNode.read(path: tcPath) : nil
         func special(_ key: String) throws -> Int? {
             if let node = try tc?[key + "_token"].optional {
                 // A name missing from the vocabulary falls through to config.json, as in llama.cpp.
                 let content = try (node.value is String ? node : node["content"]).string()
-                if let id = idOf[content] { return id }
+                if let id = idOf(content) { return id }
             }
             if let node = try config?[key + "_token_id"].optional {
                 let id = try (node.value is [Any] ? node.array().first ?? node : node).int()
@@ -98,13 +123,13 @@ enum HFTokenizerLoader {
         var bos = try special("bos")
         let eos = try special("eos")
         var unknown = try special("unk")
-        if unknown == nil, let u = try model["unk_token"].optional?.string() { unknown = idOf[u] }
+        if unknown == nil, let u = try model["unk_token"].optional?.string() { unknown = idOf(u) }
 
         // add_bos_token, else whether the post-processor puts the BOS token first.
         var addBOS = try tc?["add_bos_token"].optional?.bool()
         if addBOS == nil, let first = try templateFirstSpecial(j["post_processor"]) {
-            if bos == nil { bos = idOf[first] }
-            addBOS = bos != nil && idOf[first] == bos
+            if bos == nil { bos = idOf(first) }
+            addBOS = bos != nil && idOf(first) == bos
         }
 
         var chatTemplate: String?
@@ -123,13 +148,29 @@ enum HFTokenizerLoader {
             chatTemplate = String(decoding: f.bytes, as: UTF8.self)
         }
 
+        if let sp = sentencePiece {
+            // llama.cpp's SentencePiece merger picks the pair whose merged token scores highest;
+            // HF's BPE applies the lowest-ranked merge first. Scoring a token −(rank of the first
+            // merge that makes it) makes the two agree; tokens no merge makes are never preferred.
+            // (llama.cpp would still merge a pair no merge lists when the joined token exists; HF
+            // would not. A converter's merges list every such pair, so the two do not differ there.)
+            let never = -Float(merges.count + 1)
+            var scores = [Float](repeating: never, count: count)
+            for (rank, m) in merges.enumerated() {
+                if let id = idOfBytes[Array(m.left.utf8) + Array(m.right.utf8)], scores[id] == never { scores[id] = -Float(rank) }
+            }
+            return TokenizerSpec(
+                kind: .sentencePiece, pre: "default", tokens: tokens, tokenTypes: tokenTypes, scores: scores, merges: [],
+                bosID: bos, eosID: eos, eotID: nil, unknownID: unknown, addBOS: addBOS ?? false,
+                addSpacePrefix: sp.addSpacePrefix, chatTemplate: chatTemplate)
+        }
         return TokenizerSpec(
             kind: .byteLevelBPE,
             pre: pre.name,
             tokens: tokens,
             tokenTypes: tokenTypes,
             scores: [],
-            merges: merges,
+            merges: merges.map { $0.left + " " + $0.right },
             bosID: bos,
             eosID: eos,
             eotID: nil,
@@ -181,6 +222,41 @@ enum HFTokenizerLoader {
             name = "gpt2"
         }
         return (name, byteLevel, addPrefixSpace)
+    }
+
+    /// Whether a SentencePiece-style tokenizer puts U+2581 before the text: from a `Replace(" " →
+    /// "▁")` normalizer (with `Prepend("▁")` for the prefix) or a `Metaspace` pre-tokenizer. Any
+    /// other normalizer or pre-tokenizer step is refused, naming it.
+    static func sentencePieceSpaces(normalizer: JSONNode, pre: JSONNode, path: String) throws -> Bool {
+        func steps(_ n: JSONNode, _ list: String) throws -> [JSONNode] {
+            guard n.optional != nil else { return [] }
+            return try n["type"].string() == "Sequence" ? try n[list].array().flatMap { try steps($0, list) } : [n]
+        }
+        var replaced = false, prefix = false
+        for n in try steps(normalizer, "normalizers") {
+            switch try n["type"].string() {
+            case "Replace" where try n["pattern"]["String"].optional?.string() == " " && (try n["content"].string()) == "\u{2581}":
+                replaced = true
+            case "Prepend" where try n["prepend"].string() == "\u{2581}":
+                prefix = true
+            case let other:
+                throw QuantDriftError.unsupported("\(path): normalizer step \(other) is not supported for SentencePiece-style BPE")
+            }
+        }
+        for n in try steps(pre, "pretokenizers") {
+            switch try n["type"].string() {
+            case "Metaspace":
+                replaced = true
+                let scheme = try n["prepend_scheme"].optional?.string() ?? ((try n["add_prefix_space"].optional?.bool() ?? true) ? "always" : "never")
+                prefix = prefix || scheme != "never"
+            case let other:
+                throw QuantDriftError.unsupported("\(path): pre_tokenizer \(other) is not supported for SentencePiece-style BPE")
+            }
+        }
+        guard replaced else {
+            throw QuantDriftError.unsupported("\(path): SentencePiece-style BPE without a Replace(\" \" → \"▁\") normalizer or Metaspace pre-tokenizer is not supported")
+        }
+        return prefix
     }
 
     static func isByteLevel(_ node: JSONNode) throws -> Bool {

@@ -21,10 +21,9 @@ public struct SchemeRuntime: Sendable {
         let headDim = model.config.headDim
         let fp32Layers = Set(scheme.skip.compactMap { if case .layer(let l) = $0 { l } else { nil } })
         return try Transformer(model: model, contextLength: contextLength, maxBatch: maxBatch, allLogits: allLogits,
-                               weights: weights) { layers, ctx, kvDim in
+                               weights: weights) { shape in
             guard let kv else { return nil }  // the transformer's FP32 cache (windowed where the model has windows)
-            return try QuantizedKVCache(spec: kv, layerCount: layers, contextLength: ctx, kvDim: kvDim, headDim: headDim,
-                                        fp32Layers: fp32Layers)
+            return try QuantizedKVCache(spec: kv, shape: shape, headDim: headDim, fp32Layers: fp32Layers)
         }
     }
 }

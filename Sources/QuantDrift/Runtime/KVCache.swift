@@ -22,6 +22,31 @@ public protocol KVCache: AnyObject {
     func attach(rope: RotaryEmbedding)
 }
 
+/// What a KV cache is made for: the model's layers and KV width, the context, each layer's
+/// sliding window (nil: the layer sees the whole context) and the most rows one `store` brings
+/// (the transformer's chunk size). A windowed layer needs only `window − 1 + maxBatch` rows.
+public struct KVCacheShape: Sendable {
+    public let layerCount: Int
+    public let contextLength: Int
+    public let kvDim: Int
+    public let windows: [Int?]
+    public let maxBatch: Int
+
+    public init(layerCount: Int, contextLength: Int, kvDim: Int, windows: [Int?] = [], maxBatch: Int = 1) {
+        self.layerCount = layerCount
+        self.contextLength = contextLength
+        self.kvDim = kvDim
+        self.windows = windows
+        self.maxBatch = maxBatch
+    }
+
+    /// Rows a layer must hold: the whole context, or what its window still sees plus a chunk.
+    public func rows(layer: Int) -> Int {
+        guard layer < windows.count, let w = windows[layer] else { return contextLength }
+        return min(contextLength, w - 1 + max(1, maxBatch))
+    }
+}
+
 public extension KVCache {
     var storesPreRoPEKeys: Bool { false }
     func keys(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> { keys(layer: layer, count: count) + from * kvDim }
@@ -48,15 +73,19 @@ public final class FP32KVCache: KVCache, @unchecked Sendable {
     /// - Parameters:
     ///   - windows: per layer, the sliding window (nil or absent: the layer sees the whole context).
     ///   - maxBatch: most rows one `store` brings (the transformer's chunk size).
-    public init(layerCount: Int, contextLength: Int, kvDim: Int, windows: [Int?] = [], maxBatch: Int = 1) {
-        self.layerCount = layerCount
-        self.contextLength = contextLength
-        self.kvDim = kvDim
+    public convenience init(layerCount: Int, contextLength: Int, kvDim: Int, windows: [Int?] = [], maxBatch: Int = 1) {
+        self.init(shape: KVCacheShape(layerCount: layerCount, contextLength: contextLength, kvDim: kvDim, windows: windows, maxBatch: maxBatch))
+    }
+
+    public init(shape: KVCacheShape) {
+        layerCount = shape.layerCount
+        contextLength = shape.contextLength
+        kvDim = shape.kvDim
         var offset: [Int] = [], capacity: [Int] = [], window: [Int?] = []
         var rows = 0
         for l in 0..<layerCount {
-            let w = l < windows.count ? windows[l] : nil
-            let cap = w.map { min(contextLength, $0 - 1 + max(1, maxBatch)) } ?? contextLength
+            let w = l < shape.windows.count ? shape.windows[l] : nil
+            let cap = shape.rows(layer: l)
             offset.append(rows)
             capacity.append(cap)
             window.append(cap < contextLength ? w : nil)

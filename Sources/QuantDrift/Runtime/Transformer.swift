@@ -63,11 +63,11 @@ public final class Transformer: @unchecked Sendable {
     ///   - maxBatch: tokens per prefill chunk.
     ///   - allLogits: whether `forward(…, logits: .all)` will be used (allocates (maxBatch, vocab)).
     ///   - weights: the weights to run (default: the model's FP32 weights).
-    ///   - makeCache: builds the KV cache for (layers, contextLength, kvDim), or nil for the default:
-    ///     FP32, sliding-window layers holding only their window.
+    ///   - makeCache: builds the KV cache for a shape (layers, context, KV width, windows, chunk),
+    ///     or nil for the default: FP32, sliding-window layers holding only their window.
     public init(model: Model, contextLength: Int? = nil, maxBatch: Int = 512, allLogits: Bool = false,
                 weights: RuntimeWeights? = nil,
-                makeCache: ((_ layers: Int, _ contextLength: Int, _ kvDim: Int) throws -> (any KVCache)?)? = nil) throws {
+                makeCache: ((KVCacheShape) throws -> (any KVCache)?)? = nil) throws {
         let c = model.config
         let ctx = contextLength ?? c.contextLength
         guard ctx >= 1 else { throw QuantDriftError.invalidInput("context length must be at least 1") }
@@ -92,9 +92,9 @@ public final class Transformer: @unchecked Sendable {
         logitsCapacityRows = allLogits ? b : 1
         logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
         scratch = LinearScratch(maxRows: b, maxInDim: max(c.dim, c.qDim, c.hiddenDim))
-        cache = try makeCache?(c.layerCount, ctx, c.kvDim)
-            ?? FP32KVCache(layerCount: c.layerCount, contextLength: ctx, kvDim: c.kvDim,
-                           windows: (0..<c.layerCount).map { c.isLocal($0) ? c.slidingWindow : nil }, maxBatch: self.maxBatch)
+        let shape = KVCacheShape(layerCount: c.layerCount, contextLength: ctx, kvDim: c.kvDim,
+                                 windows: (0..<c.layerCount).map { c.isLocal($0) ? c.slidingWindow : nil }, maxBatch: b)
+        cache = try makeCache?(shape) ?? FP32KVCache(shape: shape)
         rope = RotaryEmbedding(config: c, contextLength: ctx)
         cache.attach(rope: rope)
     }

@@ -41,7 +41,12 @@ struct JSONNode {
     }
 
     /// True when the key is absent or holds `null`.
-    var isNull: Bool { value == nil || value is NSNull }
+    /// (Compares the dynamic type: `value is NSNull` would bridge a large Swift dictionary to an
+    /// NSDictionary on every call, which made reading a 14 MB tokenizer.json take half a minute.)
+    var isNull: Bool {
+        guard let v = value else { return true }
+        return ObjectIdentifier(type(of: v)) == ObjectIdentifier(NSNull.self)
+    }
 
     /// The value under `key`; absent when this value is absent or null. Throws when this value is
     /// something other than an object.

@@ -75,6 +75,11 @@ struct KVVectorEncoder {
 /// (`relativeErrors`). A cache that could not quantize a single position within its context is
 /// refused when it is made.
 ///
+/// A sliding-window layer holds codes only for the positions its window can still see (as the
+/// FP32 cache does): `window − 1 + maxBatch` rows, reused in a ring (per-channel keys one token
+/// group more), with the scales of those rows. FP32 layers (`fp32Layers`) and a part with no
+/// format hold the whole context.
+///
 /// Within one prefill chunk every query sees the cache as it stands after the chunk was stored
 /// (quantized entries included), as llama.cpp's quantized caches do; with a residual window, the
 /// window is measured from the end of the chunk.
@@ -104,13 +109,19 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         let entryBytes: Int         // code bytes of one position: kvDim·bits/8
         /// Per layer: its index in the quantized storage, or −1 for a layer held whole in FP32.
         let slot: [Int]
+        /// Per quantized slot: first storage row, rows held (the context, or a window's rows:
+        /// position p lives in row p mod rowsHeld), and the same for per-channel token groups.
+        let rowOffset: [Int]
+        let rowsHeld: [Int]
+        let groupOffset: [Int]
+        let groupsHeld: [Int]
         /// Per layer: its index in `full`, or −1 for a quantized layer.
         let fullSlot: [Int]
         let sinkCount: Int          // sink positions held: min(sinks, ctx)
         let window: Int             // positions the ring holds
         let codeCount: Int
-        let codes: UnsafeMutablePointer<UInt8>   // (quantized layers, ctx, entryBytes)
-        let scales: FloatBuffer     // (quantized layers, ctx, kvDim/group) or (quantized layers, ⌈ctx/group⌉, kvDim)
+        let codes: UnsafeMutablePointer<UInt8>   // (Σ rowsHeld, entryBytes)
+        let scales: FloatBuffer     // (Σ rowsHeld, kvDim/group) per token, or (Σ groupsHeld, kvDim) per channel
         let mins: FloatBuffer       // as scales; empty for FP8 parts
         let sinkRows: FloatBuffer   // (quantized layers, sinkCount, kvDim) the FP32 sinks
         let ring: FloatBuffer       // (quantized layers, window, kvDim) positions not yet quantized: p at (p − sinks) mod window
@@ -120,8 +131,10 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         let errorSums: UnsafeMutablePointer<Double>  // (layers, ctx) Σ(x̂ − x)² per position, 0 until quantized
         let normSums: UnsafeMutablePointer<Double>   // (layers, ctx) Σx² per position as written
         var quantizedUpTo: [Int]    // per layer: positions [sinks, quantizedUpTo) are quantized
+        var storedEnd: [Int]        // per layer: the furthest end of a store since the last reset
 
-        init(q: KVPartQuant?, layers: Int, ctx: Int, kvDim: Int, headDim: Int, sinks: Int, residual: Int, fp32Layers: Set<Int>) {
+        init(q: KVPartQuant?, shape: KVCacheShape, headDim: Int, sinks: Int, residual: Int, fp32Layers: Set<Int>) {
+            let layers = shape.layerCount, ctx = shape.contextLength, kvDim = shape.kvDim
             self.q = q
             bits = q?.format.traits.kv?.containerBits ?? 32
             let g = q.map { $0.groupSize == 0 ? headDim : $0.groupSize } ?? 1
@@ -137,15 +150,30 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             }
             self.slot = slot
             self.fullSlot = fullSlot
+            // A windowed layer's rows; per-channel keys may re-read the start of a token group.
+            var rowOffset: [Int] = [], rowsHeld: [Int] = [], groupOffset: [Int] = [], groupsHeld: [Int] = []
+            let groupsInContext = (ctx + g - 1) / g
+            for l in 0..<layers where slot[l] >= 0 {
+                let rows = min(ctx, shape.rows(layer: l) + (q?.axis == .channel ? g - 1 : 0))
+                rowOffset.append(rowsHeld.reduce(0, +))
+                rowsHeld.append(rows)
+                groupOffset.append(groupsHeld.reduce(0, +))
+                groupsHeld.append(rows == ctx ? groupsInContext : min(groupsInContext, (rows + g - 1) / g + 1))
+            }
+            self.rowOffset = rowOffset
+            self.rowsHeld = rowsHeld
+            self.groupOffset = groupOffset
+            self.groupsHeld = groupsHeld
+            let totalRows = rowsHeld.reduce(0, +)
             sinkCount = q == nil ? 0 : min(sinks, ctx)
             // After a store, what waits is at most the window (per token) or the window and an unfinished group (per channel).
             window = q == nil ? 0 : max(0, min(ctx - sinkCount, residual + (q!.axis == .channel ? g - 1 : 0)))
-            codeCount = quantized * ctx * entryBytes
+            codeCount = totalRows * entryBytes
             codes = .allocate(capacity: max(1, codeCount))
             codes.initialize(repeating: 0, count: max(1, codeCount))
             let nScales: Int
-            if let q, q.axis == .channel { nScales = quantized * ((ctx + g - 1) / g) * kvDim }
-            else if q != nil { nScales = quantized * ctx * ((kvDim + g - 1) / g) }
+            if let q, q.axis == .channel { nScales = groupsHeld.reduce(0, +) * kvDim }
+            else if q != nil { nScales = totalRows * ((kvDim + g - 1) / g) }
             else { nScales = 0 }
             scales = FloatBuffer(count: nScales)
             mins = FloatBuffer(count: table == nil ? nScales : 0)
@@ -160,7 +188,15 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             normSums = .allocate(capacity: stats)
             normSums.initialize(repeating: 0, count: stats)
             quantizedUpTo = Array(repeating: 0, count: layers)
+            storedEnd = Array(repeating: 0, count: layers)
         }
+
+        /// The storage row of a position of quantized slot `s`.
+        @inline(__always) func row(_ s: Int, _ pos: Int) -> Int { rowOffset[s] + pos % rowsHeld[s] }
+        /// The storage index of per-channel token group `gi` of quantized slot `s`.
+        @inline(__always) func groupRow(_ s: Int, _ gi: Int) -> Int { groupOffset[s] + gi % groupsHeld[s] }
+        /// The oldest position whose codes `layer` still holds (0 for a layer holding its context).
+        func oldestHeld(layer: Int) -> Int { max(0, storedEnd[layer] - rowsHeld[slot[layer]]) }
 
         deinit {
             codes.deallocate()
@@ -184,20 +220,23 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     /// Throws when the cache cannot hold `spec` (a format it does not build, a group that does
     /// not divide the KV width), or when it would quantize nothing: every layer in FP32, or sinks
     /// and a residual window that leave no position of `contextLength` to quantize.
-    public init(spec: KVQuant, layerCount: Int, contextLength: Int, kvDim: Int, headDim: Int, fp32Layers: Set<Int> = []) throws {
-        try Self.validate(spec, kvDim: kvDim, headDim: headDim)
-        try Self.requireQuantizedPositions(spec, layerCount: layerCount, contextLength: contextLength, headDim: headDim,
+    public convenience init(spec: KVQuant, layerCount: Int, contextLength: Int, kvDim: Int, headDim: Int, fp32Layers: Set<Int> = []) throws {
+        try self.init(spec: spec, shape: KVCacheShape(layerCount: layerCount, contextLength: contextLength, kvDim: kvDim),
+                      headDim: headDim, fp32Layers: fp32Layers)
+    }
+
+    public init(spec: KVQuant, shape: KVCacheShape, headDim: Int, fp32Layers: Set<Int> = []) throws {
+        try Self.validate(spec, kvDim: shape.kvDim, headDim: headDim)
+        try Self.requireQuantizedPositions(spec, layerCount: shape.layerCount, contextLength: shape.contextLength, headDim: headDim,
                                            fp32Layers: fp32Layers)
         self.spec = spec
         self.fp32Layers = fp32Layers
-        self.layerCount = layerCount
-        self.contextLength = contextLength
-        self.kvDim = kvDim
+        layerCount = shape.layerCount
+        contextLength = shape.contextLength
+        kvDim = shape.kvDim
         self.headDim = headDim
-        k = Part(q: spec.key, layers: layerCount, ctx: contextLength, kvDim: kvDim, headDim: headDim, sinks: spec.sinks,
-                 residual: spec.residual, fp32Layers: fp32Layers)
-        v = Part(q: spec.value, layers: layerCount, ctx: contextLength, kvDim: kvDim, headDim: headDim, sinks: spec.sinks,
-                 residual: spec.residual, fp32Layers: fp32Layers)
+        k = Part(q: spec.key, shape: shape, headDim: headDim, sinks: spec.sinks, residual: spec.residual, fp32Layers: fp32Layers)
+        v = Part(q: spec.value, shape: shape, headDim: headDim, sinks: spec.sinks, residual: spec.residual, fp32Layers: fp32Layers)
     }
 
     /// Checks that a cache can hold `spec`'s formats and groups, whatever its context.
@@ -229,8 +268,8 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         throw QuantDriftError.invalidInput("scheme: the KV cache would quantize nothing: \(spec.sinks) sink(s) and a residual window of \(spec.residual) keep every position of a \(contextLength)-token context in FP32; it needs at least \(least) positions\(channel)")
     }
 
-    /// Bytes of storage held for keys and values: packed codes, scales and mins at full context
-    /// for the quantized layers, plus FP32 for what is not quantized: the sinks, the ring of
+    /// Bytes of storage held for keys and values: packed codes, scales and mins for the rows the
+    /// quantized layers hold (the context, or a sliding window's rows), plus FP32 for what is not quantized: the sinks, the ring of
     /// positions not yet quantized (the residual window; per-channel keys also hold up to one
     /// token group less one), the layers kept in FP32 and a part with no format. Not counted:
     /// the read buffer every read of a layer fills (contextLength × kvDim floats per part) and the
@@ -276,11 +315,14 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         guard let q = p.q else { return }
         let s = p.slot[layer]
         let sinks = spec.sinks
+        if position == 0 { p.storedEnd[layer] = 0 }  // a reset: nothing older is needed
         // Writing below what was quantized (after a reset or truncate) makes those codes stale:
         // roll back to the start of the overwritten position's token group, whose earlier
         // positions go back to the ring as they read back.
         if position < p.quantizedUpTo[layer] {
             let start = position < sinks || q.axis == .token ? position : sinks + (position - sinks) / p.group * p.group
+            precondition(start == position || start >= p.oldestHeld(layer: layer),
+                         "sliding-window KV cache: position \(start) was dropped (rewound too far)")
             for pos in start..<position {
                 dequantize(p, slot: s, position: pos, into: ringRow(p, slot: s, pos))
                 p.errorSums[layer * contextLength + pos] = 0
@@ -294,20 +336,22 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         func written(_ pos: Int) -> UnsafePointer<Float> {
             pos < position ? UnsafePointer(ringRow(p, slot: s, pos)) : src + (pos - position) * kvDim
         }
+        p.storedEnd[layer] = max(p.storedEnd[layer], end)
         var from = max(p.quantizedUpTo[layer], sinks)
         let quantizer = KVVectorEncoder(q: q, table: p.table)
         let entryBytes = p.entryBytes
-        let codes = p.codes + s * contextLength * entryBytes
+        let codes = p.codes
         if q.axis == .token {
             let ng = kvDim / p.group
             while from < end - spec.residual {
                 let row = written(from)
+                let r = p.row(s, from)
                 for g in 0..<ng {
                     let (sc, m) = quantizer.encode(row + g * p.group, count: p.group, stride: 1) { i, u in
-                        Self.put(codes, entryBytes: entryBytes, bits: p.bits, pos: from, index: g * p.group + i, u)
+                        Self.put(codes, entryBytes: entryBytes, bits: p.bits, row: r, index: g * p.group + i, u)
                     }
-                    p.scales[(s * contextLength + from) * ng + g] = sc
-                    if p.table == nil { p.mins[(s * contextLength + from) * ng + g] = m }
+                    p.scales[r * ng + g] = sc
+                    if p.table == nil { p.mins[r * ng + g] = m }
                 }
                 recordError(p, layer: layer, position: from, written: row)
                 from += 1
@@ -315,17 +359,16 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         } else {
             // Token groups are aligned to the first non-sink position.
             let tg = p.group
-            let groupsPerLayer = (contextLength + tg - 1) / tg
             let staged = p.view.pointer
             while from + tg <= end - spec.residual {
-                let gi = (from - sinks) / tg
+                let gr = p.groupRow(s, (from - sinks) / tg)
                 for i in 0..<tg { (staged + i * kvDim).update(from: written(from + i), count: kvDim) }
                 for c in 0..<kvDim {
                     let (sc, m) = quantizer.encode(staged + c, count: tg, stride: kvDim) { i, u in
-                        Self.put(codes, entryBytes: entryBytes, bits: p.bits, pos: from + i, index: c, u)
+                        Self.put(codes, entryBytes: entryBytes, bits: p.bits, row: p.row(s, from + i), index: c, u)
                     }
-                    p.scales[(s * groupsPerLayer + gi) * kvDim + c] = sc
-                    if p.table == nil { p.mins[(s * groupsPerLayer + gi) * kvDim + c] = m }
+                    p.scales[gr * kvDim + c] = sc
+                    if p.table == nil { p.mins[gr * kvDim + c] = m }
                 }
                 for i in 0..<tg { recordError(p, layer: layer, position: from + i, written: staged + i * kvDim) }
                 from += tg
@@ -351,8 +394,8 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     }
 
     @inline(__always)
-    private static func put(_ codes: UnsafeMutablePointer<UInt8>, entryBytes: Int, bits: Int, pos: Int, index: Int, _ u: UInt8) {
-        let base = codes + pos * entryBytes
+    private static func put(_ codes: UnsafeMutablePointer<UInt8>, entryBytes: Int, bits: Int, row: Int, index: Int, _ u: UInt8) {
+        let base = codes + row * entryBytes
         switch bits {
         case 8: base[index] = u
         case 4:
@@ -365,8 +408,8 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     }
 
     @inline(__always)
-    private static func get(_ codes: UnsafePointer<UInt8>, entryBytes: Int, bits: Int, pos: Int, index: Int) -> UInt8 {
-        let base = codes + pos * entryBytes
+    private static func get(_ codes: UnsafePointer<UInt8>, entryBytes: Int, bits: Int, row: Int, index: Int) -> UInt8 {
+        let base = codes + row * entryBytes
         switch bits {
         case 8: return base[index]
         case 4: return (base[index >> 1] >> UInt8((index & 1) * 4)) & 0xF
@@ -378,51 +421,64 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     @inline(__always)
     private func dequantize(_ p: Part, slot s: Int, position pos: Int, into out: UnsafeMutablePointer<Float>) {
         let entryBytes = p.entryBytes
-        let codes = UnsafePointer(p.codes + s * contextLength * entryBytes)
+        let codes = UnsafePointer(p.codes)
+        let r = p.row(s, pos)
         let hasMins = p.table == nil
         let scales = p.scales.pointer, mins = p.mins.pointer
         p.levels.withUnsafeBufferPointer { levels in
             if p.q?.axis == .token {
-                let sBase = (s * contextLength + pos) * (kvDim / p.group)
+                let sBase = r * (kvDim / p.group)
                 for c in 0..<kvDim {
                     let g = sBase + c / p.group
-                    let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)
+                    let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, row: r, index: c)
                     out[c] = scales[g] * levels[Int(u)] + (hasMins ? mins[g] : 0)
                 }
             } else {
-                let groupsPerLayer = (contextLength + p.group - 1) / p.group
-                let sBase = (s * groupsPerLayer + (pos - spec.sinks) / p.group) * kvDim
+                let sBase = p.groupRow(s, (pos - spec.sinks) / p.group) * kvDim
                 for c in 0..<kvDim {
-                    let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, pos: pos, index: c)
+                    let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, row: r, index: c)
                     out[c] = scales[sBase + c] * levels[Int(u)] + (hasMins ? mins[sBase + c] : 0)
                 }
             }
         }
     }
 
-    func read(_ p: Part, layer: Int, count: Int) -> UnsafePointer<Float> {
+    /// Positions `from`..<count of one layer as FP32, (count − from, kvDim).
+    func read(_ p: Part, layer: Int, from: Int, count: Int) -> UnsafePointer<Float> {
         let s = p.slot[layer]
-        guard s >= 0 else { return UnsafePointer(p.full.pointer + p.fullSlot[layer] * contextLength * kvDim) }
+        guard s >= 0 else { return UnsafePointer(p.full.pointer + (p.fullSlot[layer] * contextLength + from) * kvDim) }
         let out = p.view.pointer
+        @inline(__always) func dst(_ pos: Int) -> UnsafeMutablePointer<Float> { out + (pos - from) * kvDim }
         let sinks = min(spec.sinks, count)
-        out.update(from: p.sinkRows.pointer + s * p.sinkCount * kvDim, count: sinks * kvDim)
+        if from < sinks {
+            dst(from).update(from: p.sinkRows.pointer + (s * p.sinkCount + from) * kvDim, count: (sinks - from) * kvDim)
+        }
+        let qStart = max(from, sinks)
         let qEnd = min(max(p.quantizedUpTo[layer], sinks), count)
-        for pos in sinks..<max(sinks, qEnd) { dequantize(p, slot: s, position: pos, into: out + pos * kvDim) }
-        // The rest waits in the ring (past the sinks: qEnd ≥ min(sinks, count)).
-        for pos in qEnd..<max(qEnd, count) { (out + pos * kvDim).update(from: ringRow(p, slot: s, pos), count: kvDim) }
+        if qStart < qEnd {
+            precondition(qStart >= p.oldestHeld(layer: layer), "sliding-window KV cache: position \(qStart) was dropped")
+            for pos in qStart..<qEnd { dequantize(p, slot: s, position: pos, into: dst(pos)) }
+        }
+        // The rest waits in the ring (past the sinks).
+        for pos in max(qStart, qEnd)..<max(qStart, qEnd, count) {
+            dst(pos).update(from: ringRow(p, slot: s, pos), count: kvDim)
+        }
         return UnsafePointer(out)
     }
 
-    public func keys(layer: Int, count: Int) -> UnsafePointer<Float> {
-        let keys = read(k, layer: layer, count: count)
+    public func keys(layer: Int, count: Int) -> UnsafePointer<Float> { keys(layer: layer, from: 0, count: count) }
+    public func values(layer: Int, count: Int) -> UnsafePointer<Float> { read(v, layer: layer, from: 0, count: count) }
+    public func values(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> { read(v, layer: layer, from: from, count: count) }
+
+    public func keys(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> {
+        let keys = read(k, layer: layer, from: from, count: count)
         guard spec.preRoPE, let rope else { return keys }
         // Pre-RoPE keys: rotate what was read (the view buffer, or an FP32-only part's copy).
         let out = k.view.pointer
-        if keys != UnsafePointer(out) { out.update(from: keys, count: count * kvDim) }
-        for pos in 0..<count { rope.apply(out + pos * kvDim, heads: kvDim / headDim, position: pos, layer: layer) }
+        if keys != UnsafePointer(out) { out.update(from: keys, count: (count - from) * kvDim) }
+        for pos in from..<count { rope.apply(out + (pos - from) * kvDim, heads: kvDim / headDim, position: pos, layer: layer) }
         return UnsafePointer(out)
     }
-    public func values(layer: Int, count: Int) -> UnsafePointer<Float> { read(v, layer: layer, count: count) }
 
     /// Positions of `layer` held as codes, for K and for V (a cache that quantized nothing shows 0).
     public func quantizedPositions(layer: Int) -> (keys: Int, values: Int) {
