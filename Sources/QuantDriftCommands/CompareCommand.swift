@@ -102,14 +102,30 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Override the scheme matrix (comma-separated).", transform: SchemeList.parse)
     var schemes: SchemeList?
 
+    @Flag(name: .long, help: "The long workload: Prompts/long.jsonl (2,048-token continuations) on fp32, w8, w4g32, w8a8, kv4 and kivi2, into report-long/ unless --out is given.")
+    var long = false
+
+    func validate() throws {
+        if long, options.prompts != Tracking.defaultPrompts { throw ValidationError("--long sets the workload: leave out --prompts") }
+    }
+
     func run() throws {
-        try Tracking.executeAll(schemes: schemes?.schemes ?? Tracking.defaultSchemes(), options: options)
+        var o = options
+        if long {
+            o.prompts = Tracking.longPrompts
+            if o.out == "report" { o.out = "report-long" }
+        }
+        let matrix = try (long ? Tracking.longMatrix : Tracking.defaultMatrix).map(SchemeArgument.parse)
+        try Tracking.executeAll(schemes: schemes?.schemes ?? matrix, options: o)
     }
 }
 
 enum Tracking {
     static let defaultPrompts = "Prompts/default.jsonl"
     static let defaultMatrix = ["fp32", "w8", "w4g32", "w8a8", "w8a8-smooth", "kv8", "kv4", "kivi2"]
+    /// `run --long`: continuations of 2,048 tokens, where compounding shows.
+    static let longPrompts = "Prompts/long.jsonl"
+    static let longMatrix = ["fp32", "w8", "w4g32", "w8a8", "kv4", "kivi2"]
 
     static func defaultSchemes() throws -> [Scheme] { try defaultMatrix.map(SchemeArgument.parse) }
 

@@ -43,6 +43,17 @@ struct CLIParsingTests {
         let overridden: RunCommand = try Self.parse(["run", "--schemes", "w8 w=int4,g32", "--workers", "1"])
         #expect(overridden.schemes?.schemes.count == 2 && overridden.schemes?.schemes[0].name == "w8")
         #expect(overridden.options.workerCount == 1)
+        let long: RunCommand = try Self.parse(["run", "--long"])
+        #expect(long.long && long.options.prompts == Tracking.defaultPrompts)
+        #expect(throws: (any Error).self) { let _: RunCommand = try Self.parse(["run", "--long", "--prompts", "x.jsonl"]) }
+    }
+
+    /// `run --long`'s workload: at least 8 prompts, every continuation 2,048 tokens, chat and raw.
+    @Test func longWorkloadRunsTwoThousandTokens() throws {
+        let w = try Workload.load(path: packageRoot().appendingPathComponent(Tracking.longPrompts).path)
+        #expect(w.prompts.count >= 8 && w.prompts.allSatisfy { $0.maxTokens == 2048 })
+        #expect(w.prompts.contains { $0.chat } && w.prompts.contains { !$0.chat })
+        #expect(try Tracking.longMatrix.map(SchemeArgument.parse).count == 6)
     }
 
     @Test func trackerOptionGroups() throws {

@@ -34,8 +34,7 @@ extension Tokenizer {
 
     /// Gemma's format when the vocabulary has its turn tokens (`<start_of_turn>`, `<end_of_turn>`)
     /// and no ChatML ones; ChatML otherwise.
-    public var chatFormat: ChatFormat {
-        let tokens = spec.tokens
+    static func chatFormat(tokens: [String]) -> ChatFormat {
         if tokens.contains("<start_of_turn>") && tokens.contains("<end_of_turn>") && !tokens.contains("<|im_start|>") {
             return .gemma
         }

@@ -9,6 +9,8 @@ public final class Tokenizer: @unchecked Sendable {
     public let spec: TokenizerSpec
     /// Tokens that end a generation (EOS, EOT and llama.cpp's end-of-generation names).
     public let endOfGenerationIDs: Set<Int>
+    /// The chat format the vocabulary calls for (found once: a scan of the whole vocabulary).
+    public let chatFormat: ChatFormat
 
     private enum Merger {
         case byteLevel(ByteLevelBPE)
@@ -61,6 +63,7 @@ public final class Tokenizer: @unchecked Sendable {
             if Self.endOfGenerationNames.contains(t) || Self.forcedControlNames.contains(t) { types[i] = .control }
         }
         endOfGenerationIDs = eog
+        chatFormat = Self.chatFormat(tokens: spec.tokens)
 
         specials = types.indices
             .filter { [.control, .userDefined, .unknown].contains(types[$0]) }
