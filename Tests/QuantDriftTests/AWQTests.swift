@@ -15,11 +15,17 @@ struct AWQTests {
 
     /// With the scales applied (W·diag(s), 1/s folded into the norms, attn_v rows and ffn_up rows)
     /// but nothing quantized, the logits are those of the original model.
+    /// The calibration statistics the three folding cases share (collected once).
+    nonisolated(unsafe) static let heldOutStats = Result<LinearInputStats, any Error> {
+        let model = try Golden.defaultModel()
+        let (calib, _) = try HeldOut.split(model)
+        return try LinearInputStats.collect(model: model, calibration: calib, options: .init(absSum: true, sampleRows: 128))
+    }
+
     @Test(arguments: ["searched", "alpha 0.5", "alpha 1"])
     func foldingLeavesTheFP32ModelUnchanged(which: String) throws {
         let model = try Golden.defaultModel()
-        let (calib, _) = try HeldOut.split(model)
-        let stats = try LinearInputStats.collect(model: model, calibration: calib, options: .init(absSum: true, sampleRows: 128))
+        let stats = try Self.heldOutStats.get()
         let scales: [AWQ.LayerScales]
         switch which {
         case "searched":
