@@ -7,6 +7,7 @@
 //   panels.c        int8 activations on weights repacked into 8-row panels (prefill)
 //   actquant.c      activation quantization: absmax, codes, 32-block sums
 //   decode.c        weight rows decoded to FP32
+//   pool.c          persistent worker threads that split one product across cores
 //   expf.c, divergence.c, half.c  exponentials and binary16 conversions
 //
 // Each family (decode.c aside, which is plain C) has portable C functions (`*_c`) and AVX2+FMA

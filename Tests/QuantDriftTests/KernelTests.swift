@@ -273,6 +273,34 @@ struct KernelTests {
         }
     }
 
+    /// Decode (one activation row) split over two cores: output rows divided between the caller
+    /// and the kernel pool's worker give the same bits as one call, for FP32 and int8 activations,
+    /// on both paths (the worker takes the caller's path), on awkward output counts.
+    @Test(arguments: cases, [1, 7, 31, 33, 577])
+    func decodeSplitOverCoresIsBitwiseOneCall(c: Case, outRows: Int) throws {
+        let cols = 96
+        let m = WeightQuantizer.uniform(Self.random(outRows * cols, seed: UInt64(outRows) + 11), rows: outRows, cols: cols,
+                                        bits: c.bits, group: min(c.group ?? cols, cols), sharedAcrossRows: false,
+                                        symmetric: c.symmetric)
+        let x = Self.random(cols, seed: 12, scale: 2)
+        var layers = [try QuantizedLinear(m)]
+        for act in [ActivationQuantizer(.dynamicPerRow), ActivationQuantizer(.dynamicPerGroup(32))] {
+            if let layer = try Self.layerOrRefusal(m, act) { layers.append(layer) }
+        }
+        for layer in layers {
+            for path in KernelPath.allCases {
+                var one = [Float](repeating: 0, count: outRows), two = one
+                let scratch = LinearScratch(maxRows: 1, maxInDim: cols)
+                path.run {
+                    layer.forward(x, rows: 1, into: &one, scratch: scratch)
+                    scratch.cores = 2
+                    layer.forward(x, rows: 1, into: &two, scratch: scratch)
+                }
+                #expect(one.map(\.bitPattern) == two.map(\.bitPattern), "\(path) \(c) \(layer.activations.map { "\($0.mode)" } ?? "fp32 act") out \(outRows)")
+            }
+        }
+    }
+
     /// The multi-row integer kernel on packed panels: output rows not a multiple of 8 (padded
     /// panel), activation row counts that leave a remainder after the 4-row tiles, spans of 32,
     /// 64 and the whole row, with and without mins, against the scalar twin; and each output row

@@ -66,6 +66,15 @@ void qd_gemm_panels_i8(const int8_t *packed, const float *pscales, const float *
                        int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, float *y,
                        int p0, int p1);
 
+// A persistent worker pool (pool.c): qd_pool_run calls fn(ctx, part, parts) for part 0 ..< parts,
+// part 0 on the calling thread and the others on spinning workers (at most one per extra core),
+// and returns when all are done. A caller that finds the pool busy runs every part itself.
+// Workers use the caller's kernel path (qd_set_portable_kernels).
+typedef void (*qd_pool_fn)(void *ctx, int part, int parts);
+void qd_pool_run(qd_pool_fn fn, void *ctx, int parts);
+/// Threads the pool can use: 1 + its workers (the online cores, at most 8).
+int qd_pool_size(void);
+
 /// Integer dot products over `n` elements (exact), used by tests to check the integer paths.
 int32_t qd_dot_i8_i8(const int8_t *a, const int8_t *b, int n);
 int32_t qd_dot_u4_i8(const uint8_t *packed, const int8_t *b, int n);

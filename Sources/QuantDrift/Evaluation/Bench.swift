@@ -34,27 +34,32 @@ public enum Bench {
         return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 
-    /// Single-thread streaming read bandwidth in GB/s over a buffer far larger than the caches
-    /// (median of `runs`): the floor a weight-streaming decode is compared with.
-    public static func readBandwidth(bytes: Int = 512 << 20, runs: Int = 5) -> Double {
+    /// Streaming read bandwidth in GB/s with `threads` threads, each reading its half of a
+    /// buffer far larger than the caches (median of `runs`): the floor a weight-streaming decode
+    /// on that many cores is compared with. The threads come from the kernel pool, as in decode.
+    public static func readBandwidth(bytes: Int = 512 << 20, runs: Int = 5, threads: Int = 1) -> Double {
         let n = bytes / MemoryLayout<SIMD8<Int32>>.stride
         let buf = UnsafeMutablePointer<SIMD8<Int32>>.allocate(capacity: n)
         defer { buf.deallocate() }
         for i in 0..<n { buf[i] = SIMD8(repeating: Int32(i & 7)) }
         var rates: [Double] = []
-        var sink = SIMD8<Int32>()
+        let sinks = UnsafeMutablePointer<SIMD8<Int32>>.allocate(capacity: 8)
+        defer { sinks.deallocate() }
+        sinks.initialize(repeating: SIMD8(), count: 8)
         for _ in 0..<runs {
             let t0 = monotonicSeconds()
-            var a0 = SIMD8<Int32>(), a1 = SIMD8<Int32>(), a2 = SIMD8<Int32>(), a3 = SIMD8<Int32>()
-            var i = 0
-            while i + 4 <= n {
-                a0 &+= buf[i]; a1 &+= buf[i + 1]; a2 &+= buf[i + 2]; a3 &+= buf[i + 3]
-                i += 4
+            splitOutputs(n, parts: max(1, min(threads, 8)), alignment: 4) { r in
+                var a0 = SIMD8<Int32>(), a1 = SIMD8<Int32>(), a2 = SIMD8<Int32>(), a3 = SIMD8<Int32>()
+                var i = r.lowerBound
+                while i + 4 <= r.upperBound {
+                    a0 &+= buf[i]; a1 &+= buf[i + 1]; a2 &+= buf[i + 2]; a3 &+= buf[i + 3]
+                    i += 4
+                }
+                sinks[r.lowerBound * 8 / n] &+= a0 &+ a1 &+ a2 &+ a3
             }
-            sink &+= a0 &+ a1 &+ a2 &+ a3
             rates.append(Double(n * MemoryLayout<SIMD8<Int32>>.stride) / (monotonicSeconds() - t0) / 1e9)
         }
-        if sink[0] == Int32.min { print("") }  // keeps the loop from being optimised away
+        if sinks[0][0] == Int32.min { print("") }  // keeps the loop from being optimised away
         return median(rates)
     }
 
@@ -79,10 +84,13 @@ public enum Bench {
         }
         BLAS.setThreads(threads)
         progress("measuring read bandwidth")
-        let bandwidth = readBandwidth()
+        let bandwidth = readBandwidth(threads: threads)
         let ctx = prefillTokens + decodeTokens
         let reference = try Transformer(model: model, contextLength: ctx, maxBatch: prefillTokens)
         let candidate = try scheme?.transformer(model: model, contextLength: ctx, maxBatch: prefillTokens) ?? reference
+        // The integer kernels split decode products (and attention heads) over `threads` cores.
+        reference.cores = threads
+        candidate.cores = threads
         // Deterministic pseudo-text: ids spread over the vocabulary.
         let tokens = (0..<prefillTokens).map { ($0 * 7919 + 13) % c.vocabSize }
         var prefill: [[Double]] = [[], []], decode: [[Double]] = [[], []]

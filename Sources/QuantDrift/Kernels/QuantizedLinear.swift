@@ -59,6 +59,23 @@ public struct QuantizedLinear: LinearLayer {
                            cores: scratch.cores)
                 return
             }
+            if rows == 1 {
+                // Decode: output rows divided between the cores (the same sums either way).
+                let codes = UnsafePointer(codes), xs = UnsafePointer(scratch.floats.pointer), sums = UnsafePointer(scratch.blockSums)
+                splitOutputs(m.rows, parts: scratch.cores, alignment: 8) { r in
+                    m.withRows(r) { qd, s, mn, rowCount in
+                        switch qd {
+                        case .int8(let qp):
+                            qd_gemm_i8_i8(qp, s, mn, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), 1, codes, xs, sums,
+                                          Int32(xg), y + r.lowerBound)
+                        case .nibbles(let qp):
+                            qd_gemm_u4_i8(qp, s, mn, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), 1, codes, xs, sums,
+                                          Int32(xg), y + r.lowerBound)
+                        }
+                    }
+                }
+                return
+            }
             m.scales.withUnsafeBufferPointer { s in
                 withOptionalPointer(mins) { mn in
                     switch m.codes {
@@ -78,20 +95,18 @@ public struct QuantizedLinear: LinearLayer {
             return
         }
         if rows == 1 {
-            m.scales.withUnsafeBufferPointer { s in
-                withOptionalPointer(mins) { mn in
-                    switch m.codes {
-                    case .int8(let q):
-                        q.withUnsafeBufferPointer { qp in
-                            qd_gemv_i8_f32(qp.baseAddress, s.baseAddress, mn, Int32(m.groupSize), Int32(m.rows), Int32(m.cols), x, y)
-                        }
-                    case .nibbles(let q):
-                        q.withUnsafeBufferPointer { qp in
-                            if let k = nibbleOffset {
-                                qd_gemv_u4_f32_offset(qp.baseAddress, s.baseAddress, k, Int32(m.groupSize), Int32(m.rows), Int32(m.cols), x, y)
-                            } else {
-                                qd_gemv_u4_f32(qp.baseAddress, s.baseAddress, mn, Int32(m.groupSize), Int32(m.rows), Int32(m.cols), x, y)
-                            }
+            // Decode: output rows divided between the cores (each computed as in one call).
+            let offset = nibbleOffset
+            splitOutputs(m.rows, parts: scratch.cores, alignment: 8) { r in
+                m.withRows(r) { qd, s, mn, rowCount in
+                    switch qd {
+                    case .int8(let qp):
+                        qd_gemv_i8_f32(qp, s, mn, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, y + r.lowerBound)
+                    case .nibbles(let qp):
+                        if let k = offset {
+                            qd_gemv_u4_f32_offset(qp, s, k, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, y + r.lowerBound)
+                        } else {
+                            qd_gemv_u4_f32(qp, s, mn, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, y + r.lowerBound)
                         }
                     }
                 }

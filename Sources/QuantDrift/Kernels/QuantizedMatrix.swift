@@ -86,6 +86,32 @@ public struct QuantizedMatrix: Sendable {
         }
     }
 
+    /// Pointers to the codes of rows `range` and their scales and mins, for a kernel call on
+    /// those rows alone (`body(codes, scales, mins, range.count)`).
+    public enum RowCodes {
+        case int8(UnsafePointer<Int8>)
+        case nibbles(UnsafePointer<UInt8>)
+    }
+
+    @inline(__always)
+    public func withRows<R>(_ range: Range<Int>, _ body: (RowCodes, UnsafePointer<Float>, UnsafePointer<Float>?, Int) -> R) -> R {
+        let ng = groupsPerRow
+        return scales.withUnsafeBufferPointer { s in
+            withOptionalPointer(mins) { mn in
+                let sp = s.baseAddress! + range.lowerBound * ng
+                let mp = mn.map { $0 + range.lowerBound * ng }
+                switch codes {
+                case .int8(let q):
+                    return q.withUnsafeBufferPointer { body(.int8($0.baseAddress! + range.lowerBound * cols), sp, mp, range.count) }
+                case .nibbles(let q):
+                    return q.withUnsafeBufferPointer {
+                        body(.nibbles($0.baseAddress! + range.lowerBound * nibbleRowBytes), sp, mp, range.count)
+                    }
+                }
+            }
+        }
+    }
+
     /// The whole matrix decoded, row-major.
     public func dequantized() -> [Float] {
         [Float](unsafeUninitializedCapacity: rows * cols) { buf, n in
