@@ -463,6 +463,16 @@ import Testing
             edit(&j)
             try writeJSON(j, to: url)
         }
+        /// Sets one entry of model.vocab.
+        func setVocab(_ dir: URL, _ token: String, _ value: Any) throws {
+            try editTokenizer(dir) { j in
+                var m = j["model"] as! [String: Any]
+                var v = m["vocab"] as! [String: Any]
+                v[token] = value
+                m["vocab"] = v
+                j["model"] = m
+            }
+        }
         try expectFolderError("no tokenizer.json", culprit: nil, files: { dir in
             try FileManager.default.removeItem(at: dir.appendingPathComponent("tokenizer.json"))
         })
@@ -488,33 +498,9 @@ import Testing
                 j["normalizer"] = ["type": "NFKC"]
             }
         })
-        try expectFolderError("model.vocab: expected an integer", culprit: "tokenizer.json", files: { dir in
-            try editTokenizer(dir) { j in
-                var m = j["model"] as! [String: Any]
-                var v = m["vocab"] as! [String: Any]
-                v["Ġt"] = 1.5
-                m["vocab"] = v
-                j["model"] = m
-            }
-        })
-        try expectFolderError("model.vocab.Ġt is token id 9999999, out of range", culprit: "tokenizer.json", files: { dir in
-            try editTokenizer(dir) { j in
-                var m = j["model"] as! [String: Any]
-                var v = m["vocab"] as! [String: Int]
-                v["Ġt"] = 9_999_999
-                m["vocab"] = v
-                j["model"] = m
-            }
-        })
-        try expectFolderError("token id 5 is both", culprit: "tokenizer.json", files: { dir in
-            try editTokenizer(dir) { j in
-                var m = j["model"] as! [String: Any]
-                var v = m["vocab"] as! [String: Int]
-                v["Ġt"] = 5
-                m["vocab"] = v
-                j["model"] = m
-            }
-        })
+        try expectFolderError("model.vocab: expected an integer", culprit: "tokenizer.json", files: { dir in try setVocab(dir, "Ġt", 1.5) })
+        try expectFolderError("model.vocab.Ġt is token id 9999999, out of range", culprit: "tokenizer.json", files: { dir in try setVocab(dir, "Ġt", 9_999_999) })
+        try expectFolderError("token id 5 is both", culprit: "tokenizer.json", files: { dir in try setVocab(dir, "Ġt", 5) })
         try expectFolderError("model.merges[1] is not a merge", culprit: "tokenizer.json", files: { dir in
             try editTokenizer(dir) { j in
                 var m = j["model"] as! [String: Any]

@@ -119,6 +119,20 @@ struct ModelFamilyTests {
     /// A sliding-window layer's cache holds window − 1 + chunk rows and slides; chunked prefill
     /// and one-token decode through it give the same logits, bit for bit, as a cache holding
     /// every position.
+    /// Prefills 40 tokens in chunks of 8, then decodes the rest one at a time through both
+    /// transformers, expecting the same logits bit for bit at every step.
+    static func expectSameLogits(_ windowed: Transformer, _ full: Transformer, tokens: [Int]) throws {
+        var a = Array(try windowed.forward(tokens[0..<40], logits: .last))
+        var b = Array(try full.forward(tokens[0..<40], logits: .last))
+        #expect(a == b)
+        for t in tokens[40...] {
+            a = Array(try windowed.forward([t], logits: .last))
+            b = Array(try full.forward([t], logits: .last))
+            #expect(a == b, "position \(windowed.position)")
+            if a != b { break }
+        }
+    }
+
     @Test("a windowed KV cache gives the same logits as a full one, in less memory")
     func windowedCache() throws {
         let gemma = try Self.syntheticGemma()
@@ -131,16 +145,7 @@ struct ModelFamilyTests {
         // Local layers hold 16 − 1 + 8 = 23 rows, global ones 96.
         let rows = (0..<c.layerCount).reduce(0) { $0 + (c.isLocal($1) ? 23 : 96) }
         #expect(windowed.cache.byteCount == 2 * rows * c.kvDim * 4 && full.cache.byteCount == 2 * 4 * 96 * c.kvDim * 4)
-        // Prefill 40 tokens in chunks of 8, then decode the rest one at a time.
-        var a = Array(try windowed.forward(tokens[0..<40], logits: .last))
-        var b = Array(try full.forward(tokens[0..<40], logits: .last))
-        #expect(a == b)
-        for t in tokens[40...] {
-            a = Array(try windowed.forward([t], logits: .last))
-            b = Array(try full.forward([t], logits: .last))
-            #expect(a == b, "position \(windowed.position)")
-            if a != b { break }
-        }
+        try Self.expectSameLogits(windowed, full, tokens: tokens)
         #expect(c.isLocal(0) && !c.isLocal(1))
     }
 
@@ -160,15 +165,7 @@ struct ModelFamilyTests {
                                  kvDim: shape.kvDim, headDim: c.headDim)
         }
         #expect(windowed.cache.byteCount < full.cache.byteCount)
-        var a = Array(try windowed.forward(tokens[0..<40], logits: .last))
-        var b = Array(try full.forward(tokens[0..<40], logits: .last))
-        #expect(a == b)
-        for t in tokens[40...] {
-            a = Array(try windowed.forward([t], logits: .last))
-            b = Array(try full.forward([t], logits: .last))
-            #expect(a == b, "position \(windowed.position)")
-            if a != b { break }
-        }
+        try Self.expectSameLogits(windowed, full, tokens: tokens)
         let (wq, fq) = (windowed.cache as! QuantizedKVCache, full.cache as! QuantizedKVCache)
         #expect(wq.relativeErrors(count: 96) == fq.relativeErrors(count: 96))
         #expect(wq.quantizedPositions(layer: 0).keys > 0)
