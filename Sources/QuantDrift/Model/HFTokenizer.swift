@@ -21,10 +21,7 @@ enum HFTokenizerLoader {
             throw QuantDriftError.invalidInput("\(directory): no tokenizer.json")
         }
         let mapped = try MappedFile(path: path)
-        guard mapped.bytes.count <= 1 << 30 else {
-            throw QuantDriftError.invalidInput("\(path): \(mapped.bytes.count) bytes is too large for a JSON file")
-        }
-        let j = try withExtendedLifetime(mapped) { try JSONNode.parse(mapped.bytes, file: path) }
+        let j = try JSONNode.read(mapped, path: path)
         let model = try j["model"]
         let type = try model["type"].optional?.string() ?? "BPE"
         guard type == "BPE" else {
@@ -34,12 +31,13 @@ enum HFTokenizerLoader {
         let byteLevelDecoder = try isByteLevel(j["decoder"])
         // SentencePiece-style BPE (Gemma, Llama 2): spaces become U+2581 in the normalizer or a
         // Metaspace pre-tokenizer, unknown bytes fall back to <0xXX> tokens.
-        var sentencePiece: (addSpacePrefix: Bool, path: String)?
+        /// For SentencePiece-style BPE: whether "▁" goes before the text (nil: byte-level BPE).
+        var sentencePieceSpacePrefix: Bool?
         if !(pre.byteLevel || byteLevelDecoder) {
             guard try model["byte_fallback"].optional?.bool() == true else {
                 throw QuantDriftError.unsupported("\(path): only byte-level BPE tokenizers are supported, and SentencePiece-style BPE with byte_fallback (this one has neither)")
             }
-            sentencePiece = (try sentencePieceSpaces(normalizer: j["normalizer"], pre: j["pre_tokenizer"], path: path), path)
+            sentencePieceSpacePrefix = try sentencePieceSpaces(normalizer: j["normalizer"], pre: j["pre_tokenizer"], path: path)
         }
 
         // Token strings by id: the BPE vocabulary, then added tokens on top (as HF's get_vocab does).
@@ -55,7 +53,9 @@ enum HFTokenizerLoader {
         }
         // The vocabulary is read with its keys' exact bytes: a Swift dictionary would merge
         // canonically-equivalent tokens (Gemma has such pairs).
-        _ = try model["vocab"].object()  // present and an object
+        let vocabNode = try model["vocab"]
+        guard !vocabNode.isNull else { throw vocabNode.error("is missing") }
+        guard vocabNode.value is [String: Any] else { throw vocabNode.error("is not an object") }
         let vocab = try withExtendedLifetime(mapped) {
             try JSONObjectEntries.integers(in: mapped.bytes, at: ["model", "vocab"], file: path)
         }
@@ -69,7 +69,7 @@ enum HFTokenizerLoader {
                 throw QuantDriftError.invalidInput("\(path): token id \(id) is both '\(other)' and '\(token)' in model.vocab")
             }
             byID[id] = token
-            types[id] = sentencePiece != nil && Tokenizer.byteValue(ofByteToken: token) != nil ? .byte : .normal
+            types[id] = sentencePieceSpacePrefix != nil && Tokenizer.byteValue(ofByteToken: token) != nil ? .byte : .normal
         }
         for node in try j["added_tokens"].optional?.array() ?? [] {
             let id = try checkedID(node["id"])
@@ -148,7 +148,7 @@ enum HFTokenizerLoader {
             chatTemplate = String(decoding: f.bytes, as: UTF8.self)
         }
 
-        if let sp = sentencePiece {
+        if let addSpacePrefix = sentencePieceSpacePrefix {
             // llama.cpp's SentencePiece merger picks the pair whose merged token scores highest;
             // HF's BPE applies the lowest-ranked merge first. Scoring a token −(rank of the first
             // merge that makes it) makes the two agree; tokens no merge makes are never preferred.
@@ -162,7 +162,7 @@ enum HFTokenizerLoader {
             return TokenizerSpec(
                 kind: .sentencePiece, pre: "default", tokens: tokens, tokenTypes: tokenTypes, scores: scores, merges: [],
                 bosID: bos, eosID: eos, eotID: nil, unknownID: unknown, addBOS: addBOS ?? false,
-                addSpacePrefix: sp.addSpacePrefix, chatTemplate: chatTemplate)
+                addSpacePrefix: addSpacePrefix, chatTemplate: chatTemplate)
         }
         return TokenizerSpec(
             kind: .byteLevelBPE,

@@ -26,7 +26,11 @@ struct JSONNode {
 
     /// Reads and parses a whole JSON file.
     static func read(path: String) throws -> JSONNode {
-        let mapped = try MappedFile(path: path)
+        try read(try MappedFile(path: path), path: path)
+    }
+
+    /// Parses an already mapped JSON file (for a caller that also reads its bytes itself).
+    static func read(_ mapped: MappedFile, path: String) throws -> JSONNode {
         guard mapped.bytes.count <= 1 << 30 else {
             throw QuantDriftError.invalidInput("\(path): \(mapped.bytes.count) bytes is too large for a JSON file")
         }
