@@ -313,3 +313,142 @@ void qd_gemv_u4_f32_offset(const uint8_t *packed, const float *scales, float off
     if (qd_has_avx2()) gemv_u4_f32_avx2(packed, scales, NULL, offset, group, out, in, x, y);
     else gemv_u4_f32_c(packed, scales, NULL, offset, group, out, in, x, y);
 }
+
+// MARK: - Several rows (a batched decode step)
+// The products above for `rows` activation rows x (rows, in) at once, y (rows, ldy). Every
+// (weight row, activation row) pair gets exactly the arithmetic of the one-row kernel (the same
+// chains, group scaling, lane sum, tail and min term), so a row's result is the same bits as a
+// decode of that row alone, whatever rows come with it. Weight rows are taken in chunks of
+// ROWS_CHUNK that stay in cache while every activation row passes over them (the weights are read
+// from memory once per call), and each weight row's codes are widened once per step for four
+// activation rows. The min terms are added in a second pass, as the one-row kernel adds them last.
+
+#define ROWS_CHUNK 32
+
+// One int8 weight row × `nr` (≤ 4) activation rows: hsum of the scaled group chains plus the tail.
+ALWAYS_INLINE ATTR_AVX2 static inline void i8_rows_block(const int8_t *w, const float *s, int group, int fast, int in,
+                                                         const float *x, int nr, float *y, int ldy) {
+    __m256 a[4];
+    for (int j = 0; j < nr; j++) a[j] = _mm256_setzero_ps();
+    for (int lo = 0; lo < fast; lo += group) {
+        const int hi = lo + group < fast ? lo + group : fast;
+        __m256 d[4], e[4];
+        for (int j = 0; j < nr; j++) d[j] = e[j] = _mm256_setzero_ps();
+        for (int i = lo; i < hi; i += 16) {
+            const __m256 w0 = i8x8(w + i), w1 = i8x8(w + i + 8);
+            for (int j = 0; j < nr; j++) {
+                d[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + (size_t)j * in + i), d[j]);
+                e[j] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + (size_t)j * in + i + 8), e[j]);
+            }
+        }
+        const __m256 sv = _mm256_set1_ps(s[lo / group]);
+        for (int j = 0; j < nr; j++) a[j] = _mm256_fmadd_ps(sv, _mm256_add_ps(d[j], e[j]), a[j]);
+    }
+    for (int j = 0; j < nr; j++) y[(size_t)j * ldy] = hsum256(a[j]) + i8_tail(w, s, group, fast, in, x + (size_t)j * in);
+}
+
+// One 4-bit weight row × `nr` (≤ 4) activation rows, as u4_block's chain per group.
+ALWAYS_INLINE ATTR_AVX2 static inline void u4_rows_block(const uint8_t *w, const float *s, int group, int fast, int in,
+                                                         const float *x, int nr, float *y, int ldy) {
+    const __m256i m15 = _mm256_set1_epi32(15);
+    __m256 a[4];
+    for (int j = 0; j < nr; j++) a[j] = _mm256_setzero_ps();
+    for (int lo = 0; lo < fast; lo += group) {
+        const int hi = lo + group < fast ? lo + group : fast;
+        __m256 p[4];
+        for (int j = 0; j < nr; j++) p[j] = _mm256_setzero_ps();
+        for (int i = lo; i < hi; i += 32) {
+            const uint8_t *b = w + (i >> 5) * 16;
+            const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)b));
+            const __m256i f = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + 8)));
+            const __m256 c0 = _mm256_cvtepi32_ps(_mm256_and_si256(e, m15)), c1 = _mm256_cvtepi32_ps(_mm256_and_si256(f, m15));
+            const __m256 c2 = _mm256_cvtepi32_ps(_mm256_srli_epi32(e, 4)), c3 = _mm256_cvtepi32_ps(_mm256_srli_epi32(f, 4));
+            for (int j = 0; j < nr; j++) {
+                const float *xj = x + (size_t)j * in + i;
+                p[j] = _mm256_fmadd_ps(c0, _mm256_loadu_ps(xj), p[j]);
+                p[j] = _mm256_fmadd_ps(c1, _mm256_loadu_ps(xj + 8), p[j]);
+                p[j] = _mm256_fmadd_ps(c2, _mm256_loadu_ps(xj + 16), p[j]);
+                p[j] = _mm256_fmadd_ps(c3, _mm256_loadu_ps(xj + 24), p[j]);
+            }
+        }
+        const __m256 sv = _mm256_set1_ps(s[lo / group]);
+        for (int j = 0; j < nr; j++) a[j] = _mm256_fmadd_ps(sv, p[j], a[j]);
+    }
+    for (int j = 0; j < nr; j++) y[(size_t)j * ldy] = hsum256(a[j]) + u4_tail(w, s, group, fast, in, x + (size_t)j * in);
+}
+
+// The min terms, added last: Σ_g mw[g]·xs[g] per pair, xs the group sums of the activation row
+// (times `offset` for symmetric nibbles, whose mins are offset·scale).
+ATTR_AVX2 static void add_min_terms(const float *mw, float offset, int group, int out, int in, const float *x, int rows,
+                                    float *y, int ldy) {
+    const int ng = groups_of(in, group);
+    float xs[ng > 0 ? ng : 1];
+    for (int r = 0; r < rows; r++) {
+        group_sums(x + (size_t)r * in, in, group, xs);
+        if (offset != 0) for (int g = 0; g < ng; g++) xs[g] *= offset;
+        for (int o = 0; o < out; o++) y[(size_t)r * ldy + o] += min_term(mw + (size_t)o * ng, xs, ng);
+    }
+}
+
+ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *scales, const float *mins, int group,
+                                            int out, int in, const float *x, int rows, float *y, int ldy) {
+    const int ng = groups_of(in, group);
+    const int fast = (group % 16 == 0 || group >= in) ? in - in % 16 : 0;
+    for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {
+        const int o1 = min_int(out, o0 + ROWS_CHUNK);
+        for (int r = 0; r < rows; r += 4) {
+            const float *xr = x + (size_t)r * in;
+            float *yr = y + (size_t)r * ldy;
+            for (int o = o0; o < o1; o++) {
+                const int8_t *w = codes + (size_t)o * in;
+                const float *s = scales + (size_t)o * ng;
+                switch (min_int(4, rows - r)) {
+                case 4: i8_rows_block(w, s, group, fast, in, xr, 4, yr + o, ldy); break;
+                case 3: i8_rows_block(w, s, group, fast, in, xr, 3, yr + o, ldy); break;
+                case 2: i8_rows_block(w, s, group, fast, in, xr, 2, yr + o, ldy); break;
+                default: i8_rows_block(w, s, group, fast, in, xr, 1, yr + o, ldy); break;
+                }
+            }
+        }
+    }
+    if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
+}
+
+ATTR_AVX2 static void gemm_u4_f32_rows_avx2(const uint8_t *packed, const float *scales, const float *mins, float offset,
+                                            int group, int out, int in, const float *x, int rows, float *y, int ldy) {
+    const int ng = groups_of(in, group);
+    const size_t rowBytes = u4_row_bytes(in);
+    const int fast = (group % 32 == 0 || group >= in) ? in - in % 32 : 0;
+    for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {
+        const int o1 = min_int(out, o0 + ROWS_CHUNK);
+        for (int r = 0; r < rows; r += 4) {
+            const float *xr = x + (size_t)r * in;
+            float *yr = y + (size_t)r * ldy;
+            for (int o = o0; o < o1; o++) {
+                const uint8_t *w = packed + (size_t)o * rowBytes;
+                const float *s = scales + (size_t)o * ng;
+                switch (min_int(4, rows - r)) {
+                case 4: u4_rows_block(w, s, group, fast, in, xr, 4, yr + o, ldy); break;
+                case 3: u4_rows_block(w, s, group, fast, in, xr, 3, yr + o, ldy); break;
+                case 2: u4_rows_block(w, s, group, fast, in, xr, 2, yr + o, ldy); break;
+                default: u4_rows_block(w, s, group, fast, in, xr, 1, yr + o, ldy); break;
+                }
+            }
+        }
+    }
+    if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
+    else if (offset != 0) add_min_terms(scales, offset, group, out, in, x, rows, y, ldy);
+}
+
+void qd_gemm_i8_f32_rows(const int8_t *codes, const float *scales, const float *mins, int group, int out, int in,
+                         const float *x, int rows, float *y, int ldy) {
+    if (qd_has_avx2()) return gemm_i8_f32_rows_avx2(codes, scales, mins, group, out, in, x, rows, y, ldy);
+    for (int r = 0; r < rows; r++) gemv_i8_f32_c(codes, scales, mins, group, out, in, x + (size_t)r * in, y + (size_t)r * ldy);
+}
+
+void qd_gemm_u4_f32_rows(const uint8_t *packed, const float *scales, const float *mins, float offset, int group,
+                         int out, int in, const float *x, int rows, float *y, int ldy) {
+    if (qd_has_avx2()) return gemm_u4_f32_rows_avx2(packed, scales, mins, offset, group, out, in, x, rows, y, ldy);
+    for (int r = 0; r < rows; r++)
+        gemv_u4_f32_c(packed, scales, mins, offset, group, out, in, x + (size_t)r * in, y + (size_t)r * ldy);
+}

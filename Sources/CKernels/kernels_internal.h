@@ -3,6 +3,7 @@
 // Files, one per kernel family (ckernels.h documents the public functions):
 //   dispatch.c      which path runs: the CPU check, QUANTDRIFT_PORTABLE_KERNELS, the per-thread switch
 //   gemv_f32act.c   int8 / int4 weights × FP32 activations (decode)
+//   gemm_f32rows.c  FP32 weights × a few FP32 rows (batched decode), each row independent of the others
 //   gemm_intact.c   int8 / int4 weights × int8 activations, one weight row at a time; integer dots
 //   panels.c        int8 activations on weights repacked into 8-row panels (prefill)
 //   actquant.c      activation quantization: absmax, codes, 32-block sums

@@ -25,6 +25,9 @@ struct TrackerCommandOptions: ParsableArguments {
     @Option(name: .customLong("threads"), help: ArgumentHelp("Old name of --workers on compare and run.", visibility: .hidden))
     var deprecatedThreads: Int?
 
+    @Option(name: .long, help: "Free-running sequences decoded together, reading the weights once per step (results do not depend on it).")
+    var batch: Int = 16
+
     @Option(name: .long, help: "Workload: JSONL, one {\"id\",\"prompt\",\"chat\",\"max_tokens\"} per line.")
     var prompts: String = Tracking.defaultPrompts
 
@@ -66,13 +69,16 @@ struct TrackerCommandOptions: ParsableArguments {
             guard Set(models).count == models.count else { throw ValidationError("--models lists a model twice") }
         }
         guard (1...64).contains(workerCount) else { throw ValidationError("--workers must be in 1...64, got \(workerCount)") }
+        guard (1...256).contains(batch) else { throw ValidationError("--batch must be in 1...256, got \(batch)") }
         if let n { guard (1...Workload.maxTokensLimit).contains(n) else { throw ValidationError("-n must be in 1...\(Workload.maxTokensLimit), got \(n)") } }
     }
 
     /// The lockstep settings: continuations of 256 tokens unless the prompt or `-n` says otherwise.
     var trackerOptions: TrackerOptions {
-        TrackerOptions(maxTokens: 256, forcedMaxTokens: n, mode: mode, sampling: sampling.parameters(defaultSeed: 1),
-                       threads: workerCount, stopAtEndOfGeneration: !ignoreEOS)
+        var o = TrackerOptions(maxTokens: 256, forcedMaxTokens: n, mode: mode, sampling: sampling.parameters(defaultSeed: 1),
+                               threads: workerCount, stopAtEndOfGeneration: !ignoreEOS)
+        o.decodeBatch = batch
+        return o
     }
 }
 

@@ -201,17 +201,21 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Repetitions (medians are reported).")
     var runs: Int = 3
 
+    @Option(name: .long, help: "Also decode this many sequences together (generated tokens/s over all of them).")
+    var batch: Int = 1
+
     func validate() throws {
         guard prefill >= 1, decode >= 1, (1...100).contains(runs) else {
             throw ValidationError("--prefill and --decode must be ≥ 1 and --runs in 1...100")
         }
+        guard (1...256).contains(batch) else { throw ValidationError("--batch must be in 1...256") }
     }
 
     func run() throws {
         let model = try setup.modelOptions.load(setup.blas)
         let runtime = setup.scheme.isReference ? nil : try setup.schemeOptions.runtime(for: model)
         let r = try Bench.run(model: model, scheme: runtime, threads: setup.blas.threads, prefillTokens: prefill,
-                              decodeTokens: decode, runs: runs) { CLI.note("bench: " + $0) }
+                              decodeTokens: decode, runs: runs, batch: batch) { CLI.note("bench: " + $0) }
         if output.json {
             CLI.printJSON([
                 "scheme": .string(r.scheme), "spec": .string(r.spec), "threads": .int(r.threads),
@@ -223,6 +227,9 @@ struct BenchCommand: ParsableCommand {
                 "decode_speedup": .double(r.decodeSpeedup), "prefill_speedup": .double(r.prefillSpeedup),
                 "kv_cache_bytes": .int(r.kvCacheBytes), "fp32_kv_cache_bytes": .int(r.fp32KVCacheBytes),
                 "kv_cache_ratio": .double(r.kvCacheRatio), "runs": .int(r.runs),
+                "batch": .int(r.batch), "batch_decode_tok_s": .double(r.batchDecodeTokS),
+                "batch_speedup": .double(r.batchSpeedup), "fp32_batch_decode_tok_s": .double(r.fp32BatchDecodeTokS),
+                "fp32_batch_speedup": .double(r.fp32BatchSpeedup),
             ])
         } else {
             print("scheme \(r.scheme) (\(r.spec)), \(r.threads) thread(s), medians of \(r.runs) runs")
@@ -232,6 +239,11 @@ struct BenchCommand: ParsableCommand {
             if r.scheme != "fp32" {
                 print(String(format: "vs FP32 in the same run: decode %.2f× (%.1f tok/s), prefill %.2f×, KV cache %.3f× of FP32 bytes",
                              r.decodeSpeedup, r.fp32DecodeTokS, r.prefillSpeedup, r.kvCacheRatio))
+            }
+            if r.batch > 1 {
+                print(String(format: "decode of %d sequences together: %.1f tok/s over all, %.2f× single-sequence decode", r.batch,
+                             r.batchDecodeTokS, r.batchSpeedup) + (r.scheme == "fp32" ? "" :
+                             String(format: " (FP32: %.1f tok/s, %.2f×)", r.fp32BatchDecodeTokS, r.fp32BatchSpeedup)))
             }
         }
     }

@@ -31,6 +31,20 @@ void qd_gemv_u4_f32(const uint8_t *packed, const float *scales, const float *min
 // offset -8 for symmetric int4 (whose mins are -8·scale); the mins are then not read.
 void qd_gemv_u4_f32_offset(const uint8_t *packed, const float *scales, float offset, int group,
                            int out, int in, const float *x, float *y);
+// FP32 weights w (out, in) × `rows` activation rows x (leading dimension ldx): y[r·ldy + o] =
+// Σ_k w[o·in + k]·x[r·ldx + k], or y += that with `accumulate`. A batched decode step's product:
+// each output's arithmetic is fixed (one 8-lane FMA chain, a fixed lane sum, an fmaf tail), so a
+// row's result does not depend on the other rows or on how outputs are divided among cores.
+void qd_gemm_f32_rows(const float *w, int out, int in, const float *x, int rows, int ldx, float *y, int ldy,
+                      int accumulate);
+// The three products above for `rows` activation rows x (rows, in) at once, y (rows, ldy): each
+// pair of weight row and activation row gets the one-row kernel's arithmetic, so a row's result
+// is the bits of that row decoded alone (a batched decode step); the weights are read once per call.
+// `offset` as in qd_gemv_u4_f32_offset when mins is NULL (0: no min term).
+void qd_gemm_i8_f32_rows(const int8_t *codes, const float *scales, const float *mins, int group, int out, int in,
+                         const float *x, int rows, float *y, int ldy);
+void qd_gemm_u4_f32_rows(const uint8_t *packed, const float *scales, const float *mins, float offset, int group,
+                         int out, int in, const float *x, int rows, float *y, int ldy);
 // Decodes `rows` rows to FP32 (rows, in): scale·code + min, exactly as the products read them.
 void qd_decode_i8(const int8_t *codes, const float *scales, const float *mins, int group, int rows, int in,
                   float *out);

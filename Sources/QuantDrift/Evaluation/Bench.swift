@@ -21,6 +21,13 @@ public struct BenchResult: Sendable, Codable {
     public var fp32PrefillTokS: Double
     public var fp32DecodeTokS: Double
     public var fp32KVCacheBytes: Int
+    /// Sequences decoded together in the batched measurement (1: none made).
+    public var batch: Int
+    /// Generated tokens/s over all sequences of a batch, and that over single-sequence decode.
+    public var batchDecodeTokS: Double
+    public var fp32BatchDecodeTokS: Double
+    public var batchSpeedup: Double { batchDecodeTokS / decodeTokS }
+    public var fp32BatchSpeedup: Double { fp32BatchDecodeTokS / fp32DecodeTokS }
     public var decodeSpeedup: Double { decodeTokS / fp32DecodeTokS }
     public var prefillSpeedup: Double { prefillTokS / fp32PrefillTokS }
     public var kvCacheRatio: Double { Double(kvCacheBytes) / Double(fp32KVCacheBytes) }
@@ -72,13 +79,16 @@ public enum Bench {
     }
 
     /// Prefill of `prefillTokens` and decode of `decodeTokens` for the FP32 reference and (when
-    /// given) a scheme, alternating, each `runs` times; medians are reported.
+    /// given) a scheme, alternating, each `runs` times; medians are reported. With `batch` > 1,
+    /// also `batch` sequences decoded together (`Transformer.step`), `decodeTokens` each.
     public static func run(model: Model, scheme: SchemeRuntime? = nil, threads: Int, prefillTokens: Int = 512,
-                           decodeTokens: Int = 64, runs: Int = 3, progress: (String) -> Void = { _ in }) throws -> BenchResult {
+                           decodeTokens: Int = 64, runs: Int = 3, batch: Int = 1,
+                           progress: (String) -> Void = { _ in }) throws -> BenchResult {
         let c = model.config
         guard prefillTokens >= 1, decodeTokens >= 1, runs >= 1 else {
             throw QuantDriftError.invalidInput("bench sizes must be positive")
         }
+        guard (1...256).contains(batch) else { throw QuantDriftError.invalidInput("--batch must be in 1…256 (got \(batch))") }
         guard prefillTokens + decodeTokens <= c.contextLength else {
             throw QuantDriftError.invalidInput("prefill + decode tokens exceed the context length \(c.contextLength)")
         }
@@ -93,8 +103,16 @@ public enum Bench {
         candidate.cores = threads
         // Deterministic pseudo-text: ids spread over the vocabulary.
         let tokens = (0..<prefillTokens).map { ($0 * 7919 + 13) % c.vocabSize }
-        var prefill: [[Double]] = [[], []], decode: [[Double]] = [[], []]
+        var prefill: [[Double]] = [[], []], decode: [[Double]] = [[], []], batched: [[Double]] = [[], []]
         let models = candidate === reference ? [reference] : [reference, candidate]
+        // Batched decode: its own transformers with a slot per sequence, from a short context.
+        let batchContext = 8 + decodeTokens
+        let batchModels: [Transformer] = batch < 2 ? [] : try models.indices.map { i in
+            let t = try i == 0 ? Transformer(model: model, contextLength: batchContext, maxBatch: 8, sequences: batch)
+                               : scheme!.transformer(model: model, contextLength: batchContext, maxBatch: 8, sequences: batch)
+            t.cores = threads
+            return t
+        }
         for r in 0..<runs {
             for (i, t) in models.enumerated() {
                 let label = i == 0 ? "fp32" : scheme!.scheme.name
@@ -111,6 +129,10 @@ public enum Bench {
                     logits = try t.forward(CollectionOfOne(Sampler.argmax(logits)), logits: .last)
                 }
                 decode[i].append(monotonicSeconds() - t1)
+                if batch > 1 {
+                    progress("run \(r + 1)/\(runs) \(label): decode \(decodeTokens) tokens × \(batch) sequences")
+                    batched[i].append(try decodeBatched(batchModels[i], prompt: tokens, tokens: decodeTokens))
+                }
             }
         }
         let last = models.count - 1
@@ -127,6 +149,28 @@ public enum Bench {
             kvCacheBytes: candidate.cache.byteCount,
             fp32PrefillTokS: Double(prefillTokens) / median(prefill[0]),
             fp32DecodeTokS: Double(decodeTokens) / median(decode[0]),
-            fp32KVCacheBytes: reference.cache.byteCount)
+            fp32KVCacheBytes: reference.cache.byteCount,
+            batch: batch,
+            batchDecodeTokS: batch > 1 ? Double(batch * decodeTokens) / median(batched[last]) : decodeRate,
+            fp32BatchDecodeTokS: batch > 1 ? Double(batch * decodeTokens) / median(batched[0]) : Double(decodeTokens) / median(decode[0]))
+    }
+
+    /// Seconds to decode `tokens` tokens in every slot of `t` together, each slot primed with its
+    /// own 8 tokens of `prompt` (greedy, so the sequences differ).
+    static func decodeBatched(_ t: Transformer, prompt: [Int], tokens: Int) throws -> Double {
+        let b = t.sequences, vocab = t.config.vocabSize
+        var next = [Int](repeating: 0, count: b)
+        for s in 0..<b {
+            t.reset(slot: s)
+            let p = (0..<8).map { prompt[(s * 8 + $0) % prompt.count] }
+            next[s] = Sampler.argmax(try t.forward(p, logits: .last, slot: s))
+        }
+        let slots = Array(0..<b)
+        let t0 = monotonicSeconds()
+        for _ in 0..<tokens {
+            let logits = try t.step(next, slots: slots)
+            for s in 0..<b { next[s] = Sampler.argmax(UnsafeBufferPointer(rebasing: logits[(s * vocab)..<((s + 1) * vocab)])) }
+        }
+        return monotonicSeconds() - t0
     }
 }

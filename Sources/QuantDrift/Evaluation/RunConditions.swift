@@ -19,7 +19,8 @@ public enum RunConditions {
                         ("sampling", .object([("temperature", .double(Double(s.temperature))), ("top_k", .int(s.topK)),
                                               ("top_p", .double(Double(s.topP)))])),
                         ("seed", .int(Int(truncatingIfNeeded: s.seed))),
-                        ("stop_at_end_of_generation", .bool(options.stopAtEndOfGeneration))])
+                        ("stop_at_end_of_generation", .bool(options.stopAtEndOfGeneration)),
+                        ("decode_batch", .int(options.decodeBatch))])
     }
 
     /// How `scheme` was calibrated ({method, data_sha256, tokens}): on `data` when it needs a

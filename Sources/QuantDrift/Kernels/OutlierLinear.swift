@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 
 /// LLM.int8()-style mixed precision (Dettmers et al. 2022): a few input channels (those whose
@@ -68,7 +69,9 @@ public struct OutlierLinear: LinearLayer {
                     for r in r0..<r1 {
                         for (i, j) in ch.enumerated() { xo[(r - r0) * k + i] = x[r * n + j] }
                     }
-                    if r1 - r0 == 1 {
+                    if scratch.rowStable {
+                        qd_gemm_f32_rows(w.baseAddress, Int32(m), Int32(k), xo, Int32(r1 - r0), Int32(k), y + r0 * m, Int32(m), 1)
+                    } else if r1 - r0 == 1 {
                         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(m), Int32(k), 1, w.baseAddress, Int32(k), xo, 1, 1, y + r0 * m, 1)
                     } else {
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r1 - r0), Int32(m), Int32(k),

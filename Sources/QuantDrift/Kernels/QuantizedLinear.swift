@@ -54,7 +54,9 @@ public struct QuantizedLinear: LinearLayer {
             act.quantize(x, rows: rows, inDim: m.cols, codes: codes, scales: scratch.floats.pointer,
                          blockSums: mins == nil ? nil : scratch.blockSums)
             let xg = act.groupSize(inDim: m.cols)
-            if let p = panels, rows >= IntPanels.minRows {
+            // A batched decode step keeps to the panels for any row count (a row's value there
+            // does not depend on the rows next to it, nor on the count).
+            if let p = panels, rows >= IntPanels.minRows || scratch.rowStable {
                 p.multiply(codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums, xgroup: xg, rows: rows, into: y,
                            cores: scratch.cores)
                 return
@@ -94,19 +96,30 @@ public struct QuantizedLinear: LinearLayer {
             }
             return
         }
-        if rows == 1 {
-            // Decode: output rows divided between the cores (each computed as in one call).
+        if rows == 1 || scratch.rowStable {
+            // Decode: output rows divided between the cores (each computed as in one call). A
+            // batched decode step reads the weights once for all its rows, each row getting the
+            // one-row kernel's arithmetic, so a row's values do not depend on its batch.
             let offset = nibbleOffset
             splitOutputs(m.rows, parts: scratch.cores, alignment: 8) { r in
                 m.withRows(r) { qd, s, mn, rowCount in
+                    let y = y + r.lowerBound
                     switch qd {
                     case .int8(let qp):
-                        qd_gemv_i8_f32(qp, s, mn, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, y + r.lowerBound)
-                    case .nibbles(let qp):
-                        if let k = offset {
-                            qd_gemv_u4_f32_offset(qp, s, k, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, y + r.lowerBound)
+                        if rows == 1 {
+                            qd_gemv_i8_f32(qp, s, mn, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, y)
                         } else {
-                            qd_gemv_u4_f32(qp, s, mn, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, y + r.lowerBound)
+                            qd_gemm_i8_f32_rows(qp, s, mn, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, Int32(rows), y,
+                                                Int32(m.rows))
+                        }
+                    case .nibbles(let qp):
+                        if rows > 1 {
+                            qd_gemm_u4_f32_rows(qp, s, offset == nil ? mn : nil, offset ?? 0, Int32(m.groupSize), Int32(rowCount),
+                                                Int32(m.cols), x, Int32(rows), y, Int32(m.rows))
+                        } else if let k = offset {
+                            qd_gemv_u4_f32_offset(qp, s, k, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, y)
+                        } else {
+                            qd_gemv_u4_f32(qp, s, mn, Int32(m.groupSize), Int32(rowCount), Int32(m.cols), x, y)
                         }
                     }
                 }
@@ -128,7 +141,12 @@ func multiplyByDecodedTiles(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, ou
     while r0 < outDim {
         let r1 = min(outDim, r0 + tileRows)
         decode(r0..<r1, scratch.tile.pointer)
-        BLAS.linearBlock(x, rows: rows, inDim: inDim, weight: scratch.tile.pointer, outRows: r1 - r0, into: y + r0, ldy: outDim)
+        if scratch.rowStable {
+            qd_gemm_f32_rows(scratch.tile.pointer, Int32(r1 - r0), Int32(inDim), x, Int32(rows), Int32(inDim), y + r0,
+                             Int32(outDim), 0)
+        } else {
+            BLAS.linearBlock(x, rows: rows, inDim: inDim, weight: scratch.tile.pointer, outRows: r1 - r0, into: y + r0, ldy: outDim)
+        }
         r0 = r1
     }
 }

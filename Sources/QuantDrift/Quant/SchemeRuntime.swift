@@ -16,12 +16,12 @@ public struct SchemeRuntime: Sendable {
     }
 
     public func transformer(model: Model, contextLength: Int? = nil, maxBatch: Int = 512,
-                            allLogits: Bool = false) throws -> Transformer {
+                            allLogits: Bool = false, sequences: Int = 1) throws -> Transformer {
         let kv = scheme.kv
         let headDim = model.config.headDim
         let fp32Layers = Set(scheme.skip.compactMap { if case .layer(let l) = $0 { l } else { nil } })
         return try Transformer(model: model, contextLength: contextLength, maxBatch: maxBatch, allLogits: allLogits,
-                               weights: weights) { shape in
+                               weights: weights, sequences: sequences) { shape in
             guard let kv else { return nil }  // the transformer's FP32 cache (windowed where the model has windows)
             return try QuantizedKVCache(spec: kv, shape: shape, headDim: headDim, fp32Layers: fp32Layers)
         }

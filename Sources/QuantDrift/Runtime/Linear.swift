@@ -1,3 +1,4 @@
+import CKernels
 /// Scratch memory a linear layer may use during one call (e.g. quantized activations),
 /// allocated once per Transformer.
 public final class LinearScratch: @unchecked Sendable {
@@ -16,6 +17,10 @@ public final class LinearScratch: @unchecked Sendable {
     /// Cores a product may spread over. Only kernels whose every output is the same however the
     /// outputs are divided use more than one (the packed integer panels, split by output panels).
     public var cores = 1
+    /// The rows are separate sequences of a batched decode step (`Transformer.step`): every
+    /// product must give a row the same value whatever rows come with it, so FP32 products run on
+    /// `qd_gemm_f32_rows` instead of OpenBLAS (whose sgemm result for a row depends on the others).
+    public var rowStable = false
 
     public init(maxRows: Int, maxInDim: Int) {
         byteCount = maxRows * maxInDim + 64
@@ -46,7 +51,8 @@ public protocol LinearLayer: Sendable {
     func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch)
 }
 
-/// FP32 weights through OpenBLAS (sgemv for one row, sgemm for more).
+/// FP32 weights through OpenBLAS (sgemv for one row, sgemm for more), or in a batched decode step
+/// through `qd_gemm_f32_rows` (rows independent of one another, outputs split over the cores).
 public struct DenseLinear: LinearLayer {
     public let weight: [Float]  // (outDim, inDim)
     public let inDim: Int
@@ -62,8 +68,16 @@ public struct DenseLinear: LinearLayer {
     public var storageBytes: Int { weight.count * MemoryLayout<Float>.size }
 
     public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch) {
+        let inDim = inDim, outDim = outDim
         weight.withUnsafeBufferPointer { w in
-            BLAS.linear(x, rows: rows, inDim: inDim, weight: w.baseAddress!, outDim: outDim, into: y)
+            guard scratch.rowStable else {
+                return BLAS.linear(x, rows: rows, inDim: inDim, weight: w.baseAddress!, outDim: outDim, into: y)
+            }
+            let wp = w.baseAddress!
+            splitOutputs(outDim, parts: scratch.cores, alignment: 4) { r in
+                qd_gemm_f32_rows(wp + r.lowerBound * inDim, Int32(r.count), Int32(inDim), x, Int32(rows), Int32(inDim),
+                                 y + r.lowerBound, Int32(outDim), 0)
+            }
         }
     }
 }

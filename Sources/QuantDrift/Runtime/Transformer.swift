@@ -13,9 +13,11 @@ public enum LogitsRows: Sendable, Equatable {
     var firstRow: Int { if case .from(let f) = self { f } else { 0 } }
 }
 
-/// The FP32 forward pass of a decoder (every `Architecture`) on OpenBLAS, with its KV cache and run state
-/// allocated once. `forward` takes a batch of tokens at the next positions: a prompt is one
-/// sgemm-based prefill (in chunks of `maxBatch`), decode is the same path with one row (sgemv).
+/// The FP32 forward pass of a decoder (every `Architecture`) on OpenBLAS, with its KV caches and run
+/// state allocated once. `forward` takes a batch of tokens at the next positions of one sequence:
+/// a prompt is one sgemm-based prefill (in chunks of `maxBatch`), decode is the same path with one
+/// row (sgemv). `step` advances several sequences (slots, each with its own KV cache and
+/// position) by one token each in one pass: every weight matrix is read once for all of them.
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
     public let weights: RuntimeWeights
@@ -23,8 +25,12 @@ public final class Transformer: @unchecked Sendable {
     public let contextLength: Int
     /// Most tokens in one forward chunk.
     public let maxBatch: Int
-    /// Tokens already in the cache: the position of the next token.
-    public private(set) var position = 0
+    /// Sequences that can be decoded together (`step`), each with its own cache and position.
+    public let sequences: Int
+    /// Tokens already in slot 0's cache: the position of its next token.
+    public var position: Int { positions[0] }
+    /// Per slot, the tokens already in its cache.
+    public private(set) var positions: [Int]
     /// Sees the input of every linear layer as the forward pass runs (calibration, profiling).
     public var observer: (any ActivationObserver)?
     /// Cores one forward pass may use (1 or 2): with 2, attention heads and the packed integer
@@ -55,8 +61,12 @@ public final class Transformer: @unchecked Sendable {
     let logitsBuffer: FloatBuffer  // (maxBatch, vocab) when all rows are requested, else (1, vocab)
     let logitsCapacityRows: Int
     let scratch: LinearScratch
-    /// Keys and values of past positions.
-    public let cache: any KVCache
+    /// Keys and values of past positions, one cache per slot.
+    public let caches: [any KVCache]
+    /// Slot 0's cache (the only one unless `sequences` > 1).
+    public var cache: any KVCache { caches[0] }
+    /// The row groups of the pass being run (one per sequence), kept to avoid allocating per step.
+    private var segments: [Segment] = []
 
     /// - Parameters:
     ///   - contextLength: positions to allocate the KV cache for (default: the model's limit).
@@ -65,8 +75,9 @@ public final class Transformer: @unchecked Sendable {
     ///   - weights: the weights to run (default: the model's FP32 weights).
     ///   - makeCache: builds the KV cache for a shape (layers, context, KV width, windows, chunk),
     ///     or nil for the default: FP32, sliding-window layers holding only their window.
+    ///   - sequences: slots that `step` can decode together (each gets its own cache).
     public init(model: Model, contextLength: Int? = nil, maxBatch: Int = 512, allLogits: Bool = false,
-                weights: RuntimeWeights? = nil,
+                weights: RuntimeWeights? = nil, sequences: Int = 1,
                 makeCache: ((KVCacheShape) throws -> (any KVCache)?)? = nil) throws {
         let c = model.config
         let ctx = contextLength ?? c.contextLength
@@ -77,8 +88,14 @@ public final class Transformer: @unchecked Sendable {
         self.config = c
         self.weights = weights ?? RuntimeWeights(fp32: model.weights, config: c)
         self.contextLength = ctx
+        guard sequences >= 1 && sequences <= 4096 else {
+            throw QuantDriftError.invalidInput("sequences per batch must be in 1…4096 (got \(sequences))")
+        }
         self.maxBatch = max(1, min(maxBatch, ctx))
-        let b = self.maxBatch
+        self.sequences = sequences
+        positions = Array(repeating: 0, count: sequences)
+        // Run-state rows: a prefill chunk or one row per sequence, whichever is more.
+        let b = max(self.maxBatch, sequences)
         x = FloatBuffer(count: b * c.dim)
         xb = FloatBuffer(count: b * c.dim)
         q = FloatBuffer(count: b * c.qDim)
@@ -89,24 +106,26 @@ public final class Transformer: @unchecked Sendable {
         hb = FloatBuffer(count: b * c.hiddenDim)
         hb2 = FloatBuffer(count: b * c.hiddenDim)
         scores = FloatBuffer(count: b * ctx)
-        logitsCapacityRows = allLogits ? b : 1
+        logitsCapacityRows = allLogits ? b : sequences
         logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
         scratch = LinearScratch(maxRows: b, maxInDim: max(c.dim, c.qDim, c.hiddenDim))
         let shape = KVCacheShape(layerCount: c.layerCount, contextLength: ctx, kvDim: c.kvDim,
-                                 windows: (0..<c.layerCount).map { c.isLocal($0) ? c.slidingWindow : nil }, maxBatch: b)
-        cache = try makeCache?(shape) ?? FP32KVCache(shape: shape)
+                                 windows: (0..<c.layerCount).map { c.isLocal($0) ? c.slidingWindow : nil },
+                                 maxBatch: self.maxBatch)
+        caches = try (0..<sequences).map { _ in try makeCache?(shape) ?? FP32KVCache(shape: shape) }
         rope = RotaryEmbedding(config: c, contextLength: ctx)
-        cache.attach(rope: rope)
+        for cache in caches { cache.attach(rope: rope) }
+        segments.reserveCapacity(sequences)
     }
 
-    /// Forgets the cached context.
-    public func reset() { position = 0 }
+    /// Forgets the cached context of `slot`.
+    public func reset(slot: Int = 0) { positions[slot] = 0 }
 
-    /// Rolls the cache back to `position` (e.g. to re-run a suffix). A sliding-window layer keeps
-    /// only the rows its window still sees, so it cannot go back further than the window.
+    /// Rolls slot 0's cache back to `position` (e.g. to re-run a suffix). A sliding-window layer
+    /// keeps only the rows its window still sees, so it cannot go back further than the window.
     public func truncate(to newPosition: Int) {
         precondition(newPosition >= 0 && newPosition <= position)
-        position = newPosition
+        positions[0] = newPosition
     }
 
     /// Runs `tokens` at the next positions and returns the logits of the requested rows:
@@ -114,15 +133,15 @@ public final class Transformer: @unchecked Sendable {
     /// `.from(f)` (tokens.count - f, vocab) when the batch fits one chunk. The buffer is valid
     /// until the next call.
     @discardableResult
-    public func forward(_ tokens: some Collection<Int>, logits rows: LogitsRows = .last) throws -> UnsafeBufferPointer<Float> {
+    public func forward(_ tokens: some Collection<Int>, logits rows: LogitsRows = .last, slot: Int = 0) throws
+        -> UnsafeBufferPointer<Float> {
         let n = tokens.count
         guard n > 0 else { throw QuantDriftError.invalidInput("no tokens to run") }
-        guard position + n <= contextLength else {
-            throw QuantDriftError.invalidInput("context full: \(position) + \(n) tokens exceed the context length \(contextLength)")
+        guard (0..<sequences).contains(slot) else { throw QuantDriftError.internalError("slot \(slot) of \(sequences)") }
+        guard positions[slot] + n <= contextLength else {
+            throw QuantDriftError.invalidInput("context full: \(positions[slot]) + \(n) tokens exceed the context length \(contextLength)")
         }
-        for t in tokens where t < 0 || t >= config.vocabSize {
-            throw QuantDriftError.invalidInput("token id \(t) out of range 0..<\(config.vocabSize)")
-        }
+        try checkIDs(tokens)
         if rows != .last && rows != .none {
             guard logitsCapacityRows >= n, n <= maxBatch else {
                 throw QuantDriftError.internalError("all-row logits need a Transformer made with allLogits and a batch ≤ maxBatch")
@@ -137,6 +156,8 @@ public final class Transformer: @unchecked Sendable {
             let chunk = min(remaining, maxBatch)
             let end = tokens.index(start, offsetBy: chunk)
             let isLast = remaining == chunk
+            segments.removeAll(keepingCapacity: true)
+            segments.append(Segment(slot: slot, firstRow: 0, rows: chunk))
             runChunk(tokens[start..<end], logits: isLast ? rows : .none)
             start = end
             remaining -= chunk
@@ -148,6 +169,40 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
+    /// Advances each slot in `slots` (distinct) by one token, `tokens[i]` for `slots[i]`, all in one
+    /// pass, and returns the logits (slots.count, vocab) in that order; valid until the next call.
+    /// Each row is computed from its own sequence only, and every product gives a row the same value
+    /// in any batch (`LinearScratch.rowStable`: FP32 products on `qd_gemm_f32_rows`, not OpenBLAS,
+    /// whose sgemm result for a row changes with the row count, its place and the thread count),
+    /// so a sequence decodes the same alone or with others. It need not equal `forward` one token
+    /// at a time (sgemv), in the last bits.
+    public func step(_ tokens: [Int], slots: [Int]) throws -> UnsafeBufferPointer<Float> {
+        let n = tokens.count
+        guard n > 0, n == slots.count, n <= logitsCapacityRows else {
+            throw QuantDriftError.internalError("step of \(n) tokens for \(slots.count) slots (capacity \(logitsCapacityRows))")
+        }
+        try checkIDs(tokens)
+        segments.removeAll(keepingCapacity: true)
+        for (r, s) in slots.enumerated() {
+            guard (0..<sequences).contains(s) else { throw QuantDriftError.internalError("slot \(s) of \(sequences)") }
+            guard positions[s] + 1 <= contextLength else {
+                throw QuantDriftError.invalidInput("context full: sequence \(s) holds \(positions[s]) of \(contextLength) positions")
+            }
+            guard !segments.contains(where: { $0.slot == s }) else { throw QuantDriftError.internalError("slot \(s) twice in a step") }
+            segments.append(Segment(slot: s, firstRow: r, rows: 1))
+        }
+        scratch.rowStable = true
+        defer { scratch.rowStable = false }
+        runChunk(tokens, logits: n == 1 ? .last : .all)
+        return UnsafeBufferPointer(start: logitsBuffer.pointer, count: n * config.vocabSize)
+    }
+
+    private func checkIDs(_ tokens: some Collection<Int>) throws {
+        for t in tokens where t < 0 || t >= config.vocabSize {
+            throw QuantDriftError.invalidInput("token id \(t) out of range 0..<\(config.vocabSize)")
+        }
+    }
+
     /// The logits of the last `.all` (or `.from`) forward: (rows, vocab).
     public func allLogits(rows: Int) -> UnsafeBufferPointer<Float> {
         precondition(rows <= logitsCapacityRows)
@@ -156,11 +211,19 @@ public final class Transformer: @unchecked Sendable {
 
     // MARK: - One chunk
 
+    /// Rows of one sequence inside a pass: `rows` tokens from `firstRow`, at the slot's next positions.
+    struct Segment {
+        let slot: Int
+        let firstRow: Int
+        let rows: Int
+    }
+
+    /// One pass over the rows of `segments` (set by the caller): the linear layers see all rows at
+    /// once; RoPE, the cache and attention are per segment, each in its own slot.
     private func runChunk(_ tokens: some Collection<Int>, logits rows: LogitsRows) {
         let c = config
         let n = tokens.count
         let dim = c.dim, qDim = c.qDim, kvDim = c.kvDim, hidden = c.hiddenDim
-        let pos0 = position
 
         // Token embeddings into the residual stream (× √dim in families that scale them).
         weights.tokenEmbedding.withUnsafeBufferPointer { emb in
@@ -183,20 +246,7 @@ public final class Transformer: @unchecked Sendable {
             // Per-head Q/K norms come before RoPE (and before a pre-RoPE cache stores the keys).
             if let qn = lw.extraNorms.q { rmsNorm(q.pointer, qn, rows: n * c.headCount, into: q.pointer) }
             if let kn = lw.extraNorms.k { rmsNorm(k.pointer, kn, rows: n * c.kvHeadCount, into: k.pointer) }
-            // A cache that quantizes keys before RoPE stores them first and rotates on read.
-            let preRoPE = cache.storesPreRoPEKeys
-            if preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer) }
-            for r in 0..<n {
-                rope.apply(q.pointer + r * qDim, heads: c.headCount, position: pos0 + r, layer: l)
-                rope.apply(k.pointer + r * kvDim, heads: c.kvHeadCount, position: pos0 + r, layer: l)
-            }
-            if !preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: k.pointer, values: v.pointer) }
-            // Keys first0 ..< pos0 + n are visible to some row; a window hides the older ones.
-            let window = c.isLocal(l) ? c.slidingWindow : nil
-            let first0 = window.map { max(0, pos0 - $0 + 1) } ?? 0
-            attention(layerK: cache.keys(layer: l, from: first0, count: pos0 + n),
-                      layerV: cache.values(layer: l, from: first0, count: pos0 + n),
-                      rows: n, pos0: pos0, first0: first0, window: window)
+            attendSegments(layer: l)
             observer?.observe(layer: l, site: .attentionOutput, x: attOut.pointer, rows: n, width: qDim)
             linear(attOut.pointer, n, qDim, lw.wo, dim, proj.pointer, bias: nil)
             if let pn = lw.extraNorms.postAttention { rmsNorm(proj.pointer, pn, rows: n, into: proj.pointer) }
@@ -216,7 +266,7 @@ public final class Transformer: @unchecked Sendable {
             if let pn = lw.extraNorms.postFeedForward { rmsNorm(proj.pointer, pn, rows: n, into: proj.pointer) }
             addInPlace(x.pointer, proj.pointer, count: n * dim)
         }
-        position += n
+        for seg in segments { positions[seg.slot] += seg.rows }
 
         switch rows {
         case .none: return
@@ -264,26 +314,62 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
-    /// Causal GQA attention of `rows` queries at positions pos0…pos0+rows-1 over the cache.
-    /// `layerK`/`layerV` start at position `first0`. With `window`, row r sees only the last
-    /// `window` keys up to its own position (a local layer).
-    private func attention(layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int, pos0: Int, first0: Int,
-                           window: Int?) {
-        let heads = config.headCount
-        guard cores == 2, n > 1, heads > 1, let second = secondScores else {
-            return attention(heads: 0..<heads, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, first0: first0,
-                             window: window, scores: scores.pointer)
+    /// RoPE, the cache and attention for every segment of the pass (q, k, v hold all rows). With
+    /// two cores, one multi-row segment divides its heads and several segments divide themselves.
+    private func attendSegments(layer l: Int) {
+        if cores == 2, segments.count > 1, let second = secondScores {
+            let first = scores
+            splitOutputs(segments.count, parts: 2) { range in
+                let s = range.lowerBound == 0 ? first : second
+                for i in range { self.attend(self.segments[i], layer: l, heads: 0..<self.config.headCount, scores: s.pointer) }
+            }
+            return
         }
-        let shared = SharedKV(keys: layerK, values: layerV)
-        let first = scores
+        for seg in segments { attend(seg, layer: l, heads: nil, scores: scores.pointer) }
+    }
+
+    /// One segment's keys into its slot's cache and its causal GQA attention (of `heads`, or all
+    /// heads split over the cores when nil) over positions pos0…pos0+rows-1.
+    private func attend(_ seg: Segment, layer l: Int, heads: Range<Int>?, scores: UnsafeMutablePointer<Float>) {
+        let c = config
+        let qDim = c.qDim, kvDim = c.kvDim
+        let n = seg.rows, pos0 = positions[seg.slot], cache = caches[seg.slot]
+        let qs = q.pointer + seg.firstRow * qDim, ks = k.pointer + seg.firstRow * kvDim, vs = v.pointer + seg.firstRow * kvDim
+        // A cache that quantizes keys before RoPE stores them first and rotates on read.
+        let preRoPE = cache.storesPreRoPEKeys
+        if preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: ks, values: vs) }
+        for r in 0..<n {
+            rope.apply(qs + r * qDim, heads: c.headCount, position: pos0 + r, layer: l)
+            rope.apply(ks + r * kvDim, heads: c.kvHeadCount, position: pos0 + r, layer: l)
+        }
+        if !preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: ks, values: vs) }
+        // Keys first0 ..< pos0 + n are visible to some row; a window hides the older ones.
+        let window = c.isLocal(l) ? c.slidingWindow : nil
+        let first0 = window.map { max(0, pos0 - $0 + 1) } ?? 0
+        let layerK = cache.keys(layer: l, from: first0, count: pos0 + n)
+        let layerV = cache.values(layer: l, from: first0, count: pos0 + n)
+        let out = attOut.pointer + seg.firstRow * qDim
+        if let heads {
+            return attention(heads: heads, q: qs, out: out, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, first0: first0,
+                             window: window, scores: scores)
+        }
+        let all = c.headCount
+        guard cores == 2, n > 1, all > 1, let second = secondScores else {
+            return attention(heads: 0..<all, q: qs, out: out, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, first0: first0,
+                             window: window, scores: scores)
+        }
+        let shared = SharedKV(keys: layerK, values: layerV, q: qs, out: out)
+        let first = self.scores
         DispatchQueue.concurrentPerform(iterations: 2) { k in
-            self.attention(heads: k == 0 ? 0..<(heads / 2) : (heads / 2)..<heads, layerK: shared.keys, layerV: shared.values,
-                           rows: n, pos0: pos0, first0: first0, window: window, scores: (k == 0 ? first : second).pointer)
+            self.attention(heads: k == 0 ? 0..<(all / 2) : (all / 2)..<all, q: shared.q, out: shared.out,
+                           layerK: shared.keys, layerV: shared.values, rows: n, pos0: pos0, first0: first0, window: window,
+                           scores: (k == 0 ? first : second).pointer)
         }
     }
 
     /// Attention of the heads in `heads`, with `s` as the (rows, keys) score scratch.
-    private func attention(heads: Range<Int>, layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int,
+    private func attention(heads: Range<Int>, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
+                           layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int,
                            pos0: Int, first0: Int, window: Int?, scores s: UnsafeMutablePointer<Float>) {
         let c = config
         let hd = c.headDim, qDim = c.qDim, kvDim = c.kvDim
@@ -292,7 +378,7 @@ public final class Transformer: @unchecked Sendable {
         let scale = c.attentionScale
         for h in heads {
             let kvh = h / group
-            let qh = q.pointer + h * hd
+            let qh = q + h * hd
             let kh = layerK + kvh * hd
             let vh = layerV + kvh * hd
             // scores(n, keys) = scale · Q_h · K_hᵀ
@@ -311,7 +397,7 @@ public final class Transformer: @unchecked Sendable {
                 qd_softmax_row(row + first, Int32(last + 1 - first), Int32(keys - first))
             }
             // out(n, hd) = P · V_h
-            let oh = attOut.pointer + h * hd
+            let oh = out + h * hd
             if n == 1 {
                 cblas_sgemv(CblasRowMajor, CblasTrans, Int32(keys), Int32(hd), 1, vh, Int32(kvDim), s, 1, 0, oh, 1)
             } else {
@@ -327,8 +413,11 @@ public final class Transformer: @unchecked Sendable {
     }
 }
 
-/// The cache's key and value rows of one layer, read by both cores of a split attention.
+/// The cache's key and value rows of one layer and a segment's queries and output, read by both
+/// cores of a split attention.
 private struct SharedKV: @unchecked Sendable {
     let keys: UnsafePointer<Float>
     let values: UnsafePointer<Float>
+    let q: UnsafeMutablePointer<Float>
+    let out: UnsafeMutablePointer<Float>
 }

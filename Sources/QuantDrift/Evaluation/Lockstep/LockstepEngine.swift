@@ -14,6 +14,9 @@ public final class LockstepEngine: @unchecked Sendable {
     public init(model: Model, options: TrackerOptions, calibration: CalibrationSet? = nil) throws {
         guard options.threads >= 1 else { throw QuantDriftError.invalidInput("--threads must be ≥ 1") }
         guard options.chunk >= 1 else { throw QuantDriftError.invalidInput("chunk must be ≥ 1") }
+        guard (1...256).contains(options.decodeBatch) else {
+            throw QuantDriftError.invalidInput("--batch must be in 1…256 (got \(options.decodeBatch))")
+        }
         try options.sampling.validate()
         self.model = model
         self.options = options
@@ -87,57 +90,107 @@ public final class LockstepEngine: @unchecked Sendable {
         return stride(from: 0, to: n, by: size).map { $0..<min(n, $0 + size) }
     }
 
-    /// Runs the FP32 reference on the prompts `range` (all by default).
+    /// Consecutive groups of at most `options.decodeBatch` of `count` prompts: the sequences one
+    /// transformer decodes together.
+    func decodeGroups(_ count: Int) -> [Range<Int>] {
+        stride(from: 0, to: count, by: options.decodeBatch).map { $0..<min(count, $0 + options.decodeBatch) }
+    }
+
+    /// Cores each worker's transformer may use: 2 when there are fewer work items than threads
+    /// (a lone group would leave a core idle). Results do not depend on it.
+    func coresPerWorker(items: Int) -> Int { options.threads >= 2 && items < options.threads ? 2 : 1 }
+
+    /// Runs the FP32 reference on the prompts `range` (all by default), decoding each group of
+    /// `options.decodeBatch` prompts together.
     public func referenceRuns(_ workload: Workload, prompts range: Range<Int>? = nil, contextLength: Int,
                               progress: @Sendable (String) -> Void = { _ in }) throws -> [ReferenceRun] {
         let range = range ?? 0..<workload.prompts.count
         let box = ResultBox<ReferenceRun>(count: range.count)
-        try parallel(range.count, makeState: {
-            try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
-        }) { reference, j in
-            let i = range.lowerBound + j
-            let run = try self.reference(workload.prompts[i], index: i, transformer: reference)
-            box.set(j, run)
-            progress(workload.prompts[i].id)
+        let groups = decodeGroups(range.count)
+        let sequences = groups.map(\.count).max() ?? 1
+        let cores = coresPerWorker(items: groups.count)
+        try parallel(groups.count, makeState: {
+            let t = try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true,
+                                    sequences: sequences)
+            t.cores = cores
+            return t
+        }) { reference, g in
+            let indices = groups[g].map { range.lowerBound + $0 }
+            let runs = try self.reference(indices.map { workload.prompts[$0] }, indices: indices, transformer: reference)
+            for (j, run) in runs.enumerated() {
+                box.set(groups[g].lowerBound + j, run)
+                progress(run.id)
+            }
         }
         return box.values()
     }
 
-    func reference(_ p: WorkloadPrompt, index: Int, transformer r: Transformer) throws -> ReferenceRun {
-        let prompt = try Self.promptTokens(p, tokenizer: model.tokenizer)
-        let n = options.maxTokens(for: p)
+    /// The reference runs of prompts decoded together (`indices`: their workload numbers, which
+    /// pick their random streams): free-running continuations, then teacher-forced rows.
+    func reference(_ ps: [WorkloadPrompt], indices: [Int], transformer r: Transformer) throws -> [ReferenceRun] {
+        let prompts = try ps.map { try Self.promptTokens($0, tokenizer: model.tokenizer) }
+        let limits = ps.map { options.maxTokens(for: $0) }
         let sampling = options.sampling
         let distribution = sampling.isGreedy ? nil : SamplingDistribution(sampling, vocab: vocab)
         var probs = [Double](repeating: 0, count: sampling.isGreedy ? 0 : vocab)
-        var decodeLogits: [Float] = []
-        var continuation: [Int] = []
-        r.reset()
-        var logits = try r.forward(prompt, logits: .last)
-        for t in 0..<n {
+        var decodeLogits = [[Float]](repeating: [], count: ps.count)
+        var continuations = [[Int]](repeating: [], count: ps.count)
+        try decodeTogether(r, prompts: prompts) { i, logits in
+            let t = continuations[i].count
             let token: Int
             if let distribution {
-                decodeLogits.append(contentsOf: logits)
+                decodeLogits[i].append(contentsOf: logits)
                 probs.withUnsafeMutableBufferPointer { distribution.compute(logits, into: $0) }
                 token = probs.withUnsafeBufferPointer {
-                    SamplingDistribution.draw($0, uniforms.uniform(prompt: index, step: t, draw: 0))
+                    SamplingDistribution.draw($0, uniforms.uniform(prompt: indices[i], step: t, draw: 0))
                 }
             } else {
                 token = Sampler.argmax(logits)
             }
-            continuation.append(token)
-            if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { break }
-            if t == n - 1 { break }
-            try checkStop()
-            logits = try r.forward(CollectionOfOne(token), logits: .last)
+            continuations[i].append(token)
+            if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { return nil }
+            return t == limits[i] - 1 ? nil : token
         }
-        var rows = [Float](repeating: 0, count: continuation.count * vocab)
-        try rows.withUnsafeMutableBufferPointer { out in
-            try teacherForced(r, prompt: prompt, continuation: continuation) { t, row in
-                out.baseAddress!.advanced(by: t * vocab).update(from: row.baseAddress!, count: vocab)
+        return try ps.indices.map { i in
+            var rows = [Float](repeating: 0, count: continuations[i].count * vocab)
+            try rows.withUnsafeMutableBufferPointer { out in
+                try teacherForced(r, prompt: prompts[i], continuation: continuations[i]) { t, row in
+                    out.baseAddress!.advanced(by: t * vocab).update(from: row.baseAddress!, count: vocab)
+                }
+            }
+            return ReferenceRun(id: ps[i].id, promptTokens: prompts[i], continuation: continuations[i], maxTokens: limits[i],
+                                teacherRows: rows, decodeLogits: distribution == nil ? nil : decodeLogits[i])
+        }
+    }
+
+    /// Decodes the sequences of `prompts` together, sequence i in slot i of `m`: each prompt is
+    /// prefilled on its own, then every unfinished sequence advances one token per `step`.
+    /// `next(i, logits)` gets the logits for sequence i's next token and returns the token to feed
+    /// (nil: the sequence is finished and leaves the batch).
+    func decodeTogether(_ m: Transformer, prompts: [[Int]],
+                        _ next: (Int, UnsafeBufferPointer<Float>) throws -> Int?) throws {
+        precondition(prompts.count <= m.sequences)
+        var pending = [Int?](repeating: nil, count: prompts.count)
+        for (i, p) in prompts.enumerated() {
+            m.reset(slot: i)
+            pending[i] = try next(i, try m.forward(p, logits: .last, slot: i))
+        }
+        var tokens: [Int] = [], slots: [Int] = []
+        tokens.reserveCapacity(prompts.count)
+        slots.reserveCapacity(prompts.count)
+        while true {
+            tokens.removeAll(keepingCapacity: true)
+            slots.removeAll(keepingCapacity: true)
+            for (i, t) in pending.enumerated() {
+                if let t { tokens.append(t); slots.append(i) }
+            }
+            if slots.isEmpty { return }
+            try checkStop()
+            let logits = try m.step(tokens, slots: slots)
+            for (r, i) in slots.enumerated() {
+                pending[i] = try next(i, UnsafeBufferPointer(rebasing: logits[(r * vocab)..<((r + 1) * vocab)]))
             }
         }
-        return ReferenceRun(id: p.id, promptTokens: prompt, continuation: continuation, maxTokens: n, teacherRows: rows,
-                            decodeLogits: distribution == nil ? nil : decodeLogits)
     }
 
     /// Batched forward over prompt + continuation (all but its last token): calls `row(t, logits)`
@@ -202,8 +255,11 @@ public final class LockstepEngine: @unchecked Sendable {
     public func run(_ candidates: [TrackerCandidate], references: [ReferenceRun], firstPrompt: Int = 0, contextLength: Int,
                     checkpoint: TrackerCheckpoint? = nil,
                     progress: @Sendable (String) -> Void = { _ in }) throws -> [[PromptResult]] {
-        let jobs = candidates.count * references.count
-        let box = ResultBox<PromptResult>(count: jobs)
+        let groups = decodeGroups(references.count)
+        let jobs = candidates.count * groups.count
+        let box = ResultBox<PromptResult>(count: candidates.count * references.count)
+        let sequences = groups.map(\.count).max() ?? 1
+        let cores = coresPerWorker(items: jobs)
         // Workers keep the transformer of the candidate they ran last (jobs are ordered by
         // candidate, so a worker usually stays on one), and one reference to score free text.
         struct WorkerState {
@@ -212,99 +268,121 @@ public final class LockstepEngine: @unchecked Sendable {
             var reference: Transformer?
         }
         try parallel(jobs, makeState: { WorkerState() }) { state, job in
-            let c = job / references.count, p = job % references.count
+            let c = job / groups.count, group = groups[job % groups.count]
             let cand = candidates[c]
-            let index = firstPrompt + p
-            if let kept = checkpoint?.load(cand, prompt: index), kept.promptIndex == index {
-                box.set(job, kept)
-                progress("\(cand.name) · \(references[p].id) (kept)")
+            let kept = group.compactMap { p in
+                checkpoint?.load(cand, prompt: firstPrompt + p).flatMap { $0.promptIndex == firstPrompt + p ? $0 : nil }
+            }
+            if kept.count == group.count {
+                for (j, p) in group.enumerated() {
+                    box.set(c * references.count + p, kept[j])
+                    progress("\(cand.name) · \(references[p].id) (kept)")
+                }
                 return
             }
             if state.candidate != c {
                 state.transformer = nil
                 let runtime = try cand.runtime ?? SchemeRuntime(model: model, scheme: cand.scheme, calibration: calibration)
                 state.transformer = try runtime.transformer(model: model, contextLength: contextLength,
-                                                            maxBatch: options.chunk, allLogits: true)
+                                                            maxBatch: options.chunk, allLogits: true, sequences: sequences)
+                state.transformer!.cores = cores
                 state.candidate = c
             }
             let free = options.mode.freeRunning && cand.role == .main
             if free && state.reference == nil {
                 state.reference = try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
+                state.reference!.cores = cores
             }
-            let result = try self.compare(state.transformer!, references[p], promptIndex: index,
-                                          teacher: options.mode.teacherForced || cand.role != .main,
-                                          free: free, scorer: state.reference)
-            try checkpoint?.save(result, cand, prompt: index)
-            box.set(job, result)
-            progress("\(cand.name) · \(references[p].id)")
+            let results = try self.compare(state.transformer!, Array(references[group]), firstPromptIndex: firstPrompt + group.lowerBound,
+                                           teacher: options.mode.teacherForced || cand.role != .main,
+                                           free: free, scorer: state.reference)
+            for (j, p) in group.enumerated() {
+                try checkpoint?.save(results[j], cand, prompt: firstPrompt + p)
+                box.set(c * references.count + p, results[j])
+                progress("\(cand.name) · \(references[p].id)")
+            }
         }
         let flat = box.values()
         return (0..<candidates.count).map { Array(flat[($0 * references.count)..<(($0 + 1) * references.count)]) }
     }
 
-    func compare(_ m: Transformer, _ ref: ReferenceRun, promptIndex: Int, teacher: Bool, free: Bool,
-                 scorer: Transformer?) throws -> PromptResult {
-        var result = PromptResult(promptIndex: promptIndex)
+    /// One candidate on a group of prompts: the teacher-forced comparison prompt by prompt, then
+    /// the free-running continuations decoded together, each scored by the reference.
+    func compare(_ m: Transformer, _ refs: [ReferenceRun], firstPromptIndex: Int, teacher: Bool, free: Bool,
+                 scorer: Transformer?) throws -> [PromptResult] {
+        var results = refs.indices.map { PromptResult(promptIndex: firstPromptIndex + $0) }
         let sampling = options.sampling
         let distP = sampling.isGreedy ? nil : SamplingDistribution(sampling, vocab: vocab)
         let distQ = sampling.isGreedy ? nil : SamplingDistribution(sampling, vocab: vocab)
         var p = [Double](repeating: 0, count: sampling.isGreedy ? 0 : vocab)
         var q = p
-        let t0 = monotonicSeconds()
         let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * vocab)
         defer { scratch.deallocate() }
         if teacher {
-            result.positions.reserveCapacity(ref.continuation.count)
-            try ref.teacherRows.withUnsafeBufferPointer { refRows in
-                try teacherForced(m, prompt: ref.promptTokens, continuation: ref.continuation) { t, row in
-                    let r = UnsafeBufferPointer(rebasing: refRows[(t * vocab)..<((t + 1) * vocab)])
-                    let d = TokenDivergence.compare(reference: r, candidate: row, target: ref.continuation[t], scratch: scratch)
-                    result.positions.append(d)
-                    if let distP, let distQ {
-                        p.withUnsafeMutableBufferPointer { distP.compute(r, into: $0) }
-                        q.withUnsafeMutableBufferPointer { distQ.compute(row, into: $0) }
-                        result.samplingTV.append(p.withUnsafeBufferPointer { pp in
-                            q.withUnsafeBufferPointer { SamplingDistribution.totalVariation(pp, $0) } })
-                    } else {
-                        result.samplingTV.append(d.sameTop ? 0 : 1)
+            for (i, ref) in refs.enumerated() {
+                let t0 = monotonicSeconds()
+                results[i].positions.reserveCapacity(ref.continuation.count)
+                try ref.teacherRows.withUnsafeBufferPointer { refRows in
+                    try teacherForced(m, prompt: ref.promptTokens, continuation: ref.continuation) { t, row in
+                        let r = UnsafeBufferPointer(rebasing: refRows[(t * vocab)..<((t + 1) * vocab)])
+                        let d = TokenDivergence.compare(reference: r, candidate: row, target: ref.continuation[t], scratch: scratch)
+                        results[i].positions.append(d)
+                        if let distP, let distQ {
+                            p.withUnsafeMutableBufferPointer { distP.compute(r, into: $0) }
+                            q.withUnsafeMutableBufferPointer { distQ.compute(row, into: $0) }
+                            results[i].samplingTV.append(p.withUnsafeBufferPointer { pp in
+                                q.withUnsafeBufferPointer { SamplingDistribution.totalVariation(pp, $0) } })
+                        } else {
+                            results[i].samplingTV.append(d.sameTop ? 0 : 1)
+                        }
                     }
                 }
+                results[i].teacherSeconds = monotonicSeconds() - t0
             }
         }
+        guard free else { return results }
         let t1 = monotonicSeconds()
-        result.teacherSeconds = t1 - t0
-        if free {
-            try freeRun(m, ref, promptIndex: promptIndex, result: &result, p: &p, q: &q, distP: distP, distQ: distQ)
-            if let first = result.firstDivergence, let scorer, let tokens = result.freeTokens {
+        try freeRun(m, refs, results: &results, p: &p, q: &q, distP: distP, distQ: distQ)
+        // The decode is shared by the group: each prompt is charged an equal part of it.
+        let shared = (monotonicSeconds() - t1) / Double(refs.count)
+        for (i, ref) in refs.enumerated() {
+            let t2 = monotonicSeconds()
+            if let first = results[i].firstDivergence, let scorer, let tokens = results[i].freeTokens {
                 // The reference's NLL of the candidate's own text.
                 var sum = 0.0
                 try teacherForced(scorer, prompt: ref.promptTokens, continuation: tokens) { t, row in
                     sum += LogSoftmax.logSumExp(row) - Double(row[tokens[t]])
                 }
-                result.candidateTextNLL = sum / Double(tokens.count)
-                result.reconverged = reconverges(tokens, ref.continuation, after: first)
-            } else if result.firstDivergence == nil {
-                result.candidateTextNLL = ref.textNLL()
-                result.reconverged = false
+                results[i].candidateTextNLL = sum / Double(tokens.count)
+                results[i].reconverged = reconverges(tokens, ref.continuation, after: first)
+            } else if results[i].firstDivergence == nil {
+                results[i].candidateTextNLL = ref.textNLL()
+                results[i].reconverged = false
             }
-            result.freeSeconds = monotonicSeconds() - t1
+            results[i].freeSeconds = shared + monotonicSeconds() - t2
         }
-        return result
+        return results
     }
 
-    func freeRun(_ m: Transformer, _ ref: ReferenceRun, promptIndex: Int, result: inout PromptResult,
+    /// The candidate's own continuations of a group of prompts, decoded together: greedy, or
+    /// coupled with the reference's draws while the two texts agree; first divergences and the
+    /// KV cache's error by age along the way.
+    func freeRun(_ m: Transformer, _ refs: [ReferenceRun], results: inout [PromptResult],
                  p: inout [Double], q: inout [Double], distP: SamplingDistribution?, distQ: SamplingDistribution?) throws {
-        let n = ref.maxTokens
-        var tokens: [Int] = []
-        tokens.reserveCapacity(n)
-        var identical = true
-        m.reset()
-        var logits = try m.forward(ref.promptTokens, logits: .last)
-        for t in 0..<n {
+        var tokens = refs.map { r -> [Int] in
+            var t: [Int] = []
+            t.reserveCapacity(r.maxTokens)
+            return t
+        }
+        var identical = [Bool](repeating: true, count: refs.count)
+        try decodeTogether(m, prompts: refs.map(\.promptTokens)) { i, logits in
+            let ref = refs[i]
+            let t = tokens[i].count
+            let promptIndex = results[i].promptIndex
             let token: Int
             if let distP, let distQ {
                 q.withUnsafeMutableBufferPointer { distQ.compute(logits, into: $0) }
-                if identical && t < ref.continuation.count {
+                if identical[i] && t < ref.continuation.count {
                     let rows = ref.decodeLogits ?? ref.teacherRows
                     rows.withUnsafeBufferPointer { r in
                         p.withUnsafeMutableBufferPointer {
@@ -326,24 +404,24 @@ public final class LockstepEngine: @unchecked Sendable {
             } else {
                 token = Sampler.argmax(logits)
             }
-            tokens.append(token)
-            if let cache = m.cache as? QuantizedKVCache, (t + 1) % Self.kvSnapshotEvery == 0 {
-                recordKVError(cache, count: m.position, into: &result)
+            tokens[i].append(token)
+            if let cache = m.caches[i] as? QuantizedKVCache, (t + 1) % Self.kvSnapshotEvery == 0 {
+                recordKVError(cache, count: m.positions[i], into: &results[i])
             }
-            if identical && (t >= ref.continuation.count || token != ref.continuation[t]) {
-                identical = false
-                result.firstDivergence = t
+            if identical[i] && (t >= ref.continuation.count || token != ref.continuation[t]) {
+                identical[i] = false
+                results[i].firstDivergence = t
             }
-            if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { break }
-            if t == n - 1 { break }
-            try checkStop()
-            logits = try m.forward(CollectionOfOne(token), logits: .last)
+            if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { return nil }
+            return t == ref.maxTokens - 1 ? nil : token
         }
-        if let cache = m.cache as? QuantizedKVCache, tokens.count % Self.kvSnapshotEvery != 0 {
-            recordKVError(cache, count: m.position, into: &result)
+        for i in refs.indices {
+            if let cache = m.caches[i] as? QuantizedKVCache, tokens[i].count % Self.kvSnapshotEvery != 0 {
+                recordKVError(cache, count: m.positions[i], into: &results[i])
+            }
+            if identical[i] && tokens[i].count != refs[i].continuation.count { results[i].firstDivergence = tokens[i].count }
+            results[i].freeTokens = tokens[i]
         }
-        if identical && tokens.count != ref.continuation.count { result.firstDivergence = tokens.count }
-        result.freeTokens = tokens
     }
 
     /// Free-running steps between two snapshots of the KV cache's error by age.

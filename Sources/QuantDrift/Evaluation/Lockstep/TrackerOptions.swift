@@ -25,6 +25,10 @@ public struct TrackerOptions: Sendable {
     public var stopAtEndOfGeneration: Bool
     /// Tokens per teacher-forced forward chunk.
     public var chunk: Int
+    /// Free-running sequences decoded together (`Transformer.step`): prompts are taken in groups of
+    /// this many, and each step reads the weights once for the whole group. A row's values do not
+    /// depend on the rows next to it, so results do not depend on this either; it is recorded.
+    public var decodeBatch: Int = 16
     /// Bytes of reference logits held at once: prompts are run in batches of at most this much
     /// (but at least one prompt per worker), so memory does not grow with the workload.
     public var referenceBudgetBytes: Int = 512 << 20

@@ -1,0 +1,84 @@
+// FP32 weights × a few FP32 activation rows: the products of a batched decode step.
+//
+// Every output is one 8-lane FMA chain over whole steps of 8, the lanes summed in hsum256's
+// order, then the tail with fmaf: the same arithmetic however outputs and rows are blocked, so a
+// row's result does not depend on how many rows come with it, on its place among them or on the
+// range of outputs a core takes. (OpenBLAS's sgemm gives none of these: its result for a row
+// changes with the row count, the row's place and the thread count.) The weights are read once
+// per call for all rows; a block of 4 weight rows × 3 activation rows keeps 12 chains in flight.
+#include "kernels_internal.h"
+#include <math.h>
+
+// The sum of 8 lanes in hsum256's order.
+static inline float hsum8(const float *v) {
+    const float a0 = v[0] + v[4], a1 = v[1] + v[5], a2 = v[2] + v[6], a3 = v[3] + v[7];
+    return (a0 + a2) + (a1 + a3);
+}
+
+static void gemm_f32_rows_c(const float *w, int out, int in, const float *x, int rows, int ldx, float *y, int ldy,
+                            int accumulate) {
+    const int in8 = in - in % 8;
+    for (int o = 0; o < out; o++) {
+        const float *wo = w + (size_t)o * in;
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * ldx;
+            float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int k = 0; k < in8; k += 8)
+                for (int l = 0; l < 8; l++) lanes[l] = fmaf(wo[k + l], xr[k + l], lanes[l]);
+            float v = hsum8(lanes);
+            for (int k = in8; k < in; k++) v = fmaf(wo[k], xr[k], v);
+            float *dst = y + (size_t)r * ldy + o;
+            *dst = accumulate ? *dst + v : v;
+        }
+    }
+}
+
+// `no` weight rows × `nr` activation rows (constants after inlining, so the accumulators stay in
+// registers).
+ALWAYS_INLINE ATTR_AVX2 static inline void block_f32(const float *w, int in, int in8, int no, const float *x, int ldx,
+                                                     int nr, float *y, int ldy, int accumulate) {
+    __m256 a[4][3];
+    for (int i = 0; i < no; i++)
+        for (int j = 0; j < nr; j++) a[i][j] = _mm256_setzero_ps();
+    for (int k = 0; k < in8; k += 8) {
+        __m256 wv[4];
+        for (int i = 0; i < no; i++) wv[i] = _mm256_loadu_ps(w + (size_t)i * in + k);
+        for (int j = 0; j < nr; j++) {
+            const __m256 xv = _mm256_loadu_ps(x + (size_t)j * ldx + k);
+            for (int i = 0; i < no; i++) a[i][j] = _mm256_fmadd_ps(wv[i], xv, a[i][j]);
+        }
+    }
+    for (int i = 0; i < no; i++) {
+        const float *wi = w + (size_t)i * in;
+        for (int j = 0; j < nr; j++) {
+            const float *xj = x + (size_t)j * ldx;
+            float v = hsum256(a[i][j]);
+            for (int k = in8; k < in; k++) v = fmaf(wi[k], xj[k], v);
+            float *dst = y + (size_t)j * ldy + i;
+            *dst = accumulate ? *dst + v : v;
+        }
+    }
+}
+
+// All activation rows against `no` weight rows: blocks of 3 rows, then the 1 or 2 left.
+ALWAYS_INLINE ATTR_AVX2 static inline void rows_f32(const float *w, int in, int in8, int no, const float *x, int rows,
+                                                    int ldx, float *y, int ldy, int accumulate) {
+    int r = 0;
+    for (; r + 3 <= rows; r += 3) block_f32(w, in, in8, no, x + (size_t)r * ldx, ldx, 3, y + (size_t)r * ldy, ldy, accumulate);
+    if (rows - r == 2) block_f32(w, in, in8, no, x + (size_t)r * ldx, ldx, 2, y + (size_t)r * ldy, ldy, accumulate);
+    else if (rows - r == 1) block_f32(w, in, in8, no, x + (size_t)r * ldx, ldx, 1, y + (size_t)r * ldy, ldy, accumulate);
+}
+
+ATTR_AVX2 static void gemm_f32_rows_avx2(const float *w, int out, int in, const float *x, int rows, int ldx, float *y,
+                                         int ldy, int accumulate) {
+    const int in8 = in - in % 8;
+    int o = 0;
+    for (; o + 4 <= out; o += 4) rows_f32(w + (size_t)o * in, in, in8, 4, x, rows, ldx, y + o, ldy, accumulate);
+    for (; o < out; o++) rows_f32(w + (size_t)o * in, in, in8, 1, x, rows, ldx, y + o, ldy, accumulate);
+}
+
+void qd_gemm_f32_rows(const float *w, int out, int in, const float *x, int rows, int ldx, float *y, int ldy,
+                      int accumulate) {
+    if (qd_has_avx2()) gemm_f32_rows_avx2(w, out, in, x, rows, ldx, y, ldy, accumulate);
+    else gemm_f32_rows_c(w, out, in, x, rows, ldx, y, ldy, accumulate);
+}

@@ -1,0 +1,159 @@
+import CKernels
+import Foundation
+import Testing
+@testable import QuantDrift
+
+/// Batched decoding: several sequences advanced by one `Transformer.step`, each row's result
+/// independent of the rows it shares the step with (so free-running results do not depend on the
+/// batch size or on which sequences have already stopped).
+@Suite("Batched decoding")
+struct BatchedDecodeTests {
+    /// The FP32 rows kernel: AVX2 and portable paths give the same bits; each row's outputs are
+    /// the same bits alone, in another place of the batch and with the outputs split over two
+    /// cores; and they are the dot products (against Double) on awkward sizes.
+    @Test(arguments: [1, 7, 31, 33, 577], [1, 7, 33, 577])
+    func f32RowsKernelIsRowIndependentAndExact(out: Int, inDim: Int) {
+        let rows = 7
+        let w = KernelTests.random(out * inDim, seed: UInt64(out * 1000 + inDim))
+        let x = KernelTests.random(rows * inDim, seed: UInt64(inDim) + 5, scale: 3)
+        func run(_ x: [Float], rows: Int, accumulate: Bool = false, start: [Float]? = nil) -> [Float] {
+            var y = start ?? [Float](repeating: 0, count: rows * out)
+            qd_gemm_f32_rows(w, Int32(out), Int32(inDim), x, Int32(rows), Int32(inDim), &y, Int32(out), accumulate ? 1 : 0)
+            return y
+        }
+        var byPath: [KernelPath: [Float]] = [:]
+        for path in KernelPath.allCases {
+            path.run {
+                let all = run(x, rows: rows)
+                byPath[path] = all
+                for r in 0..<rows {
+                    let row = Array(all[(r * out)..<((r + 1) * out)])
+                    let alone = run(Array(x[(r * inDim)..<((r + 1) * inDim)]), rows: 1)
+                    #expect(row.map(\.bitPattern) == alone.map(\.bitPattern), "\(path) \(out)×\(inDim) row \(r): alone differs")
+                    for o in 0..<out {
+                        var d = 0.0
+                        for k in 0..<inDim { d += Double(w[o * inDim + k]) * Double(x[r * inDim + k]) }
+                        #expect(abs(Double(row[o]) - d) <= 1e-5 * Double(inDim).squareRoot() * 3, "\(path) row \(r).\(o): \(row[o]) vs \(d)")
+                    }
+                }
+                // Rows in reverse order: each keeps its bits.
+                let reversed = (0..<rows).reversed().flatMap { x[($0 * inDim)..<(($0 + 1) * inDim)] }
+                let back = run(Array(reversed), rows: rows)
+                for r in 0..<rows {
+                    #expect(Array(back[((rows - 1 - r) * out)..<((rows - r) * out)]).map(\.bitPattern)
+                            == Array(all[(r * out)..<((r + 1) * out)]).map(\.bitPattern), "\(path) reversed row \(r)")
+                }
+                // Accumulate adds to what y holds.
+                let base = KernelTests.random(rows * out, seed: 99)
+                let acc = run(x, rows: rows, accumulate: true, start: base)
+                #expect(acc.indices.allSatisfy { acc[$0] == base[$0] + all[$0] }, "\(path) accumulate")
+            }
+        }
+        #expect(byPath[.avx2]?.map(\.bitPattern) == byPath[.portable]?.map(\.bitPattern), "\(out)×\(inDim): the paths differ")
+    }
+
+    /// Every kind of linear layer, in a batched step (`rowStable`): a row's outputs are the same
+    /// bits alone (the one-row decode kernels), among 5 rows and with two cores, on awkward sizes
+    /// (tails after the SIMD steps, partial groups, a remainder after blocks of 4 rows).
+    @Test(arguments: [1, 33], [33, 96, 577])
+    func everyLayerKindIsRowIndependentInAStep(out: Int, cols: Int) throws {
+        let rows = 5
+        let wf = KernelTests.random(out * cols, seed: 3)
+        let x = KernelTests.random(rows * cols, seed: 4, scale: 2)
+        let w8 = WeightQuantizer.uniform(wf, rows: out, cols: cols, bits: 8, group: cols, sharedAcrossRows: false, symmetric: true)
+        let w8g = WeightQuantizer.uniform(wf, rows: out, cols: cols, bits: 8, group: 32, sharedAcrossRows: false, symmetric: false)
+        let w4 = WeightQuantizer.uniform(wf, rows: out, cols: cols, bits: 4, group: 32, sharedAcrossRows: false, symmetric: true)
+        let w4a = WeightQuantizer.uniform(wf, rows: out, cols: cols, bits: 4, group: 32, sharedAcrossRows: false, symmetric: false)
+        let layers: [(String, any LinearLayer)] = [
+            ("fp32", DenseLinear(weight: wf, outDim: out, inDim: cols)),
+            ("w8", try QuantizedLinear(w8)), ("w8g32 asym", try QuantizedLinear(w8g)), ("w4g32", try QuantizedLinear(w4)), ("w4g32 asym", try QuantizedLinear(w4a)),
+            ("w8a8", try QuantizedLinear(w8, activations: ActivationQuantizer(.dynamicPerRow))),
+        ] + (cols % 32 == 0 ? [("w4a8", try QuantizedLinear(w4a, activations: ActivationQuantizer(.dynamicPerGroup(32))))] : [])
+        for (name, layer) in layers {
+            for path in KernelPath.allCases {
+                path.run {
+                    let scratch = LinearScratch(maxRows: rows, maxInDim: cols)
+                    scratch.rowStable = true
+                    var all = [Float](repeating: 0, count: rows * out)
+                    layer.forward(x, rows: rows, into: &all, scratch: scratch)
+                    scratch.cores = 2
+                    var two = all
+                    layer.forward(x, rows: rows, into: &two, scratch: scratch)
+                    #expect(two.map(\.bitPattern) == all.map(\.bitPattern), "\(name) \(path): two cores differ")
+                    scratch.cores = 1
+                    for r in 0..<rows {
+                        var alone = [Float](repeating: 0, count: out)
+                        layer.forward(Array(x[(r * cols)..<((r + 1) * cols)]), rows: 1, into: &alone, scratch: scratch)
+                        #expect(alone.map(\.bitPattern) == Array(all[(r * out)..<((r + 1) * out)]).map(\.bitPattern),
+                                "\(name) \(path) row \(r): alone differs from in the batch")
+                        #expect(all[r * out].isFinite && all[r * out] != 0, "\(name) row \(r)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sequences decoded together give, step for step, the same logits bit for bit as each decoded
+    /// alone through `step`; the batch shrinks as sequences stop (different lengths), on a model
+    /// with sliding-window layers, for FP32 and for schemes with integer weights and a quantized cache.
+    @Test(arguments: ["fp32", "w8", "w4g32", "w8a8", "kv4"])
+    func sequencesDecodeTheSameTogetherAsAlone(spec: String) throws {
+        let model = try ModelFamilyTests.syntheticGemma()
+        let vocab = model.config.vocabSize
+        let prompts: [[Int]] = [[5, 77, 130, 9], [256, 42], [3, 200, 17, 99, 1, 64, 11], [8], [400, 12, 13]]
+        let lengths = [30, 12, 24, 30, 5]  // tokens each sequence generates: the batch shrinks
+        let runtime = spec == "fp32" ? nil : try SchemeRuntime(model: model, scheme: Scheme(parsing: spec))
+        func make(_ sequences: Int) throws -> Transformer {
+            try runtime?.transformer(model: model, contextLength: 40, maxBatch: 4, sequences: sequences)
+                ?? Transformer(model: model, contextLength: 40, maxBatch: 4, sequences: sequences)
+        }
+        func argmax(_ l: UnsafeBufferPointer<Float>, _ r: Int) -> Int {
+            Sampler.argmax(UnsafeBufferPointer(rebasing: l[(r * vocab)..<((r + 1) * vocab)]))
+        }
+        // Alone: each sequence in its own one-slot transformer.
+        var alone: [[[Float]]] = []
+        for (i, p) in prompts.enumerated() {
+            let t = try make(1)
+            var next = Sampler.argmax(try t.forward(p, logits: .last))
+            var rows: [[Float]] = []
+            for _ in 0..<lengths[i] {
+                let l = try t.step([next], slots: [0])
+                rows.append(Array(l))
+                next = argmax(l, 0)
+            }
+            alone.append(rows)
+        }
+        // Together, on two cores, in a transformer with a spare slot.
+        let t = try make(prompts.count + 1)
+        t.cores = 2
+        var next = try prompts.enumerated().map { s, p in Sampler.argmax(try t.forward(p, logits: .last, slot: s + 1)) }
+        var steps = [Int](repeating: 0, count: prompts.count)
+        while true {
+            let active = prompts.indices.filter { steps[$0] < lengths[$0] }
+            guard !active.isEmpty else { break }
+            let l = try t.step(active.map { next[$0] }, slots: active.map { $0 + 1 })
+            for (r, i) in active.enumerated() {
+                let row = Array(l[(r * vocab)..<((r + 1) * vocab)])
+                #expect(row.map(\.bitPattern) == alone[i][steps[i]].map(\.bitPattern), "\(spec): sequence \(i) step \(steps[i])")
+                next[i] = argmax(l, r)
+                steps[i] += 1
+            }
+        }
+        #expect(t.positions == [0] + prompts.indices.map { prompts[$0].count + lengths[$0] })
+        // The sequences really differ (a batch of copies would pass trivially).
+        #expect(alone[0][0] != alone[1][0])
+    }
+
+    /// Bad steps are clear errors: a slot twice, a slot out of range, mismatched counts, a full context.
+    @Test func badStepsAreErrors() throws {
+        let model = try ModelFamilyTests.syntheticGemma()
+        let t = try Transformer(model: model, contextLength: 4, maxBatch: 4, sequences: 2)
+        #expect(throws: QuantDriftError.self) { try t.step([1, 2], slots: [0, 0]) }
+        #expect(throws: QuantDriftError.self) { try t.step([1], slots: [2]) }
+        #expect(throws: QuantDriftError.self) { try t.step([1, 2], slots: [0]) }
+        #expect(throws: QuantDriftError.self) { try t.step([-1], slots: [0]) }
+        try t.forward([1, 2, 3, 4], logits: .last, slot: 1)
+        #expect(throws: QuantDriftError.self) { try t.step([5], slots: [1]) }
+        #expect(throws: QuantDriftError.self) { try Transformer(model: model, contextLength: 4, sequences: 0) }
+    }
+}
