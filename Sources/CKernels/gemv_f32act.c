@@ -390,27 +390,33 @@ ATTR_AVX2 static void add_min_terms(const float *mw, float offset, int group, in
     }
 }
 
+// The loops of both row kernels: weight rows in chunks of ROWS_CHUNK, activation rows four at a
+// time (then the 1–3 left), BLOCK (i8_rows_block or u4_rows_block) on weight row W(o).
+#define FOR_ROW_BLOCKS(BLOCK, W)                                                                   \
+    for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {                                                 \
+        const int o1 = min_int(out, o0 + ROWS_CHUNK);                                              \
+        for (int r = 0; r < rows; r += 4) {                                                        \
+            const float *xr = x + (size_t)r * in;                                                  \
+            float *yr = y + (size_t)r * ldy;                                                       \
+            for (int o = o0; o < o1; o++) {                                                        \
+                const float *s = scales + (size_t)o * ng;                                          \
+                switch (min_int(4, rows - r)) {                                                    \
+                case 4: BLOCK(W(o), s, group, fast, in, xr, 4, yr + o, ldy); break;                \
+                case 3: BLOCK(W(o), s, group, fast, in, xr, 3, yr + o, ldy); break;                \
+                case 2: BLOCK(W(o), s, group, fast, in, xr, 2, yr + o, ldy); break;                \
+                default: BLOCK(W(o), s, group, fast, in, xr, 1, yr + o, ldy); break;               \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
 ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *scales, const float *mins, int group,
                                             int out, int in, const float *x, int rows, float *y, int ldy) {
     const int ng = groups_of(in, group);
     const int fast = (group % 16 == 0 || group >= in) ? in - in % 16 : 0;
-    for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {
-        const int o1 = min_int(out, o0 + ROWS_CHUNK);
-        for (int r = 0; r < rows; r += 4) {
-            const float *xr = x + (size_t)r * in;
-            float *yr = y + (size_t)r * ldy;
-            for (int o = o0; o < o1; o++) {
-                const int8_t *w = codes + (size_t)o * in;
-                const float *s = scales + (size_t)o * ng;
-                switch (min_int(4, rows - r)) {
-                case 4: i8_rows_block(w, s, group, fast, in, xr, 4, yr + o, ldy); break;
-                case 3: i8_rows_block(w, s, group, fast, in, xr, 3, yr + o, ldy); break;
-                case 2: i8_rows_block(w, s, group, fast, in, xr, 2, yr + o, ldy); break;
-                default: i8_rows_block(w, s, group, fast, in, xr, 1, yr + o, ldy); break;
-                }
-            }
-        }
-    }
+#define I8_ROW(o) (codes + (size_t)(o) * in)
+    FOR_ROW_BLOCKS(i8_rows_block, I8_ROW)
+#undef I8_ROW
     if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
 }
 
@@ -419,23 +425,9 @@ ATTR_AVX2 static void gemm_u4_f32_rows_avx2(const uint8_t *packed, const float *
     const int ng = groups_of(in, group);
     const size_t rowBytes = u4_row_bytes(in);
     const int fast = (group % 32 == 0 || group >= in) ? in - in % 32 : 0;
-    for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {
-        const int o1 = min_int(out, o0 + ROWS_CHUNK);
-        for (int r = 0; r < rows; r += 4) {
-            const float *xr = x + (size_t)r * in;
-            float *yr = y + (size_t)r * ldy;
-            for (int o = o0; o < o1; o++) {
-                const uint8_t *w = packed + (size_t)o * rowBytes;
-                const float *s = scales + (size_t)o * ng;
-                switch (min_int(4, rows - r)) {
-                case 4: u4_rows_block(w, s, group, fast, in, xr, 4, yr + o, ldy); break;
-                case 3: u4_rows_block(w, s, group, fast, in, xr, 3, yr + o, ldy); break;
-                case 2: u4_rows_block(w, s, group, fast, in, xr, 2, yr + o, ldy); break;
-                default: u4_rows_block(w, s, group, fast, in, xr, 1, yr + o, ldy); break;
-                }
-            }
-        }
-    }
+#define U4_ROW(o) (packed + (size_t)(o) * rowBytes)
+    FOR_ROW_BLOCKS(u4_rows_block, U4_ROW)
+#undef U4_ROW
     if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
     else if (offset != 0) add_min_terms(scales, offset, group, out, in, x, rows, y, ldy);
 }

@@ -156,10 +156,11 @@ struct LockstepTests {
     ])
 
     static func run(_ schemes: [String], mode: TrackerMode = .both, sampling: SamplingParameters = SamplingParameters(),
-                    threads: Int = 2, referenceBudgetBytes: Int? = nil,
+                    threads: Int = 2, referenceBudgetBytes: Int? = nil, decodeBatch: Int = 16,
                     workload: Workload = workload) throws -> (ReportBuilder, [[PromptResult]]) {
         let model = try Golden.defaultModel()
         var options = TrackerOptions(mode: mode, sampling: sampling, threads: threads, chunk: 16)
+        options.decodeBatch = decodeBatch
         if let referenceBudgetBytes { options.referenceBudgetBytes = referenceBudgetBytes }
         let engine = try LockstepEngine(model: model, options: options)
         let ctx = try engine.contextLength(for: workload)
@@ -216,23 +217,32 @@ struct LockstepTests {
         #expect(counts[5] > 0 && sums[5] / Double(counts[5]) > 1e-4)   // ages 31…62: quantized from 32 on
     }
 
+    static let three = Workload(file: "test", sha256: "", prompts: workload.prompts + [
+        WorkloadPrompt(id: "list", prompt: "List four fruits.", chat: true, maxTokens: 12)])
+
     /// Memory is bounded by running prompts in batches: a budget of one prompt's logits gives
-    /// one batch per worker, and the same report as one batch for the whole workload; the
-    /// references keep only tokens and their NLL afterwards.
+    /// one batch per worker (or per decode group, when that is larger), and the same report as one
+    /// batch for the whole workload; the references keep only tokens and their NLL afterwards.
     @Test func batchingBoundsMemoryAndChangesNothing() throws {
-        let three = Workload(file: "test", sha256: "", prompts: Self.workload.prompts + [
-            WorkloadPrompt(id: "list", prompt: "List four fruits.", chat: true, maxTokens: 12)])
+        let three = Self.three
         let model = try Golden.defaultModel()
         var options = TrackerOptions(threads: 1)
         options.referenceBudgetBytes = 1
+        options.decodeBatch = 1
         #expect(try LockstepEngine(model: model, options: options).referenceBatches(three) == [0..<1, 1..<2, 2..<3])
         options.threads = 2
         #expect(try LockstepEngine(model: model, options: options).referenceBatches(three) == [0..<2, 2..<3])
+        options.threads = 1
+        options.decodeBatch = 2
+        #expect(try LockstepEngine(model: model, options: options).referenceBatches(three) == [0..<2, 2..<3])
+        #expect(try LockstepEngine(model: model, options: options).decodeGroups(3) == [0..<2, 2..<3])
+        options.decodeBatch = 1
         options.referenceBudgetBytes = 24 * model.config.vocabSize * 4 * 3
         #expect(try LockstepEngine(model: model, options: options).referenceBatches(three) == [0..<3])
 
         let sampled = SamplingParameters(temperature: 0.8, seed: 5)
-        let (a, _) = try Self.run(["w8", "kv4"], sampling: sampled, threads: 1, referenceBudgetBytes: 1, workload: three)
+        let (a, _) = try Self.run(["w8", "kv4"], sampling: sampled, threads: 1, referenceBudgetBytes: 1, decodeBatch: 1,
+                                  workload: three)
         let (b, _) = try Self.run(["w8", "kv4"], sampling: sampled, threads: 1, workload: three)
         func stripped(_ r: ReportBuilder) -> String {
             r.schemes().serialized().replacingOccurrences(of: #""timing":\{[^}]*\}"#, with: "", options: .regularExpression)
@@ -240,6 +250,24 @@ struct LockstepTests {
         #expect(stripped(a) == stripped(b))
         #expect(a.tokensCSV() == b.tokensCSV())
         #expect(a.references.allSatisfy { $0.teacherRows.isEmpty && $0.decodeLogits == nil })
+    }
+
+    /// Results do not depend on the decode batch: prompts decoded one at a time, or together
+    /// (sequences of different lengths leaving the batch as they stop), give the same report,
+    /// greedy and sampled, and the fp32 self-check stays exactly 0 in a batch.
+    @Test(arguments: [0, 0.8] as [Float])
+    func resultsDoNotDependOnTheDecodeBatch(temperature: Float) throws {
+        let sampling = SamplingParameters(temperature: temperature, seed: 7)
+        let (a, ra) = try Self.run(["fp32", "w8", "kv4"], sampling: sampling, threads: 1, decodeBatch: 1, workload: Self.three)
+        let (b, _) = try Self.run(["fp32", "w8", "kv4"], sampling: sampling, threads: 2, decodeBatch: 3, workload: Self.three)
+        func stripped(_ r: ReportBuilder) -> String {
+            r.schemes().serialized().replacingOccurrences(of: #""timing":\{[^}]*\}"#, with: "", options: .regularExpression)
+        }
+        #expect(stripped(a) == stripped(b))
+        #expect(a.tokensCSV() == b.tokensCSV())
+        #expect(ra[0].allSatisfy { $0.firstDivergence == nil && $0.positions.allSatisfy { $0.kld == 0 } })
+        // The continuations have different lengths, so the batch shrank along the way.
+        #expect(Set(a.references.map(\.continuation.count)).count > 1)
     }
 
     /// Results do not depend on the number of workers.

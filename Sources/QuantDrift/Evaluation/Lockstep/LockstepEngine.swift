@@ -78,17 +78,23 @@ public final class LockstepEngine: @unchecked Sendable {
 
     // MARK: - Reference
 
-    /// Consecutive prompt ranges whose reference logits fit `options.referenceBudgetBytes`
-    /// (each at least one prompt per worker): the FP32 run, the comparisons and the release of
-    /// the logits go batch by batch.
+    /// Consecutive prompt ranges whose reference logits fit `options.referenceBudgetBytes`, but
+    /// each at least one prompt per worker and one decode group (`decodeBatch` prompts: a smaller
+    /// batch would starve the batched decode of sequences) as long as the group's logits fit
+    /// `decodeGroupBudgetBytes`: the FP32 run, the comparisons and the release of the logits go
+    /// batch by batch.
     public func referenceBatches(_ workload: Workload) -> [Range<Int>] {
         let n = workload.prompts.count
         guard n > 0 else { return [] }
         let longest = workload.prompts.map { options.maxTokens(for: $0) }.max() ?? 1
         let perPrompt = max(1, longest) * vocab * MemoryLayout<Float>.size * (options.sampling.isGreedy ? 1 : 2)
-        let size = max(options.threads, options.referenceBudgetBytes / perPrompt, 1)
+        let group = min(options.decodeBatch, Self.decodeGroupBudgetBytes / perPrompt)
+        let size = max(options.threads, group, options.referenceBudgetBytes / perPrompt, 1)
         return stride(from: 0, to: n, by: size).map { $0..<min(n, $0 + size) }
     }
+
+    /// The most reference logits a batch may hold to keep a whole decode group together.
+    static let decodeGroupBudgetBytes = 8 << 30
 
     /// Consecutive groups of at most `options.decodeBatch` of `count` prompts: the sequences one
     /// transformer decodes together.
