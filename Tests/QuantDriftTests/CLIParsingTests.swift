@@ -99,6 +99,9 @@ struct CLIParsingTests {
         (["run", "--threads", "0"], "--workers"),
         (["compare", "--schemes", "w8", "-n", "0"], "-n"),
         (["bench", "--threads", "0"], "--threads"),
+        (["compare", "--schemes", "w8", "--batch", "0"], "--batch"),
+        (["run", "--batch", "257"], "--batch"),
+        (["bench", "--batch", "0"], "--batch"),
         (["generate", "-p", "hi", "--top-p", "0"], "top-p"),
         (["calibrate", "-o", "c.json", "--scheme", "w8a8-static;calib=x.json"], "calibration file"),
     ])

@@ -208,6 +208,7 @@ public final class LockstepEngine: @unchecked Sendable {
         let inputs = [prompt.last!] + continuation.dropLast()
         var start = 0
         while start < inputs.count {
+            try checkStop()  // a long continuation's passes take minutes: stop between chunks
             let end = min(start + m.maxBatch, inputs.count)
             let logits = try m.forward(inputs[start..<end], logits: .all)
             for j in 0..<(end - start) {
