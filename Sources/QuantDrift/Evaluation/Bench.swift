@@ -106,10 +106,11 @@ public enum Bench {
         var prefill: [[Double]] = [[], []], decode: [[Double]] = [[], []], batched: [[Double]] = [[], []]
         let models = candidate === reference ? [reference] : [reference, candidate]
         // Batched decode: its own transformers with a slot per sequence, from a short context.
-        let batchContext = 8 + decodeTokens
+        let batchContext = decodeContext + decodeTokens
         let batchModels: [Transformer] = batch < 2 ? [] : try models.indices.map { i in
-            let t = try i == 0 ? Transformer(model: model, contextLength: batchContext, maxBatch: 8, sequences: batch)
-                               : scheme!.transformer(model: model, contextLength: batchContext, maxBatch: 8, sequences: batch)
+            let t = try i == 0
+                ? Transformer(model: model, contextLength: batchContext, maxBatch: decodeContext, sequences: batch)
+                : scheme!.transformer(model: model, contextLength: batchContext, maxBatch: decodeContext, sequences: batch)
             t.cores = threads
             return t
         }
@@ -123,7 +124,7 @@ public enum Bench {
                 prefill[i].append(monotonicSeconds() - t0)
                 // Decode from a short context so that attention is a small part, as in a chat turn.
                 t.reset()
-                logits = try t.forward(tokens.prefix(8), logits: .last)
+                logits = try t.forward(tokens.prefix(decodeContext), logits: .last)
                 let t1 = monotonicSeconds()
                 for _ in 0..<decodeTokens {
                     logits = try t.forward(CollectionOfOne(Sampler.argmax(logits)), logits: .last)
@@ -136,6 +137,7 @@ public enum Bench {
             }
         }
         let last = models.count - 1
+        let fp32DecodeRate = Double(decodeTokens) / median(decode[0])
         let bytes = candidate.weights.bytesPerToken(dim: c.dim)
         let decodeRate = Double(decodeTokens) / median(decode[last])
         let prefillSeconds = median(prefill[last])
@@ -148,21 +150,24 @@ public enum Bench {
             boundFraction: decodeRate * Double(bytes) / (bandwidth * 1e9), runs: runs,
             kvCacheBytes: candidate.cache.byteCount,
             fp32PrefillTokS: Double(prefillTokens) / median(prefill[0]),
-            fp32DecodeTokS: Double(decodeTokens) / median(decode[0]),
+            fp32DecodeTokS: fp32DecodeRate,
             fp32KVCacheBytes: reference.cache.byteCount,
             batch: batch,
             batchDecodeTokS: batch > 1 ? Double(batch * decodeTokens) / median(batched[last]) : decodeRate,
-            fp32BatchDecodeTokS: batch > 1 ? Double(batch * decodeTokens) / median(batched[0]) : Double(decodeTokens) / median(decode[0]))
+            fp32BatchDecodeTokS: batch > 1 ? Double(batch * decodeTokens) / median(batched[0]) : fp32DecodeRate)
     }
 
+    /// Tokens of context before decode is timed.
+    static let decodeContext = 8
+
     /// Seconds to decode `tokens` tokens in every slot of `t` together, each slot primed with its
-    /// own 8 tokens of `prompt` (greedy, so the sequences differ).
+    /// own `decodeContext` tokens of `prompt` (greedy, so the sequences differ).
     static func decodeBatched(_ t: Transformer, prompt: [Int], tokens: Int) throws -> Double {
-        let b = t.sequences, vocab = t.config.vocabSize
+        let b = t.sequences, vocab = t.config.vocabSize, n = decodeContext
         var next = [Int](repeating: 0, count: b)
         for s in 0..<b {
             t.reset(slot: s)
-            let p = (0..<8).map { prompt[(s * 8 + $0) % prompt.count] }
+            let p = (0..<n).map { prompt[(s * n + $0) % prompt.count] }
             next[s] = Sampler.argmax(try t.forward(p, logits: .last, slot: s))
         }
         let slots = Array(0..<b)

@@ -19,7 +19,8 @@ public final class LinearScratch: @unchecked Sendable {
     public var cores = 1
     /// The rows are separate sequences of a batched decode step (`Transformer.step`): every
     /// product must give a row the same value whatever rows come with it, so FP32 products run on
-    /// `qd_gemm_f32_rows` instead of OpenBLAS (whose sgemm result for a row depends on the others).
+    /// `qd_gemm_f32_rows` instead of OpenBLAS (whose sgemm result for a row depends on the others),
+    /// int weights on the decode kernels' multi-row twins and integer activations on the panels.
     public var rowStable = false
 
     public init(maxRows: Int, maxInDim: Int) {

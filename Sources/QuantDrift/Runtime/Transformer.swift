@@ -105,7 +105,7 @@ public final class Transformer: @unchecked Sendable {
         proj = FloatBuffer(count: b * c.dim)
         hb = FloatBuffer(count: b * c.hiddenDim)
         hb2 = FloatBuffer(count: b * c.hiddenDim)
-        scores = FloatBuffer(count: b * ctx)
+        scores = FloatBuffer(count: self.maxBatch * ctx)  // one segment's rows: a chunk, or 1 in a step
         logitsCapacityRows = allLogits ? b : sequences
         logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
         scratch = LinearScratch(maxRows: b, maxInDim: max(c.dim, c.qDim, c.hiddenDim))

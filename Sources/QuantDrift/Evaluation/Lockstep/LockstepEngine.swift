@@ -287,15 +287,17 @@ public final class LockstepEngine: @unchecked Sendable {
                 }
                 return
             }
+            let free = options.mode.freeRunning && cand.role == .main
             if state.candidate != c {
                 state.transformer = nil
                 let runtime = try cand.runtime ?? SchemeRuntime(model: model, scheme: cand.scheme, calibration: calibration)
+                // Only free-running decodes a group together: teacher-forced passes use one slot.
                 state.transformer = try runtime.transformer(model: model, contextLength: contextLength,
-                                                            maxBatch: options.chunk, allLogits: true, sequences: sequences)
+                                                            maxBatch: options.chunk, allLogits: true,
+                                                            sequences: free ? sequences : 1)
                 state.transformer!.cores = cores
                 state.candidate = c
             }
-            let free = options.mode.freeRunning && cand.role == .main
             if free && state.reference == nil {
                 state.reference = try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
                 state.reference!.cores = cores

@@ -30,7 +30,8 @@ public struct TrackerOptions: Sendable {
     /// depend on the rows next to it, so results do not depend on this either; it is recorded.
     public var decodeBatch: Int = 16
     /// Bytes of reference logits held at once: prompts are run in batches of at most this much
-    /// (but at least one prompt per worker), so memory does not grow with the workload.
+    /// (but at least one prompt per worker, and one decode group while its logits fit 8 GiB), so
+    /// memory does not grow with the workload.
     public var referenceBudgetBytes: Int = 512 << 20
 
     public init(maxTokens: Int = 256, forcedMaxTokens: Int? = nil, mode: TrackerMode = .both,
