@@ -24,15 +24,26 @@ public struct TableLinear: LinearLayer {
 }
 
 /// A linear layer whose weights can be read back as FP32 (the values it computes with): used for
-/// a tied embedding, which looks its rows up from the quantized head.
-public protocol DequantizableLinear: LinearLayer {
+/// the embedding of a quantized scheme, whose rows are looked up from the quantized matrix.
+public protocol DequantizableLinear: LinearLayer, EmbeddingTable {
     func dequantizedWeight() -> [Float]
+    /// Rows `range` as FP32 into `out`, the same values as `dequantizedWeight()`'s.
+    func dequantizeRows(_ range: Range<Int>, into out: UnsafeMutablePointer<Float>)
+}
+
+extension DequantizableLinear {
+    public func copyRow(_ token: Int, dim: Int, into dst: UnsafeMutablePointer<Float>) {
+        precondition(dim == inDim)
+        dequantizeRows(token..<(token + 1), into: dst)
+    }
 }
 
 extension QuantizedLinear: DequantizableLinear {
     public func dequantizedWeight() -> [Float] { matrix.dequantized() }
+    public func dequantizeRows(_ range: Range<Int>, into out: UnsafeMutablePointer<Float>) { matrix.dequantizeRows(range, into: out) }
 }
 
 extension TableLinear: DequantizableLinear {
     public func dequantizedWeight() -> [Float] { matrix.dequantized() }
+    public func dequantizeRows(_ range: Range<Int>, into out: UnsafeMutablePointer<Float>) { matrix.dequantizeRows(range, into: out) }
 }

@@ -218,6 +218,34 @@ public final class GGUFFile: @unchecked Sendable {
         }
     }
 
+    /// A 2-D tensor as a weight matrix: FP32 tensors read into memory, other types kept encoded
+    /// in the mapped file (decoded on demand, the mapping kept alive by the matrix). Refuses
+    /// NaN/Inf weights, checked a tile of rows at a time so no FP32 copy of the tensor is made.
+    public func matrix(_ info: GGUFTensorInfo) throws -> WeightMatrix {
+        guard info.type != .f32, info.dims.count == 2, info.elementCount > 0, GGMLType.dequantizable.contains(info.type) else {
+            let w = try floats(info)
+            try Model.checkFinite(w, tensor: info.name, file: path)
+            return WeightMatrix(values: w)
+        }
+        let cols = info.dims[0], rows = info.dims[1]
+        let m = WeightMatrix(encoded: info.type, bytes: data(of: info), count: info.elementCount, cols: cols, owner: file)
+        let tileRows = max(1, (1 << 16) / max(cols, 1))
+        var tile = [Float](repeating: 0, count: tileRows * cols)
+        var bad: (count: Int, first: Int, value: Float)?
+        var r0 = 0
+        while r0 < rows {
+            let r1 = min(rows, r0 + tileRows)
+            if r1 - r0 < tileRows { tile.removeLast((tileRows - (r1 - r0)) * cols) }
+            tile.withUnsafeMutableBufferPointer { m.decodeRows(r0..<r1, cols: cols, into: $0.baseAddress!) }
+            if let b = Model.nonFinite(tile) {
+                bad = ((bad?.count ?? 0) + b.count, bad?.first ?? r0 * cols + b.first, bad?.value ?? tile[b.first])
+            }
+            r0 = r1
+        }
+        if let bad { throw Model.nonFiniteError(bad.count, first: bad.value, at: bad.first, tensor: info.name, file: path) }
+        return m
+    }
+
     // MARK: Typed metadata access
 
     public func int(_ key: String) throws -> Int {

@@ -24,6 +24,11 @@ public final class Model: @unchecked Sendable {
     /// would be NaN. One pass of integer max over the exponent bits (it vectorizes), so the
     /// check costs about a memory read of the weights at load.
     static func checkFinite(_ w: [Float], tensor: String, file: String) throws {
+        if let bad = nonFinite(w) { throw nonFiniteError(bad.count, first: w[bad.first], at: bad.first, tensor: tensor, file: file) }
+    }
+
+    /// The number of NaN/±Inf values in `w` and the index of the first, or nil when all are finite.
+    static func nonFinite(_ w: [Float]) -> (count: Int, first: Int)? {
         let exponentMask: UInt32 = 0x7F80_0000
         let largest = w.withUnsafeBufferPointer { buf in
             buf.withMemoryRebound(to: UInt32.self) { bits in
@@ -32,10 +37,12 @@ public final class Model: @unchecked Sendable {
                 return m
             }
         }
-        guard largest == exponentMask else { return }
-        let i = w.firstIndex { !$0.isFinite }!
-        let n = w.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
-        throw QuantDriftError.invalidInput("\(file): tensor \(tensor) holds \(n) NaN/Inf weight\(n == 1 ? "" : "s") (first: \(w[i]) at element \(i))")
+        guard largest == exponentMask else { return nil }
+        return (w.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }, w.firstIndex { !$0.isFinite }!)
+    }
+
+    static func nonFiniteError(_ n: Int, first: Float, at i: Int, tensor: String, file: String) -> QuantDriftError {
+        .invalidInput("\(file): tensor \(tensor) holds \(n) NaN/Inf weight\(n == 1 ? "" : "s") (first: \(first) at element \(i))")
     }
 
     /// Loads a GGUF file, or an HF folder (`config.json`, `*.safetensors`, `tokenizer.json`).
@@ -140,7 +147,7 @@ enum GGUFModelLoader {
 
         var types: [(name: String, type: String, shape: [Int])] = []
         var used: Set<String> = []
-        func load(_ name: String, _ shape: [Int]) throws -> [Float] {
+        func info(_ name: String, _ shape: [Int]) throws -> GGUFTensorInfo {
             guard let t = g.tensor(name) else {
                 throw QuantDriftError.invalidInput("\(path): missing tensor \(name)")
             }
@@ -150,9 +157,20 @@ enum GGUFModelLoader {
             }
             used.insert(name)
             types.append((name, t.type.name, shape))
-            let w = try g.floats(t)
+            return t
+        }
+        func load(_ name: String, _ shape: [Int]) throws -> [Float] {
+            let w = try g.floats(try info(name, shape))
             try Model.checkFinite(w, tensor: name, file: path)
             return w
+        }
+        // Matrices stay in the file's encoding (decoded where used): no FP32 copy of the model.
+        // QUANTDRIFT_FP32_WEIGHTS=1 decodes them once at load instead (the same values; faster
+        // one-sequence FP32 decode for four to eight times the memory).
+        let decodeAll = ProcessInfo.processInfo.environment["QUANTDRIFT_FP32_WEIGHTS"] == "1"
+        func matrix(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
+            let m = try g.matrix(try info(name, shape))
+            return decodeAll && m.encoding != nil ? WeightMatrix(values: m.values) : m
         }
         func optional(_ name: String, _ shape: [Int]) throws -> [Float]? {
             g.tensor(name) == nil ? nil : try load(name, shape)
@@ -167,7 +185,7 @@ enum GGUFModelLoader {
             try config.validate(source: path)
         }
         let c = config
-        let tokenEmbedding = try load("token_embd.weight", [c.vocabSize, c.dim])
+        let embedding = try matrix("token_embd.weight", [c.vocabSize, c.dim])
         var layers: [LayerWeights] = []
         for i in 0..<c.layerCount {
             let b = "blk.\(i)."
@@ -183,24 +201,24 @@ enum GGUFModelLoader {
                 postFeedForward: traits.postNorms ? try load(b + "post_ffw_norm.weight", [c.dim]) : nil)
             layers.append(LayerWeights(
                 attnNorm: try load(b + "attn_norm.weight", [c.dim]),
-                wq: try load(b + "attn_q.weight", [c.qDim, c.dim]),
-                wk: try load(b + "attn_k.weight", [c.kvDim, c.dim]),
-                wv: try load(b + "attn_v.weight", [c.kvDim, c.dim]),
-                wo: try load(b + "attn_output.weight", [c.dim, c.qDim]),
+                q: try matrix(b + "attn_q.weight", [c.qDim, c.dim]),
+                k: try matrix(b + "attn_k.weight", [c.kvDim, c.dim]),
+                v: try matrix(b + "attn_v.weight", [c.kvDim, c.dim]),
+                o: try matrix(b + "attn_output.weight", [c.dim, c.qDim]),
                 bq: try optional(b + "attn_q.bias", [c.qDim]),
                 bk: try optional(b + "attn_k.bias", [c.kvDim]),
                 bv: try optional(b + "attn_v.bias", [c.kvDim]),
                 ffnNorm: try load(b + "ffn_norm.weight", [c.dim]),
-                wGate: try load(b + "ffn_gate.weight", [c.hiddenDim, c.dim]),
-                wUp: try load(b + "ffn_up.weight", [c.hiddenDim, c.dim]),
-                wDown: try load(b + "ffn_down.weight", [c.dim, c.hiddenDim]),
+                gate: try matrix(b + "ffn_gate.weight", [c.hiddenDim, c.dim]),
+                up: try matrix(b + "ffn_up.weight", [c.hiddenDim, c.dim]),
+                down: try matrix(b + "ffn_down.weight", [c.dim, c.hiddenDim]),
                 extraNorms: extra))
         }
         let weights = ModelWeights(
-            tokenEmbedding: tokenEmbedding,
+            embedding: embedding,
             layers: layers,
             outputNorm: try load("output_norm.weight", [c.dim]),
-            output: try optional("output.weight", [c.vocabSize, c.dim]))
+            outputMatrix: g.tensor("output.weight") == nil ? nil : try matrix("output.weight", [c.vocabSize, c.dim]))
         // A tensor nothing read is a feature this runtime would silently skip.
         if let unused = g.tensors.first(where: { !used.contains($0.name) }) {
             throw QuantDriftError.unsupported("\(path): tensor \(unused.name) is not used by the \(archName) runtime (unsupported feature or wrong architecture)")

@@ -167,31 +167,53 @@ public struct ModelConfig: Sendable, Codable, Hashable {
     }
 }
 
-/// FP32 weights of one transformer block. Matrices are row-major `(out, in)`.
+/// FP32 weights of one transformer block. Matrices are row-major `(out, in)`, held as
+/// `WeightMatrix` (FP32 values, or the file's encoding decoded on demand); the `[Float]`
+/// accessors give their values (a decoded copy for an encoded matrix: read each once where you
+/// need it) and store new values.
 public struct LayerWeights: Sendable {
     public var attnNorm: [Float]      // (dim)
-    public var wq: [Float]            // (qDim, dim)
-    public var wk: [Float]            // (kvDim, dim)
-    public var wv: [Float]            // (kvDim, dim)
-    public var wo: [Float]            // (dim, qDim)
+    public var q: WeightMatrix        // (qDim, dim)
+    public var k: WeightMatrix        // (kvDim, dim)
+    public var v: WeightMatrix        // (kvDim, dim)
+    public var o: WeightMatrix        // (dim, qDim)
     public var bq: [Float]?           // (qDim), qwen2
     public var bk: [Float]?           // (kvDim), qwen2
     public var bv: [Float]?           // (kvDim), qwen2
     public var ffnNorm: [Float]       // (dim)
-    public var wGate: [Float]         // (hiddenDim, dim)
-    public var wUp: [Float]           // (hiddenDim, dim)
-    public var wDown: [Float]         // (dim, hiddenDim)
+    public var gate: WeightMatrix     // (hiddenDim, dim)
+    public var up: WeightMatrix       // (hiddenDim, dim)
+    public var down: WeightMatrix     // (dim, hiddenDim)
     /// The norms only some families have (`Architecture.Traits`); nil otherwise.
     public var extraNorms: ExtraNorms
+
+    public init(attnNorm: [Float], q: WeightMatrix, k: WeightMatrix, v: WeightMatrix, o: WeightMatrix, bq: [Float]?,
+                bk: [Float]?, bv: [Float]?, ffnNorm: [Float], gate: WeightMatrix, up: WeightMatrix, down: WeightMatrix,
+                extraNorms: ExtraNorms = ExtraNorms()) {
+        self.attnNorm = attnNorm; self.q = q; self.k = k; self.v = v; self.o = o
+        self.bq = bq; self.bk = bk; self.bv = bv
+        self.ffnNorm = ffnNorm; self.gate = gate; self.up = up; self.down = down
+        self.extraNorms = extraNorms
+    }
 
     public init(attnNorm: [Float], wq: [Float], wk: [Float], wv: [Float], wo: [Float], bq: [Float]?, bk: [Float]?,
                 bv: [Float]?, ffnNorm: [Float], wGate: [Float], wUp: [Float], wDown: [Float],
                 extraNorms: ExtraNorms = ExtraNorms()) {
-        self.attnNorm = attnNorm; self.wq = wq; self.wk = wk; self.wv = wv; self.wo = wo
-        self.bq = bq; self.bk = bk; self.bv = bv
-        self.ffnNorm = ffnNorm; self.wGate = wGate; self.wUp = wUp; self.wDown = wDown
-        self.extraNorms = extraNorms
+        self.init(attnNorm: attnNorm, q: WeightMatrix(values: wq), k: WeightMatrix(values: wk), v: WeightMatrix(values: wv),
+                  o: WeightMatrix(values: wo), bq: bq, bk: bk, bv: bv, ffnNorm: ffnNorm, gate: WeightMatrix(values: wGate),
+                  up: WeightMatrix(values: wUp), down: WeightMatrix(values: wDown), extraNorms: extraNorms)
     }
+
+    public var wq: [Float] { get { q.values } set { q = WeightMatrix(values: newValue) } }
+    public var wk: [Float] { get { k.values } set { k = WeightMatrix(values: newValue) } }
+    public var wv: [Float] { get { v.values } set { v = WeightMatrix(values: newValue) } }
+    public var wo: [Float] { get { o.values } set { o = WeightMatrix(values: newValue) } }
+    public var wGate: [Float] { get { gate.values } set { gate = WeightMatrix(values: newValue) } }
+    public var wUp: [Float] { get { up.values } set { up = WeightMatrix(values: newValue) } }
+    public var wDown: [Float] { get { down.values } set { down = WeightMatrix(values: newValue) } }
+
+    /// The seven matrices, in the order q, k, v, o, gate, up, down.
+    public var matrices: [WeightMatrix] { [q, k, v, o, gate, up, down] }
 }
 
 /// Norm weights of the families that have more than the two pre-norms (as multipliers: Gemma's
@@ -211,30 +233,45 @@ public struct ExtraNorms: Sendable, Equatable {
     }
 }
 
-/// FP32 weights of a whole model.
+/// FP32 weights of a whole model (matrices as in `LayerWeights`).
 public struct ModelWeights: Sendable {
-    public var tokenEmbedding: [Float]  // (vocab, dim)
+    public var embedding: WeightMatrix  // (vocab, dim)
     public var layers: [LayerWeights]
     public var outputNorm: [Float]      // (dim)
     /// Untied output head `(vocab, dim)`; nil when the head is the token embedding.
-    public var output: [Float]?
+    public var outputMatrix: WeightMatrix?
 
-    public init(tokenEmbedding: [Float], layers: [LayerWeights], outputNorm: [Float], output: [Float]?) {
-        self.tokenEmbedding = tokenEmbedding
+    public init(embedding: WeightMatrix, layers: [LayerWeights], outputNorm: [Float], outputMatrix: WeightMatrix?) {
+        self.embedding = embedding
         self.layers = layers
         self.outputNorm = outputNorm
-        self.output = output
+        self.outputMatrix = outputMatrix
+    }
+
+    public init(tokenEmbedding: [Float], layers: [LayerWeights], outputNorm: [Float], output: [Float]?) {
+        self.init(embedding: WeightMatrix(values: tokenEmbedding), layers: layers, outputNorm: outputNorm,
+                  outputMatrix: output.map { WeightMatrix(values: $0) })
+    }
+
+    public var tokenEmbedding: [Float] {
+        get { embedding.values }
+        set { embedding = WeightMatrix(values: newValue) }
+    }
+    public var output: [Float]? {
+        get { outputMatrix?.values }
+        set { outputMatrix = newValue.map { WeightMatrix(values: $0) } }
     }
 
     /// The matrix that maps the final hidden state to logits.
-    public var head: [Float] { output ?? tokenEmbedding }
+    public var headMatrix: WeightMatrix { outputMatrix ?? embedding }
+    /// Its values (a decoded copy when encoded).
+    public var head: [Float] { headMatrix.values }
 
     /// Number of parameters (tied head counted once).
     public var parameterCount: Int {
-        var n = tokenEmbedding.count + outputNorm.count + (output?.count ?? 0)
+        var n = embedding.count + outputNorm.count + (outputMatrix?.count ?? 0)
         for l in layers {
-            n += l.attnNorm.count + l.wq.count + l.wk.count + l.wv.count + l.wo.count + l.ffnNorm.count
-            n += l.wGate.count + l.wUp.count + l.wDown.count
+            n += l.attnNorm.count + l.ffnNorm.count + l.matrices.reduce(0) { $0 + $1.count }
             n += (l.bq?.count ?? 0) + (l.bk?.count ?? 0) + (l.bv?.count ?? 0) + l.extraNorms.parameterCount
         }
         return n

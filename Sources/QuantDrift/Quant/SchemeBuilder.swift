@@ -5,8 +5,7 @@ public enum SchemeBuilder {
     ///   channels when the scheme has no `calib=FILE.json`.
     public static func weights(for model: Model, scheme: Scheme, calibration: CalibrationSet? = nil) throws -> RuntimeWeights {
         let c = model.config
-        let fp32 = RuntimeWeights(fp32: model.weights, config: c)
-        if scheme.weights == nil && scheme.activations == nil { return fp32 }
+        if scheme.weights == nil && scheme.activations == nil { return RuntimeWeights(fp32: model.weights, config: c) }
         try checkActivations(scheme.activations)
         let skippedLayers = Set(scheme.skip.compactMap { if case .layer(let i) = $0 { return i } else { return nil } })
         let skippedTensors = Set(scheme.skip.compactMap { if case .tensor(let s) = $0 { return s } else { return nil } })
@@ -104,14 +103,15 @@ public enum SchemeBuilder {
         }
         let head = try linear(source.head, rows: c.vocabSize, cols: c.dim, kind: "lm_head", layer: nil, spec: headSpec,
                               site: SiteID(c.layerCount, .headInput))
-        // The embedding follows the scheme too: its rows are looked up from the quantized matrix.
-        var embedding = source.tokenEmbedding
+        // The embedding follows the scheme too: its rows are looked up from the quantized matrix
+        // (decoded a row at a time, never held as FP32).
+        var embedding: any EmbeddingTable = source.embedding
         let embedSkipped = skippedTensors.contains("embed") || (c.tiedOutput && skippedTensors.contains("lm_head"))
         if let spec = headSpec, !embedSkipped {
             if c.tiedOutput, let q = head as? any DequantizableLinear {
-                embedding = q.dequantizedWeight()
+                embedding = q
             } else {
-                embedding = try WeightQuantizer.layer(embedding, rows: c.vocabSize, cols: c.dim, spec: spec).dequantizedWeight()
+                embedding = try WeightQuantizer.layer(source.tokenEmbedding, rows: c.vocabSize, cols: c.dim, spec: spec)
             }
         }
         return RuntimeWeights(tokenEmbedding: embedding, layers: layers, outputNorm: source.outputNorm, head: head)

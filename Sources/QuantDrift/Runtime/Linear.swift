@@ -32,7 +32,8 @@ public final class LinearScratch: @unchecked Sendable {
         let sums = maxRows * (maxInDim / 32 + 1)
         blockSums = .allocate(capacity: sums)
         blockSums.initialize(repeating: 0, count: sums)
-        tile = FloatBuffer(count: Self.tileFloats)
+        // Enough for one tile of decoded quantized rows, or an encoded FP32 product's tile per core.
+        tile = FloatBuffer(count: max(Self.tileFloats, EncodedLinear.tileFloats(inDim: maxInDim, parts: 2)))
     }
 
     deinit {

@@ -21,37 +21,37 @@ public struct RuntimeLayer: Sendable {
 
 /// The weights a `Transformer` runs: the FP32 reference or a quantized copy made by a scheme.
 public struct RuntimeWeights: Sendable {
-    /// Embedding rows looked up by token id, (vocab, dim). Quantized schemes put the
-    /// dequantized rows of their quantized embedding here.
-    public var tokenEmbedding: [Float]
+    /// Embedding rows looked up by token id, (vocab, dim): the model's (FP32 or its file's
+    /// encoding), or under a quantized scheme the rows of its quantized embedding.
+    public var tokenEmbedding: any EmbeddingTable
     public var layers: [RuntimeLayer]
     public var outputNorm: [Float]
     public var head: any LinearLayer      // (vocab, dim)
 
-    public init(tokenEmbedding: [Float], layers: [RuntimeLayer], outputNorm: [Float], head: any LinearLayer) {
+    public init(tokenEmbedding: any EmbeddingTable, layers: [RuntimeLayer], outputNorm: [Float], head: any LinearLayer) {
         self.tokenEmbedding = tokenEmbedding
         self.layers = layers
         self.outputNorm = outputNorm
         self.head = head
     }
 
-    /// The FP32 reference: every matrix on BLAS.
+    /// The FP32 reference: every matrix on BLAS (matrices the file stores encoded: decoded tiles).
     public init(fp32 w: ModelWeights, config c: ModelConfig) {
-        tokenEmbedding = w.tokenEmbedding
+        tokenEmbedding = w.embedding
         outputNorm = w.outputNorm
-        head = DenseLinear(weight: w.head, outDim: c.vocabSize, inDim: c.dim)
+        head = w.headMatrix.fp32Linear(outDim: c.vocabSize, inDim: c.dim)
         layers = w.layers.map { l in
             RuntimeLayer(
                 attnNorm: l.attnNorm,
-                wq: DenseLinear(weight: l.wq, outDim: c.qDim, inDim: c.dim),
-                wk: DenseLinear(weight: l.wk, outDim: c.kvDim, inDim: c.dim),
-                wv: DenseLinear(weight: l.wv, outDim: c.kvDim, inDim: c.dim),
-                wo: DenseLinear(weight: l.wo, outDim: c.dim, inDim: c.qDim),
+                wq: l.q.fp32Linear(outDim: c.qDim, inDim: c.dim),
+                wk: l.k.fp32Linear(outDim: c.kvDim, inDim: c.dim),
+                wv: l.v.fp32Linear(outDim: c.kvDim, inDim: c.dim),
+                wo: l.o.fp32Linear(outDim: c.dim, inDim: c.qDim),
                 bq: l.bq, bk: l.bk, bv: l.bv,
                 ffnNorm: l.ffnNorm,
-                wGate: DenseLinear(weight: l.wGate, outDim: c.hiddenDim, inDim: c.dim),
-                wUp: DenseLinear(weight: l.wUp, outDim: c.hiddenDim, inDim: c.dim),
-                wDown: DenseLinear(weight: l.wDown, outDim: c.dim, inDim: c.hiddenDim),
+                wGate: l.gate.fp32Linear(outDim: c.hiddenDim, inDim: c.dim),
+                wUp: l.up.fp32Linear(outDim: c.hiddenDim, inDim: c.dim),
+                wDown: l.down.fp32Linear(outDim: c.dim, inDim: c.hiddenDim),
                 extraNorms: l.extraNorms)
         }
     }

@@ -226,11 +226,7 @@ public final class Transformer: @unchecked Sendable {
         let dim = c.dim, qDim = c.qDim, kvDim = c.kvDim, hidden = c.hiddenDim
 
         // Token embeddings into the residual stream (× √dim in families that scale them).
-        weights.tokenEmbedding.withUnsafeBufferPointer { emb in
-            for (r, t) in tokens.enumerated() {
-                (x.pointer + r * dim).update(from: emb.baseAddress! + t * dim, count: dim)
-            }
-        }
+        for (r, t) in tokens.enumerated() { weights.tokenEmbedding.copyRow(t, dim: dim, into: x.pointer + r * dim) }
         if c.traits.scaledEmbedding {
             let s = Float(c.dim).squareRoot()
             for i in 0..<(n * dim) { x.pointer[i] *= s }

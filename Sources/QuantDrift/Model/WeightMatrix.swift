@@ -1,0 +1,87 @@
+import CKernels
+
+/// A weight matrix as the model holds it: FP32 values in memory, or the model file's own encoding
+/// (F16, Q4_1, …: the mapped bytes, never copied), decoded to FP32 a few rows at a time where
+/// values are needed. A GGUF model's FP32 reference is its dequantized weights; keeping them
+/// encoded spares a second, FP32 copy of the model (4.3 GB for a 1B-parameter F16 file) and
+/// gives exactly the same values.
+public struct WeightMatrix: @unchecked Sendable {
+    enum Storage {
+        case values([Float])
+        /// `bytes` stay valid while `owner` (the mapped file) lives.
+        case encoded(GGMLType, bytes: UnsafeRawBufferPointer, owner: AnyObject)
+    }
+
+    let storage: Storage
+    /// Elements in total.
+    public let count: Int
+    /// Elements per row: set for encoded matrices; 0 for values (whose shape the user knows).
+    public let cols: Int
+
+    public init(values: [Float]) {
+        storage = .values(values)
+        count = values.count
+        cols = 0
+    }
+
+    /// `bytes` hold `count` elements of `type`, rows of `cols` elements each a whole number of blocks.
+    init(encoded type: GGMLType, bytes: UnsafeRawBufferPointer, count: Int, cols: Int, owner: AnyObject) {
+        precondition(cols > 0 && cols % type.blockSize == 0 && count % cols == 0)
+        precondition(bytes.count == count / type.blockSize * type.typeSize)
+        storage = .encoded(type, bytes: bytes, owner: owner)
+        self.count = count
+        self.cols = cols
+    }
+
+    /// The FP32 values when the matrix holds them (no copy); nil when it is encoded.
+    public var storedValues: [Float]? {
+        if case .values(let v) = storage { return v }
+        return nil
+    }
+
+    /// The file's type of an encoded matrix.
+    public var encoding: GGMLType? {
+        if case .encoded(let t, _, _) = storage { return t }
+        return nil
+    }
+
+    /// Bytes the matrix occupies (FP32 values, or its encoded bytes).
+    public var storageBytes: Int {
+        switch storage {
+        case .values(let v): v.count * MemoryLayout<Float>.size
+        case .encoded(_, let bytes, _): bytes.count
+        }
+    }
+
+    /// All values in FP32: the stored array, or a decoded copy (which the caller owns: hold it
+    /// only as long as needed).
+    public var values: [Float] {
+        switch storage {
+        case .values(let v): return v
+        case .encoded:
+            return [Float](unsafeUninitializedCapacity: count) { buf, n in
+                decodeRows(0..<(count / cols), cols: cols, into: buf.baseAddress!)
+                n = count
+            }
+        }
+    }
+
+    /// Rows `range` of a matrix with rows of `cols` elements, as FP32, into `dst`.
+    public func decodeRows(_ range: Range<Int>, cols: Int, into dst: UnsafeMutablePointer<Float>) {
+        guard !range.isEmpty else { return }
+        precondition(range.lowerBound >= 0 && range.upperBound * cols <= count)
+        switch storage {
+        case .values(let v):
+            v.withUnsafeBufferPointer { dst.update(from: $0.baseAddress! + range.lowerBound * cols, count: range.count * cols) }
+        case .encoded(let type, let bytes, _):
+            precondition(cols == self.cols)
+            let rowBytes = cols / type.blockSize * type.typeSize
+            let src = UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound * rowBytes)..<(range.upperBound * rowBytes)])
+            let n = range.count * cols
+            if qd_decode_ggml(Int32(type.rawValue), src.baseAddress!.assumingMemoryBound(to: UInt8.self), n, dst) == 0 {
+                // Types without a C decoder: the Swift one (its type was accepted at load).
+                try! dequantize(type, src, count: n, into: dst)
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+import CKernels
+import Foundation
+import Testing
+@testable import QuantDrift
+
+/// The FP32 reference run from the model file's own encoding (`WeightMatrix`, `EncodedLinear`):
+/// the C decoders give exactly the Swift dequantizer's values, and products over decoded tiles
+/// give what `DenseLinear` gives on the decoded matrix.
+@Suite("Encoded FP32 weights")
+struct EncodedWeightsTests {
+    /// Random valid bytes of `blocks` blocks of `type`: scales and mins normal halves (one in
+    /// eight blocks a subnormal or zero scale), codes anything; F16 data any finite half.
+    static func randomBlocks(_ type: GGMLType, blocks: Int, seed: UInt64) -> [UInt8] {
+        var r = RandomStream(seed: seed)
+        var bytes = (0..<(blocks * type.typeSize)).map { _ in UInt8(truncatingIfNeeded: r.next()) }
+        func half(_ v: Float) -> [UInt8] { let b = Float16(v).bitPattern; return [UInt8(b & 0xFF), UInt8(b >> 8)] }
+        for b in 0..<blocks {
+            let o = b * type.typeSize
+            switch type {
+            case .f16:
+                if bytes[o + 1] & 0x7C == 0x7C { bytes[o + 1] &= 0xBF }  // no Inf/NaN
+            case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K:
+                let special: [Float] = [0, 1e-6, -3e-7]
+                let d = b % 8 == 5 ? special[b % 3] : Float(r.nextDouble() * 0.02 + 1e-4) * (b % 2 == 0 ? 1 : -1)
+                let at = type == .q6_K ? o + 208 : o
+                bytes.replaceSubrange(at..<(at + 2), with: half(d))
+                if [.q4_1, .q5_1, .q4_K, .q5_K].contains(type) {
+                    bytes.replaceSubrange((o + 2)..<(o + 4), with: half(Float(r.nextDouble() - 0.5) * 0.1))
+                }
+            default: break
+            }
+        }
+        return bytes
+    }
+
+    /// Both C paths against the Swift dequantizer, bit for bit, on awkward sizes.
+    @Test(arguments: [GGMLType.f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K], [1, 7, 31, 33, 577])
+    func decodersMatchTheSwiftDequantizer(type: GGMLType, blocks: Int) throws {
+        let count = blocks * type.blockSize
+        let bytes = Self.randomBlocks(type, blocks: blocks, seed: UInt64(blocks * 31 + Int(type.rawValue)))
+        var expected = [Float](repeating: 0, count: count)
+        try bytes.withUnsafeBytes { src in
+            try expected.withUnsafeMutableBufferPointer { try dequantize(type, src, count: count, into: $0.baseAddress!) }
+        }
+        for path in KernelPath.allCases {
+            var got = [Float](repeating: .nan, count: count)
+            let handled = path.run { qd_decode_ggml(Int32(type.rawValue), bytes, count, &got) }
+            #expect(handled == 1)
+            #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(type.name) × \(blocks) on \(path)")
+        }
+    }
+
+    @Test func otherTypesAreLeftToTheSwiftDequantizer() {
+        var out: [Float] = [42]
+        let bytes = [UInt8](repeating: 0, count: 256)
+        #expect(qd_decode_ggml(Int32(GGMLType.q8_K.rawValue), bytes, 256, &out) == 0)
+        #expect(qd_decode_ggml(Int32(GGMLType.q6_K.rawValue), bytes, 32, &out) == 0)  // not whole blocks
+        #expect(qd_decode_ggml(Int32(GGMLType.q4_0.rawValue), bytes, 31, &out) == 0)  // not whole blocks
+        #expect(out == [42])
+    }
+
+    /// A matrix of `rows` × `cols` encoded as `type`, and its decoded values.
+    static func matrix(_ type: GGMLType, rows: Int, cols: Int, seed: UInt64) throws -> (WeightMatrix, [Float], owner: NSData) {
+        let blocks = rows * cols / type.blockSize
+        let owner = NSData(data: Data(Self.randomBlocks(type, blocks: blocks, seed: seed)))
+        let bytes = UnsafeRawBufferPointer(start: owner.bytes, count: owner.length)
+        let m = WeightMatrix(encoded: type, bytes: bytes, count: rows * cols, cols: cols, owner: owner)
+        var values = [Float](repeating: 0, count: rows * cols)
+        try values.withUnsafeMutableBufferPointer { try dequantize(type, bytes, count: rows * cols, into: $0.baseAddress!) }
+        #expect(m.values.map(\.bitPattern) == values.map(\.bitPattern))
+        return (m, values, owner)
+    }
+
+    /// EncodedLinear against DenseLinear on the decoded matrix: the same bits for one row (sgemv
+    /// on 64-row tiles), in a batched step on one or two cores, and for several rows when the
+    /// matrix fits one sgemm tile; within rounding when it takes several.
+    @Test(arguments: [(GGMLType.q4_1, 1, 64), (.q8_0, 33, 96), (.f16, 200, 33), (.q4_0, 577, 160), (.f16, 1100, 1024),
+                      (.q6_K, 7, 512)])
+    func encodedProductsMatchDenseOnes(type: GGMLType, out: Int, cols: Int) throws {
+        let (m, values, owner) = try Self.matrix(type, rows: out, cols: cols, seed: UInt64(out + cols))
+        let encoded = EncodedLinear(m, outDim: out, inDim: cols)
+        let dense = DenseLinear(weight: values, outDim: out, inDim: cols)
+        let rows = 7
+        let x = KernelTests.random(rows * cols, seed: 3)
+        let scratch = LinearScratch(maxRows: rows, maxInDim: cols)
+        func product(_ l: any LinearLayer, rows: Int) -> [Float] {
+            var y = [Float](repeating: 0, count: rows * out)
+            l.forward(x, rows: rows, into: &y, scratch: scratch)
+            return y
+        }
+        BLAS.setThreads(1)
+        #expect(product(encoded, rows: 1).map(\.bitPattern) == product(dense, rows: 1).map(\.bitPattern), "one row")
+        let several = product(encoded, rows: rows), severalDense = product(dense, rows: rows)
+        if out <= EncodedLinear.sgemmTileRows(inDim: cols, tileFloats: scratch.tile.count) {
+            #expect(several.map(\.bitPattern) == severalDense.map(\.bitPattern), "\(rows) rows in one tile")
+        }
+        let scale = severalDense.map { abs($0) }.max() ?? 1
+        #expect(zip(several, severalDense).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "\(rows) rows")
+        scratch.rowStable = true
+        for cores in [1, 2] {
+            scratch.cores = cores
+            #expect(product(encoded, rows: rows).map(\.bitPattern) == product(dense, rows: rows).map(\.bitPattern),
+                    "batched step on \(cores) core(s)")
+        }
+        // Embedding rows are the decoded rows.
+        var row = [Float](repeating: 0, count: cols)
+        m.copyRow(out - 1, dim: cols, into: &row)
+        #expect(row == Array(values[((out - 1) * cols)...]))
+        withExtendedLifetime(owner) {}
+    }
+
+    /// The default model keeps its matrices in the file's Q4_1 (one FP32 copy fewer), and its
+    /// FP32 reference gives the same logits as on a decoded copy: bit for bit in a batched step,
+    /// within rounding in a prefill (the head's product is split into sgemm tiles).
+    @Test func defaultModelRunsFromItsFileEncoding() throws {
+        let model = try Golden.defaultModel()
+        let w = model.weights
+        #expect(w.layers[0].q.encoding == .q4_1)
+        #expect(w.embedding.encoding != nil)
+        let c = model.config
+        let encoded = RuntimeWeights(fp32: w, config: c)
+        #expect(encoded.bytesPerToken(dim: c.dim) < 120_000_000, "a decode step reads the file's blocks, not 540 MB of FP32")
+        var decodedWeights = w
+        decodedWeights.embedding = WeightMatrix(values: w.embedding.values)
+        for i in decodedWeights.layers.indices {
+            let l = w.layers[i]
+            decodedWeights.layers[i].q = WeightMatrix(values: l.wq)
+            decodedWeights.layers[i].k = WeightMatrix(values: l.wk)
+            decodedWeights.layers[i].v = WeightMatrix(values: l.wv)
+            decodedWeights.layers[i].o = WeightMatrix(values: l.wo)
+            decodedWeights.layers[i].gate = WeightMatrix(values: l.wGate)
+            decodedWeights.layers[i].up = WeightMatrix(values: l.wUp)
+            decodedWeights.layers[i].down = WeightMatrix(values: l.wDown)
+        }
+        let decoded = RuntimeWeights(fp32: decodedWeights, config: c)
+        let tokens = try LockstepEngine.promptTokens(WorkloadPrompt(id: "p", prompt: "The quick brown fox jumps over"),
+                                                     tokenizer: model.tokenizer)
+        BLAS.setThreads(1)
+        func run(_ weights: RuntimeWeights) throws -> (prefill: [Float], step: [Float]) {
+            let t = try Transformer(model: model, contextLength: 64, maxBatch: 16, allLogits: true, weights: weights, sequences: 2)
+            let prefill = Array(try t.forward(tokens, logits: .all, slot: 0))
+            _ = try t.forward(tokens.prefix(3), logits: .last, slot: 1)
+            let step = Array(try t.step([tokens[1], tokens[4]], slots: [0, 1]))
+            return (prefill, step)
+        }
+        let a = try run(encoded), b = try run(decoded)
+        #expect(a.step.map(\.bitPattern) == b.step.map(\.bitPattern), "batched step")
+        let worst = zip(a.prefill, b.prefill).map { abs($0 - $1) / max(abs($1), 1) }.max() ?? 0
+        #expect(worst <= 1e-5, "prefill logits: worst relative difference \(worst)")
+    }
+}
