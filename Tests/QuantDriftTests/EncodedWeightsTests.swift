@@ -149,3 +149,44 @@ struct EncodedWeightsTests {
         #expect(worst <= 1e-5, "prefill logits: worst relative difference \(worst)")
     }
 }
+
+/// Reference logits kept in an unlinked temporary file come back exactly.
+@Suite("Reference logit rows")
+struct LogitRowsTests {
+    @Test(arguments: [1, 7, 577])
+    func spilledRowsComeBackExactly(vocab: Int) throws {
+        let rows = try LogitRows(spillingRowsOf: vocab)
+        #expect(rows.isFileBacked)
+        let values = KernelTests.random(5 * vocab, seed: UInt64(vocab))
+        for t in 0..<5 {
+            try values.withUnsafeBufferPointer { try rows.append(UnsafeBufferPointer(rebasing: $0[(t * vocab)..<((t + 1) * vocab)])) }
+        }
+        #expect(rows.count == 5)
+        #expect(rows.values().map(\.bitPattern) == values.map(\.bitPattern))
+        var row = [Float](repeating: 0, count: vocab)
+        row.withUnsafeMutableBufferPointer { rows.copyRow(3, into: $0) }
+        #expect(row == Array(values[(3 * vocab)..<(4 * vocab)]))
+        var seen = 0
+        rows.forEachRow { t, r in
+            #expect(Array(r) == Array(values[(t * vocab)..<((t + 1) * vocab)]))
+            seen += 1
+        }
+        #expect(seen == 5)
+        let memory = LogitRows(values: values, vocab: vocab)
+        #expect(!memory.isFileBacked && memory.count == 5 && memory.values() == values)
+    }
+
+    /// Live reference runs keep their rows in files, and the file holds nothing in the folder.
+    @Test func liveReferenceRowsAreSpilled() throws {
+        let model = try Golden.defaultModel()
+        var options = TrackerOptions(threads: 1)
+        options.forcedMaxTokens = 4
+        let engine = try LockstepEngine(model: model, options: options)
+        let workload = Workload(file: "t", sha256: "", prompts: [WorkloadPrompt(id: "a", prompt: "Hello there")])
+        let before = try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory()).filter { $0.hasPrefix("quantdrift-logits-") }
+        let refs = try engine.referenceRuns(workload, contextLength: try engine.contextLength(for: workload))
+        #expect(refs[0].teacherRows.isFileBacked && refs[0].teacherRows.count == 4)
+        let after = try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory()).filter { $0.hasPrefix("quantdrift-logits-") }
+        #expect(after.count <= before.count, "temporary logit files are unlinked at once")
+    }
+}

@@ -19,7 +19,7 @@ extension LockstepEngine {
     public func append(_ refs: [ReferenceRun], to writer: ReferenceTraceWriter) throws {
         var rows: [Float] = []
         for r in refs {
-            rows = r.teacherRows
+            rows = r.teacherRows.values()
             rows.withUnsafeMutableBufferPointer { b in
                 for t in 0..<r.continuation.count {
                     let row = UnsafeMutableBufferPointer(rebasing: b[(t * vocab)..<((t + 1) * vocab)])

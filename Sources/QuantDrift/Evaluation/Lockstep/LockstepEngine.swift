@@ -139,13 +139,13 @@ public final class LockstepEngine: @unchecked Sendable {
         let sampling = options.sampling
         let distribution = sampling.isGreedy ? nil : SamplingDistribution(sampling, vocab: vocab)
         var probs = [Double](repeating: 0, count: sampling.isGreedy ? 0 : vocab)
-        var decodeLogits = [[Float]](repeating: [], count: ps.count)
+        let decodeLogits = try ps.map { _ in distribution == nil ? nil : try LogitRows(spillingRowsOf: vocab) }
         var continuations = [[Int]](repeating: [], count: ps.count)
         try decodeTogether(r, prompts: prompts) { i, logits in
             let t = continuations[i].count
             let token: Int
             if let distribution {
-                decodeLogits[i].append(contentsOf: logits)
+                try decodeLogits[i]!.append(logits)
                 probs.withUnsafeMutableBufferPointer { distribution.compute(logits, into: $0) }
                 token = probs.withUnsafeBufferPointer {
                     SamplingDistribution.draw($0, uniforms.uniform(prompt: indices[i], step: t, draw: 0))
@@ -158,14 +158,10 @@ public final class LockstepEngine: @unchecked Sendable {
             return t == limits[i] - 1 ? nil : token
         }
         return try ps.indices.map { i in
-            var rows = [Float](repeating: 0, count: continuations[i].count * vocab)
-            try rows.withUnsafeMutableBufferPointer { out in
-                try teacherForced(r, prompt: prompts[i], continuation: continuations[i]) { t, row in
-                    out.baseAddress!.advanced(by: t * vocab).update(from: row.baseAddress!, count: vocab)
-                }
-            }
+            let rows = try LogitRows(spillingRowsOf: vocab)
+            try teacherForced(r, prompt: prompts[i], continuation: continuations[i]) { _, row in try rows.append(row) }
             return ReferenceRun(id: ps[i].id, promptTokens: prompts[i], continuation: continuations[i], maxTokens: limits[i],
-                                teacherRows: rows, decodeLogits: distribution == nil ? nil : decodeLogits[i])
+                                rows: rows, decodeRows: decodeLogits[i])
         }
     }
 
@@ -327,23 +323,24 @@ public final class LockstepEngine: @unchecked Sendable {
         var q = p
         let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * vocab)
         defer { scratch.deallocate() }
+        let refRow = UnsafeMutableBufferPointer<Float>.allocate(capacity: vocab)
+        defer { refRow.deallocate() }
         if teacher {
             for (i, ref) in refs.enumerated() {
                 let t0 = monotonicSeconds()
                 results[i].positions.reserveCapacity(ref.continuation.count)
-                try ref.teacherRows.withUnsafeBufferPointer { refRows in
-                    try teacherForced(m, prompt: ref.promptTokens, continuation: ref.continuation) { t, row in
-                        let r = UnsafeBufferPointer(rebasing: refRows[(t * vocab)..<((t + 1) * vocab)])
-                        let d = TokenDivergence.compare(reference: r, candidate: row, target: ref.continuation[t], scratch: scratch)
-                        results[i].positions.append(d)
-                        if let distP, let distQ {
-                            p.withUnsafeMutableBufferPointer { distP.compute(r, into: $0) }
-                            q.withUnsafeMutableBufferPointer { distQ.compute(row, into: $0) }
-                            results[i].samplingTV.append(p.withUnsafeBufferPointer { pp in
-                                q.withUnsafeBufferPointer { SamplingDistribution.totalVariation(pp, $0) } })
-                        } else {
-                            results[i].samplingTV.append(d.sameTop ? 0 : 1)
-                        }
+                try teacherForced(m, prompt: ref.promptTokens, continuation: ref.continuation) { t, row in
+                    ref.teacherRows.copyRow(t, into: refRow)
+                    let r = UnsafeBufferPointer(refRow)
+                    let d = TokenDivergence.compare(reference: r, candidate: row, target: ref.continuation[t], scratch: scratch)
+                    results[i].positions.append(d)
+                    if let distP, let distQ {
+                        p.withUnsafeMutableBufferPointer { distP.compute(r, into: $0) }
+                        q.withUnsafeMutableBufferPointer { distQ.compute(row, into: $0) }
+                        results[i].samplingTV.append(p.withUnsafeBufferPointer { pp in
+                            q.withUnsafeBufferPointer { SamplingDistribution.totalVariation(pp, $0) } })
+                    } else {
+                        results[i].samplingTV.append(d.sameTop ? 0 : 1)
                     }
                 }
                 results[i].teacherSeconds = monotonicSeconds() - t0
@@ -351,7 +348,7 @@ public final class LockstepEngine: @unchecked Sendable {
         }
         guard free else { return results }
         let t1 = monotonicSeconds()
-        try freeRun(m, refs, results: &results, p: &p, q: &q, distP: distP, distQ: distQ)
+        try freeRun(m, refs, results: &results, p: &p, q: &q, distP: distP, distQ: distQ, refRow: refRow)
         // The decode is shared by the group: each prompt is charged an equal part of it.
         let shared = (monotonicSeconds() - t1) / Double(refs.count)
         for (i, ref) in refs.enumerated() {
@@ -377,7 +374,8 @@ public final class LockstepEngine: @unchecked Sendable {
     /// coupled with the reference's draws while the two texts agree; first divergences and the
     /// KV cache's error by age along the way.
     func freeRun(_ m: Transformer, _ refs: [ReferenceRun], results: inout [PromptResult],
-                 p: inout [Double], q: inout [Double], distP: SamplingDistribution?, distQ: SamplingDistribution?) throws {
+                 p: inout [Double], q: inout [Double], distP: SamplingDistribution?, distQ: SamplingDistribution?,
+                 refRow: UnsafeMutableBufferPointer<Float>) throws {
         var tokens = refs.map { r -> [Int] in
             var t: [Int] = []
             t.reserveCapacity(r.maxTokens)
@@ -392,12 +390,8 @@ public final class LockstepEngine: @unchecked Sendable {
             if let distP, let distQ {
                 q.withUnsafeMutableBufferPointer { distQ.compute(logits, into: $0) }
                 if identical[i] && t < ref.continuation.count {
-                    let rows = ref.decodeLogits ?? ref.teacherRows
-                    rows.withUnsafeBufferPointer { r in
-                        p.withUnsafeMutableBufferPointer {
-                            distP.compute(UnsafeBufferPointer(rebasing: r[(t * vocab)..<((t + 1) * vocab)]), into: $0)
-                        }
-                    }
+                    (ref.decodeLogits ?? ref.teacherRows).copyRow(t, into: refRow)
+                    p.withUnsafeMutableBufferPointer { distP.compute(UnsafeBufferPointer(refRow), into: $0) }
                     token = p.withUnsafeBufferPointer { pp in
                         q.withUnsafeBufferPointer {
                             SamplingDistribution.coupled(reference: ref.continuation[t], p: pp, q: $0,

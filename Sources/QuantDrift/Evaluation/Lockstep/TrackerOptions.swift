@@ -29,9 +29,9 @@ public struct TrackerOptions: Sendable {
     /// this many, and each step reads the weights once for the whole group. A row's values do not
     /// depend on the rows next to it, so results do not depend on this either; it is recorded.
     public var decodeBatch: Int = 16
-    /// Bytes of reference logits held at once: prompts are run in batches of at most this much
-    /// (but at least one prompt per worker, and one decode group while its logits fit 8 GiB), so
-    /// memory does not grow with the workload.
+    /// Bytes of reference logits kept at once (in temporary files, `LogitRows`): prompts are run
+    /// in batches of at most this much (but at least one prompt per worker, and one decode group
+    /// while its logits fit 8 GiB), so disk use does not grow with the workload.
     public var referenceBudgetBytes: Int = 512 << 20
 
     public init(maxTokens: Int = 256, forcedMaxTokens: Int? = nil, mode: TrackerMode = .both,
