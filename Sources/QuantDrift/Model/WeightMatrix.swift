@@ -6,10 +6,13 @@ import CKernels
 /// encoded spares a second, FP32 copy of the model (4.3 GB for a 1B-parameter F16 file) and
 /// gives exactly the same values.
 public struct WeightMatrix: @unchecked Sendable {
-    enum Storage {
+    indirect enum Storage {
         case values([Float])
         /// `bytes` stay valid while `owner` (the mapped file) lives.
         case encoded(GGMLType, bytes: UnsafeRawBufferPointer, owner: AnyObject)
+        /// `base` with column j multiplied by columns[j], then row r divided by rowDivisors[r],
+        /// applied as rows are read.
+        case scaled(WeightMatrix, columns: [Float]?, rowDivisors: [Float]?)
     }
 
     let storage: Storage
@@ -45,11 +48,26 @@ public struct WeightMatrix: @unchecked Sendable {
         return nil
     }
 
+    /// This matrix with column j multiplied by `columns[j]`, then row r divided by
+    /// `rowDivisors[r]` (exactly those operations, in that order, on each value), applied where
+    /// rows are read: a rescaled model (SmoothQuant) costs no FP32 copy of its matrices.
+    public func scaled(columns: [Float]?, rowDivisors: [Float]?) -> WeightMatrix {
+        guard columns != nil || rowDivisors != nil else { return self }
+        return WeightMatrix(storage: .scaled(self, columns: columns, rowDivisors: rowDivisors), count: count, cols: cols)
+    }
+
+    private init(storage: Storage, count: Int, cols: Int) {
+        self.storage = storage
+        self.count = count
+        self.cols = cols
+    }
+
     /// Bytes the matrix occupies (FP32 values, or its encoded bytes).
     public var storageBytes: Int {
         switch storage {
         case .values(let v): v.count * MemoryLayout<Float>.size
         case .encoded(_, let bytes, _): bytes.count
+        case .scaled(let base, _, _): base.storageBytes
         }
     }
 
@@ -63,6 +81,11 @@ public struct WeightMatrix: @unchecked Sendable {
                 decodeRows(0..<(count / cols), cols: cols, into: buf.baseAddress!)
                 n = count
             }
+        case .scaled(let base, let columns, let rowDivisors):
+            let cols = columns?.count ?? count / rowDivisors!.count
+            var v = base.values
+            v.withUnsafeMutableBufferPointer { apply(columns, rowDivisors, rows: 0..<(count / cols), cols: cols, to: $0.baseAddress!) }
+            return v
         }
     }
 
@@ -81,6 +104,21 @@ public struct WeightMatrix: @unchecked Sendable {
             if qd_decode_ggml(Int32(type.rawValue), src.baseAddress!.assumingMemoryBound(to: UInt8.self), n, dst) == 0 {
                 // Types without a C decoder: the Swift one (its type was accepted at load).
                 try! dequantize(type, src, count: n, into: dst)
+            }
+        case .scaled(let base, let columns, let rowDivisors):
+            base.decodeRows(range, cols: cols, into: dst)
+            apply(columns, rowDivisors, rows: range, cols: cols, to: dst)
+        }
+    }
+
+    /// The scaling of `.scaled` on rows `rows` held at `dst`.
+    private func apply(_ columns: [Float]?, _ rowDivisors: [Float]?, rows: Range<Int>, cols: Int, to dst: UnsafeMutablePointer<Float>) {
+        for (i, r) in rows.enumerated() {
+            let row = dst + i * cols
+            if let columns { for j in 0..<cols { row[j] *= columns[j] } }
+            if let rowDivisors {
+                let f = rowDivisors[r]
+                for j in 0..<cols { row[j] /= f }
             }
         }
     }

@@ -96,7 +96,8 @@ struct GGUFWriter {
 
     // MARK: Output
 
-    func layout() -> Layout {
+    /// The header (metadata, tensor infos, padding up to the data section) and where data go.
+    func headerLayout() -> Layout {
         var b: [UInt8] = []
         b += magic
         b.appendLE(version)
@@ -124,17 +125,42 @@ struct GGUFWriter {
         let headerEnd = b.count
         let dataOffset = Self.align(headerEnd, align)
         b += [UInt8](repeating: 0, count: dataOffset - headerEnd)
-        for (t, offset) in zip(tensors, offsets) {
-            b += [UInt8](repeating: 0, count: dataOffset + offset - b.count)
-            b += t.data
-        }
         return Layout(bytes: b, headerEnd: headerEnd, dataOffset: dataOffset, tensorOffsets: offsets)
     }
 
-    func bytes() -> [UInt8] { layout().bytes }
+    /// The tensors' data in file order, each preceded by its alignment padding.
+    func forEachDataPiece(_ layout: Layout, _ body: ([UInt8]) throws -> Void) rethrows {
+        var at = layout.dataOffset
+        for (t, offset) in zip(tensors, layout.tensorOffsets) {
+            try body([UInt8](repeating: 0, count: layout.dataOffset + offset - at))
+            try body(t.data)
+            at = layout.dataOffset + offset + t.data.count
+        }
+    }
 
+    func bytes() -> [UInt8] {
+        let header = headerLayout()
+        var b = header.bytes
+        forEachDataPiece(header) { b += $0 }
+        return b
+    }
+
+    func layout() -> Layout {
+        var l = headerLayout()
+        l.bytes = bytes()
+        return l
+    }
+
+    /// Writes the file piece by piece (no copy of the whole file in memory).
     func write(to path: String) throws {
-        try Data(bytes()).write(to: URL(fileURLWithPath: path))
+        guard FileManager.default.createFile(atPath: path, contents: nil),
+              let h = FileHandle(forWritingAtPath: path) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        }
+        defer { try? h.close() }
+        let header = headerLayout()
+        try h.write(contentsOf: header.bytes)
+        try forEachDataPiece(header) { try h.write(contentsOf: $0) }
     }
 
     static func align(_ n: Int, _ a: Int) -> Int { (n + a - 1) / a * a }

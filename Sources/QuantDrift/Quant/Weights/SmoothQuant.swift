@@ -83,74 +83,51 @@ public enum SmoothQuant {
     }
 
     /// The weights with the factors folded in: activations divided by s, consuming columns
-    /// multiplied by s. Sites missing from `factors` are left alone.
+    /// multiplied by s. Sites missing from `factors` are left alone. The matrices are rescaled as
+    /// they are read (`WeightMatrix.scaled`): no FP32 copy of the model is made.
     public static func apply(_ factors: [SiteID: [Float]], to weights: ModelWeights, config c: ModelConfig) throws -> ModelWeights {
         var out = weights
         for l in out.layers.indices {
             var lw = out.layers[l]
+            var columnsIn: [Float]?, columnsFFN: [Float]?, down: [Float]?, perKV: [Float]?, columnsOut: [Float]?
             if let s = factors[SiteID(l, .attentionInput)] {
                 for j in 0..<c.dim { lw.attnNorm[j] /= s[j] }
-                scaleColumns(&lw.wq, s)
-                scaleColumns(&lw.wk, s)
-                scaleColumns(&lw.wv, s)
+                columnsIn = s
             }
             if let s = factors[SiteID(l, .feedForwardInput)] {
                 for j in 0..<c.dim { lw.ffnNorm[j] /= s[j] }
-                scaleColumns(&lw.wGate, s)
-                scaleColumns(&lw.wUp, s)
+                columnsFFN = s
             }
-            if let s = factors[SiteID(l, .feedForwardDownInput)] {
-                scaleRows(&lw.wUp, s, inverse: true)
-                scaleColumns(&lw.wDown, s)
-            }
+            if let s = factors[SiteID(l, .feedForwardDownInput)] { down = s }
             if let s = factors[SiteID(l, .attentionOutput)] {
                 // The factor of KV channel g·hd + d, read from the first query head of group g.
                 let hd = c.headDim, group = c.headCount / c.kvHeadCount
-                var perKV = [Float](repeating: 1, count: c.kvDim)
+                var kv = [Float](repeating: 1, count: c.kvDim)
                 for g in 0..<c.kvHeadCount {
                     for d in 0..<hd {
                         let v = s[g * group * hd + d]
                         for h in (g * group)..<((g + 1) * group) where s[h * hd + d] != v {
                             throw QuantDriftError.invalidInput("SmoothQuant: attn_out factors differ across the query heads of KV head \(g) (layer \(l))")
                         }
-                        perKV[g * hd + d] = v
+                        kv[g * hd + d] = v
                     }
                 }
-                scaleRows(&lw.wv, perKV, inverse: true)
                 if var bv = lw.bv {
-                    for i in 0..<c.kvDim { bv[i] /= perKV[i] }
+                    for i in 0..<c.kvDim { bv[i] /= kv[i] }
                     lw.bv = bv
                 }
-                scaleColumns(&lw.wo, s)
+                perKV = kv
+                columnsOut = s
             }
+            lw.q = lw.q.scaled(columns: columnsIn, rowDivisors: nil)
+            lw.k = lw.k.scaled(columns: columnsIn, rowDivisors: nil)
+            lw.v = lw.v.scaled(columns: columnsIn, rowDivisors: perKV)
+            lw.o = lw.o.scaled(columns: columnsOut, rowDivisors: nil)
+            lw.gate = lw.gate.scaled(columns: columnsFFN, rowDivisors: nil)
+            lw.up = lw.up.scaled(columns: columnsFFN, rowDivisors: down)
+            lw.down = lw.down.scaled(columns: down, rowDivisors: nil)
             out.layers[l] = lw
         }
         return out
-    }
-
-    /// W[:, j] *= s[j] for a row-major matrix with s.count columns.
-    static func scaleColumns(_ w: inout [Float], _ s: [Float]) {
-        let cols = s.count
-        w.withUnsafeMutableBufferPointer { p in
-            s.withUnsafeBufferPointer { sp in
-                for r in 0..<(p.count / cols) {
-                    for j in 0..<cols { p[r * cols + j] *= sp[j] }
-                }
-            }
-        }
-    }
-
-    /// W[i, :] *= s[i] (or /= with `inverse`) for a row-major matrix with s.count rows.
-    static func scaleRows(_ w: inout [Float], _ s: [Float], inverse: Bool) {
-        let rows = s.count
-        let cols = w.count / rows
-        w.withUnsafeMutableBufferPointer { p in
-            for r in 0..<rows {
-                let f = s[r]
-                for j in 0..<cols {
-                    if inverse { p[r * cols + j] /= f } else { p[r * cols + j] *= f }
-                }
-            }
-        }
     }
 }
