@@ -8,6 +8,7 @@
 // per call for all rows; a block of 4 weight rows × 3 activation rows keeps 12 chains in flight.
 #include "kernels_internal.h"
 #include <math.h>
+#include <stdlib.h>
 
 // The sum of 8 lanes in hsum256's order.
 static inline float hsum8(const float *v) {
@@ -33,27 +34,34 @@ static void gemm_f32_rows_c(const float *w, int out, int in, const float *x, int
     }
 }
 
+// Weight element k of a row: FP32, or binary16 (`half`) converted exactly.
+ALWAYS_INLINE static inline float weight_at(const void *w, int half, size_t k) {
+    return half ? qd_f16_to_f32(((const uint16_t *)w)[k]) : ((const float *)w)[k];
+}
+
 // `no` weight rows × `nr` activation rows (constants after inlining, so the accumulators stay in
-// registers).
-ALWAYS_INLINE ATTR_AVX2 static inline void block_f32(const float *w, int in, int in8, int no, const float *x, int ldx,
-                                                     int nr, float *y, int ldy, int accumulate) {
+// registers). `half`: the weights are binary16, converted exactly as they are loaded (the same
+// arithmetic on the same values as FP32 weights).
+ALWAYS_INLINE ATTR_AVX2 static inline void block_f32(const void *w, int half, int in, int in8, int no, const float *x,
+                                                     int ldx, int nr, float *y, int ldy, int accumulate) {
     __m256 a[4][3];
     for (int i = 0; i < no; i++)
         for (int j = 0; j < nr; j++) a[i][j] = _mm256_setzero_ps();
     for (int k = 0; k < in8; k += 8) {
         __m256 wv[4];
-        for (int i = 0; i < no; i++) wv[i] = _mm256_loadu_ps(w + (size_t)i * in + k);
+        for (int i = 0; i < no; i++)
+            wv[i] = half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + (size_t)i * in + k)))
+                         : _mm256_loadu_ps((const float *)w + (size_t)i * in + k);
         for (int j = 0; j < nr; j++) {
             const __m256 xv = _mm256_loadu_ps(x + (size_t)j * ldx + k);
             for (int i = 0; i < no; i++) a[i][j] = _mm256_fmadd_ps(wv[i], xv, a[i][j]);
         }
     }
     for (int i = 0; i < no; i++) {
-        const float *wi = w + (size_t)i * in;
         for (int j = 0; j < nr; j++) {
             const float *xj = x + (size_t)j * ldx;
             float v = hsum256(a[i][j]);
-            for (int k = in8; k < in; k++) v = fmaf(wi[k], xj[k], v);
+            for (int k = in8; k < in; k++) v = fmaf(weight_at(w, half, (size_t)i * in + k), xj[k], v);
             float *dst = y + (size_t)j * ldy + i;
             *dst = accumulate ? *dst + v : v;
         }
@@ -61,24 +69,52 @@ ALWAYS_INLINE ATTR_AVX2 static inline void block_f32(const float *w, int in, int
 }
 
 // All activation rows against `no` weight rows: blocks of 3 rows, then the 1 or 2 left.
-ALWAYS_INLINE ATTR_AVX2 static inline void rows_f32(const float *w, int in, int in8, int no, const float *x, int rows,
-                                                    int ldx, float *y, int ldy, int accumulate) {
+ALWAYS_INLINE ATTR_AVX2 static inline void rows_f32(const void *w, int half, int in, int in8, int no, const float *x,
+                                                    int rows, int ldx, float *y, int ldy, int accumulate) {
     int r = 0;
-    for (; r + 3 <= rows; r += 3) block_f32(w, in, in8, no, x + (size_t)r * ldx, ldx, 3, y + (size_t)r * ldy, ldy, accumulate);
-    if (rows - r == 2) block_f32(w, in, in8, no, x + (size_t)r * ldx, ldx, 2, y + (size_t)r * ldy, ldy, accumulate);
-    else if (rows - r == 1) block_f32(w, in, in8, no, x + (size_t)r * ldx, ldx, 1, y + (size_t)r * ldy, ldy, accumulate);
+    for (; r + 3 <= rows; r += 3)
+        block_f32(w, half, in, in8, no, x + (size_t)r * ldx, ldx, 3, y + (size_t)r * ldy, ldy, accumulate);
+    if (rows - r == 2) block_f32(w, half, in, in8, no, x + (size_t)r * ldx, ldx, 2, y + (size_t)r * ldy, ldy, accumulate);
+    else if (rows - r == 1) block_f32(w, half, in, in8, no, x + (size_t)r * ldx, ldx, 1, y + (size_t)r * ldy, ldy, accumulate);
+}
+
+ALWAYS_INLINE ATTR_AVX2 static inline void gemm_rows_avx2(const void *w, int half, int out, int in, const float *x,
+                                                          int rows, int ldx, float *y, int ldy, int accumulate) {
+    const int in8 = in - in % 8;
+    const size_t rowBytes = (size_t)in * (half ? 2 : 4);
+    int o = 0;
+    for (; o + 4 <= out; o += 4)
+        rows_f32((const char *)w + o * rowBytes, half, in, in8, 4, x, rows, ldx, y + o, ldy, accumulate);
+    for (; o < out; o++) rows_f32((const char *)w + o * rowBytes, half, in, in8, 1, x, rows, ldx, y + o, ldy, accumulate);
 }
 
 ATTR_AVX2 static void gemm_f32_rows_avx2(const float *w, int out, int in, const float *x, int rows, int ldx, float *y,
                                          int ldy, int accumulate) {
-    const int in8 = in - in % 8;
-    int o = 0;
-    for (; o + 4 <= out; o += 4) rows_f32(w + (size_t)o * in, in, in8, 4, x, rows, ldx, y + o, ldy, accumulate);
-    for (; o < out; o++) rows_f32(w + (size_t)o * in, in, in8, 1, x, rows, ldx, y + o, ldy, accumulate);
+    gemm_rows_avx2(w, 0, out, in, x, rows, ldx, y, ldy, accumulate);
+}
+
+ATTR_AVX2 static void gemm_f16_rows_avx2(const uint16_t *w, int out, int in, const float *x, int rows, int ldx, float *y,
+                                         int ldy, int accumulate) {
+    gemm_rows_avx2(w, 1, out, in, x, rows, ldx, y, ldy, accumulate);
 }
 
 void qd_gemm_f32_rows(const float *w, int out, int in, const float *x, int rows, int ldx, float *y, int ldy,
                       int accumulate) {
     if (qd_has_avx2()) gemm_f32_rows_avx2(w, out, in, x, rows, ldx, y, ldy, accumulate);
     else gemm_f32_rows_c(w, out, in, x, rows, ldx, y, ldy, accumulate);
+}
+
+void qd_gemm_f16_rows(const uint16_t *w, int out, int in, const float *x, int rows, int ldx, float *y, int ldy,
+                      int accumulate) {
+    if (qd_has_avx2()) {
+        gemm_f16_rows_avx2(w, out, in, x, rows, ldx, y, ldy, accumulate);
+        return;
+    }
+    // Portable: the FP32 twin on each weight row converted (exactly) to FP32.
+    float *row = malloc(sizeof(float) * (size_t)(in > 0 ? in : 1));
+    for (int o = 0; o < out; o++) {
+        for (int k = 0; k < in; k++) row[k] = qd_f16_to_f32(w[(size_t)o * in + k]);
+        gemm_f32_rows_c(row, 1, in, x, rows, ldx, y + o, ldy, accumulate);
+    }
+    free(row);
 }

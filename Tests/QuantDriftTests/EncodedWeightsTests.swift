@@ -190,3 +190,24 @@ struct LogitRowsTests {
         #expect(after.count <= before.count, "temporary logit files are unlinked at once")
     }
 }
+
+extension EncodedWeightsTests {
+    /// The F16 rows kernel gives the FP32 rows kernel's bits on the converted weights, on both
+    /// paths and awkward sizes.
+    @Test(arguments: [1, 7, 33, 577], [1, 7, 31, 33, 100])
+    func f16RowsKernelMatchesTheF32One(out: Int, inDim: Int) throws {
+        let rows = 5
+        let bytes = Self.randomBlocks(.f16, blocks: out * inDim, seed: UInt64(out * 7 + inDim))
+        let halves = bytes.withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
+        let w = halves.map { Float(Float16(bitPattern: $0)) }
+        let x = KernelTests.random(rows * inDim, seed: 11, scale: 2)
+        for path in KernelPath.allCases {
+            var a = [Float](repeating: 0, count: rows * out), b = a
+            path.run {
+                qd_gemm_f16_rows(halves, Int32(out), Int32(inDim), x, Int32(rows), Int32(inDim), &a, Int32(out), 0)
+                qd_gemm_f32_rows(w, Int32(out), Int32(inDim), x, Int32(rows), Int32(inDim), &b, Int32(out), 0)
+            }
+            #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "\(out)×\(inDim) on \(path)")
+        }
+    }
+}

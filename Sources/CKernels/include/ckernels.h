@@ -41,6 +41,10 @@ void qd_gemm_f32_rows(const float *w, int out, int in, const float *x, int rows,
 // The three products above for `rows` activation rows x (rows, in) at once, y (rows, ldy): each
 // pair of weight row and activation row gets the one-row kernel's arithmetic, so a row's result
 // is the bits of that row decoded alone (a batched decode step); the weights are read once per call.
+// qd_gemm_f32_rows with binary16 weights, converted exactly as they are read: the same bits as
+// qd_gemm_f32_rows on the converted weights.
+void qd_gemm_f16_rows(const uint16_t *w, int out, int in, const float *x, int rows, int ldx, float *y, int ldy,
+                      int accumulate);
 // `offset` as in qd_gemv_u4_f32_offset when mins is NULL (0: no min term).
 void qd_gemm_i8_f32_rows(const int8_t *codes, const float *scales, const float *mins, int group, int out, int in,
                          const float *x, int rows, float *y, int ldy);

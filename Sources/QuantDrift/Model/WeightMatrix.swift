@@ -48,6 +48,12 @@ public struct WeightMatrix: @unchecked Sendable {
         return nil
     }
 
+    /// The file's bytes of an encoded matrix (valid while the matrix lives).
+    public var encodedBytes: UnsafeRawBufferPointer? {
+        if case .encoded(_, let bytes, _) = storage { return bytes }
+        return nil
+    }
+
     /// This matrix with column j multiplied by `columns[j]`, then row r divided by
     /// `rowDivisors[r]` (exactly those operations, in that order, on each value), applied where
     /// rows are read: a rescaled model (SmoothQuant) costs no FP32 copy of its matrices.

@@ -36,6 +36,15 @@ public struct EncodedLinear: LinearLayer {
     public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch) {
         let inDim = inDim, outDim = outDim, m = matrix
         let stable = scratch.rowStable
+        if stable, m.encoding == .f16, let bytes = m.encodedBytes {
+            // F16 weights need no tile: the rows kernel converts them as it loads them (exactly).
+            let w = bytes.baseAddress!.assumingMemoryBound(to: UInt16.self)
+            splitOutputs(outDim, parts: scratch.cores, alignment: 4) { r in
+                qd_gemm_f16_rows(w + r.lowerBound * inDim, Int32(r.count), Int32(inDim), x, Int32(rows), Int32(inDim),
+                                 y + r.lowerBound, Int32(outDim), 0)
+            }
+            return
+        }
         let tileRows = stable || rows == 1 ? Self.tileRows(inDim: inDim)
             : Self.sgemmTileRows(inDim: inDim, tileFloats: scratch.tile.count)
         let tiles = (outDim + tileRows - 1) / tileRows

@@ -14,14 +14,16 @@ enum CLIRunner {
         return dir.appendingPathComponent("quantdrift")
     }
 
-    /// `environment` entries are added to this process's environment.
-    static func run(_ arguments: [String], cwd: URL = Golden.packageRoot, environment: [String: String] = [:]) throws -> Output {
+    /// `environment` entries are added to this process's environment. With `launcher`, runs
+    /// `launcher [executable] arguments` (e.g. `/usr/bin/time -v`).
+    static func run(_ arguments: [String], cwd: URL = Golden.packageRoot, environment: [String: String] = [:],
+                    launcher: [String] = []) throws -> Output {
         let p = Process()
         if !environment.isEmpty {
             p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         }
-        p.executableURL = executable
-        p.arguments = arguments
+        p.executableURL = launcher.first.map { URL(fileURLWithPath: $0) } ?? executable
+        p.arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [executable.path] + arguments
         p.currentDirectoryURL = cwd
         let out = Pipe(), err = Pipe()
         p.standardOutput = out

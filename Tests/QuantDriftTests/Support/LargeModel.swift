@@ -85,21 +85,9 @@ enum LargeModel {
     /// peak resident memory in bytes.
     static func measured(_ arguments: [String]) throws -> (output: CLIRunner.Output, seconds: Double, peakBytes: Int) {
         let t0 = Date()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/time")
-        p.arguments = ["-v", CLIRunner.executable.path] + arguments
-        p.currentDirectoryURL = Golden.packageRoot
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let stderr = String(decoding: e, as: UTF8.self)
-        let kb = stderr.split(separator: "\n").first { $0.contains("Maximum resident set size") }
+        let output = try CLIRunner.run(arguments, launcher: ["/usr/bin/time", "-v"])
+        let kb = output.stderr.split(separator: "\n").first { $0.contains("Maximum resident set size") }
             .flatMap { Int($0.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)) } ?? -1
-        return (CLIRunner.Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: stderr),
-                Date().timeIntervalSince(t0), kb * 1024)
+        return (output, Date().timeIntervalSince(t0), kb * 1024)
     }
 }
