@@ -46,8 +46,11 @@ struct CLITests {
         for key in ["scheme", "prefill_tok_s", "decode_tok_s", "weight_bytes_per_token", "read_bandwidth_gb_s", "bound_fraction"] {
             #expect(j[key] != nil, "missing \(key)")
         }
-        // Every parameter once (the tied head is the embedding) plus the one embedding row looked up.
-        #expect(j["weight_bytes_per_token"] as! Int == (134_515_008 + 576) * 4)
+        // The FP32 reference reads the file's blocks: the 106,168,320 layer weights in Q4_1 (20 bytes per
+        // 32), the embedding (= tied head, 49,152 × 576) in Q8_0 (34 per 32), the 35,136 norm weights in
+        // FP32, plus the one embedding row looked up.
+        let embedding = 49_152 * 576
+        #expect(j["weight_bytes_per_token"] as! Int == 106_168_320 / 32 * 20 + embedding / 32 * 34 + (35_136 + 576) * 4)
     }
 
     /// Corrupt model files given to the CLI: exit 2 with one line naming the file.
