@@ -152,6 +152,23 @@ struct BadInputCatalogueTests {
         }
     }
 
+    /// No usable temporary folder for the reference logits (`LogitRows`): exit 2 with one line
+    /// naming the folder, and the previous report survives.
+    @Test func unusableTemporaryFolderForLogits() throws {
+        try withTemporaryDirectory { dir in
+            let model = try gguf(dir, "tiny.gguf")
+            let prompts = try write(Array(#"{"id": "a", "prompt": "The keeper climbed the stairs"}"#.utf8), dir, "p.jsonl")
+            let out = dir.appendingPathComponent("report")
+            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+            let previous = Data("{\"schema\": \"previous run\"}\n".utf8)
+            try previous.write(to: out.appendingPathComponent("report.json"))
+            let missing = dir.appendingPathComponent("no-such-folder").path
+            try expectRefusal(["compare", "--model", model, "--schemes", "w8", "--prompts", prompts, "-n", "4", "--out", out.path],
+                              "temporary file for reference logits", missing, environment: ["TMPDIR": missing], progressLines: 1)
+            #expect(try Data(contentsOf: out.appendingPathComponent("report.json")) == previous)
+        }
+    }
+
     /// A full disk while the report is written: exit 2 naming report.json, the previous report
     /// survives byte for byte and no temporary file is left (QUANTDRIFT_FAIL_WRITES=1 injects the
     /// failure in AtomicFile.write, as ENOSPC after half the bytes).
