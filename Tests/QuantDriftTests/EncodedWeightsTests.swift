@@ -71,8 +71,8 @@ struct EncodedWeightsTests {
         return (m, values, owner)
     }
 
-    /// EncodedLinear against DenseLinear on the decoded matrix: the same bits for one row (sgemv
-    /// on 64-row tiles), in a batched step on one or two cores, and for several rows when the
+    /// EncodedLinear against DenseLinear on the decoded matrix: the same bits for one row (the rows
+    /// kernel on tiles), in a batched step on one or two cores, and for several rows when the
     /// matrix fits one sgemm tile; within rounding when it takes several.
     @Test(arguments: [(GGMLType.q4_1, 1, 64), (.q8_0, 33, 96), (.f16, 200, 33), (.q4_0, 577, 160), (.f16, 1100, 1024),
                       (.q6_K, 7, 512)])

@@ -304,7 +304,7 @@ struct KernelTests {
     /// The multi-row integer kernel on packed panels: output rows not a multiple of 8 (padded
     /// panel), activation row counts that leave a remainder after the 4-row tiles, spans of 32,
     /// 64 and the whole row, with and without mins, against the scalar twin; and each output row
-    /// is bitwise the same whatever the number of activation rows next to it. The two paths sum
+    /// is bitwise the same whatever the number of activation rows next to it (one row included). The two paths sum
     /// and scale in the same order, so they give the same bits (a prefill does not depend on the CPU).
     @Test(arguments: cases, [32, 96, 576])
     func packedPanelsMatchScalarTwin(c: Case, cols: Int) throws {
@@ -324,12 +324,17 @@ struct KernelTests {
                 for path in KernelPath.allCases {
                     var y = [Float](repeating: 0, count: actRows * outRows)
                     var pair = [Float](repeating: 0, count: 2 * outRows)
+                    var one = [Float](repeating: 0, count: outRows)
                     path.run {
                         layer.forward(xs, rows: actRows, into: &y, scratch: scratch)
                         layer.forward(Array(xs[(cols * (actRows - 2))...]), rows: 2, into: &pair, scratch: scratch)
+                        layer.forward(Array(xs[(cols * (actRows - 1))...]), rows: 1, into: &one, scratch: scratch)
                     }
                     #expect(Array(y[(outRows * (actRows - 2))...]).map(\.bitPattern) == pair.map(\.bitPattern),
                             "\(path) \(c) \(act.mode) cols \(cols)")
+                    // One-token decode goes through the same panels: the same bits as in a prefill.
+                    #expect(Array(y[(outRows * (actRows - 1))...]).map(\.bitPattern) == one.map(\.bitPattern),
+                            "\(path) \(c) \(act.mode) cols \(cols): one row")
                     for r in 0..<actRows {
                         for i in 0..<outRows {
                             #expect(abs(y[r * outRows + i] - want[r][i]) <= 2e-5 * max(1, abs(want[r][i])),

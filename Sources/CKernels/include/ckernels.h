@@ -76,11 +76,15 @@ void qd_quantize_i8(const float *x, int n, float inv, int8_t *q);
 void qd_block_sums_i8(const int8_t *q, int n, int32_t *sums);
 
 // Packed panels for integer activations (in a multiple of 32; spans min(group, xgroup) multiples of
-// 32 or the whole row): 8 output rows interleaved per 4 elements, int8 codes, out rounded up to a
-// multiple of 8 with zero rows. packed: ceil(out/8)*8*in bytes; scales/mins: ceil(out/8)*8*ng floats.
-// Nibble codes are widened with `offset` added (e.g. -8 for symmetric int4, whose mins then drop out).
+// 32 or the whole row): 8 output rows interleaved per 4 elements, out rounded up to a multiple of 8
+// with zero rows; scales/mins: ceil(out/8)*8*ng floats in the same panel order.
+// int8 codes: ceil(out/8)*8*in bytes, 32 per quad (byte 4j+e: output j, element 4q+e).
+// 4-bit codes stay 4-bit: ceil(out/8)*8*in/2 bytes, 32 per octet of elements (byte 4j+e: output j,
+// element 8q+e in the low nibble and 8q+4+e in the high one); the product adds `offset` to each
+// code (e.g. -8 for symmetric int4, whose mins then drop out), so the values are those of the
+// int8 panels with the offset folded in.
 void qd_pack_panels_i8(const int8_t *codes, int out, int in, int8_t *packed);
-void qd_pack_panels_u4(const uint8_t *nibbles, int out, int in, int offset, int8_t *packed);
+void qd_pack_panels_u4(const uint8_t *nibbles, int out, int in, uint8_t *packed);
 void qd_pack_panels_f32(const float *values, int out, int ng, float *packed);
 // y (rows, out) = Σ_span (scale·sx)·Σ code·xq + min·sx·Σ xq, as qd_gemm_i8_i8 but on packed panels,
 // for the output panels p0 ..< p1 (outputs 8·p0 ..< min(8·p1, out)); other columns of y are not
@@ -88,6 +92,11 @@ void qd_pack_panels_f32(const float *values, int out, int ng, float *packed);
 void qd_gemm_panels_i8(const int8_t *packed, const float *pscales, const float *pmins, int group, int out, int in,
                        int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, float *y,
                        int p0, int p1);
+// The same on 4-bit panels, each code taken as code + offset: the same bits as qd_gemm_panels_i8 on
+// the int8 panels of those values.
+void qd_gemm_panels_u4(const uint8_t *packed, int offset, const float *pscales, const float *pmins, int group, int out,
+                       int in, int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup,
+                       float *y, int p0, int p1);
 
 // A persistent worker pool (pool.c): qd_pool_run calls fn(ctx, part, parts) for part 0 ..< parts,
 // part 0 on the calling thread and the others on spinning workers (at most one per extra core),

@@ -1,4 +1,3 @@
-import Dispatch
 import CKernels
 
 /// A linear layer on integer codes: FP32 activations through the int8/int4 × float kernels, or
@@ -54,9 +53,10 @@ public struct QuantizedLinear: LinearLayer {
             act.quantize(x, rows: rows, inDim: m.cols, codes: codes, scales: scratch.floats.pointer,
                          blockSums: mins == nil ? nil : scratch.blockSums)
             let xg = act.groupSize(inDim: m.cols)
-            // A batched decode step keeps to the panels for any row count (a row's value there
-            // does not depend on the rows next to it, nor on the count).
-            if let p = panels, rows >= IntPanels.minRows || scratch.rowStable {
+            // Every row count goes through the panels when there are any (a row's value there does
+            // not depend on the rows next to it, nor on the count, so one-token decode, a batched
+            // step and prefill agree bit for bit).
+            if let p = panels {
                 p.multiply(codes, scales: scratch.floats.pointer, blockSums: scratch.blockSums, xgroup: xg, rows: rows, into: y,
                            cores: scratch.cores)
                 return
@@ -157,15 +157,16 @@ func withOptionalPointer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) -> R)
     return a.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
-/// A quantized matrix repacked for `qd_gemm_panels_i8`: 8 output rows interleaved per 4 input
-/// elements as int8 codes (nibbles widened, the symmetric offset folded in so their mins drop out),
-/// scales and mins in the same panel order. Costs one byte per weight next to the codes.
+/// A quantized matrix repacked for `qd_gemm_panels_i8`/`_u4`: 8 output rows interleaved per 4
+/// input elements (int8 codes) or per 8 (4-bit codes, kept 4-bit; the symmetric offset is added as
+/// they are widened, so their mins drop out), scales and mins in the same panel order. Costs the
+/// codes' bytes again next to the codes.
 struct IntPanels: Sendable {
-    /// Below this many activation rows the per-row kernel on the original codes is used.
-    static let minRows = 2
-
     let out: Int, inDim: Int, groupSize: Int
-    let codes: [Int8]
+    /// int8 panels, or 4-bit panels (two codes a byte) read as code + `offset`.
+    let codes: [UInt8]
+    let nibbles: Bool
+    let offset: Int32
     let scales: [Float]
     let mins: [Float]?
 
@@ -176,20 +177,28 @@ struct IntPanels: Sendable {
         groupSize = m.groupSize
         let padded = (m.rows + 7) / 8 * 8
         let ng = m.groupsPerRow
-        var packed = [Int8](repeating: 0, count: padded * m.cols)
-        packed.withUnsafeMutableBufferPointer { dst in
-            switch m.codes {
-            case .int8(let q):
-                q.withUnsafeBufferPointer { qd_pack_panels_i8($0.baseAddress, Int32(m.rows), Int32(m.cols), dst.baseAddress) }
-            case .nibbles(let q):
-                q.withUnsafeBufferPointer {
-                    qd_pack_panels_u4($0.baseAddress, Int32(m.rows), Int32(m.cols), Int32(nibbleOffset ?? 0), dst.baseAddress)
+        switch m.codes {
+        case .int8(let q):
+            var packed = [UInt8](repeating: 0, count: padded * m.cols)
+            packed.withUnsafeMutableBufferPointer { dst in
+                q.withUnsafeBufferPointer { src in
+                    dst.withMemoryRebound(to: Int8.self) { qd_pack_panels_i8(src.baseAddress, Int32(m.rows), Int32(m.cols), $0.baseAddress) }
                 }
             }
+            codes = packed
+            nibbles = false
+            offset = 0
+        case .nibbles(let q):
+            var packed = [UInt8](repeating: 0, count: padded * m.cols / 2)
+            packed.withUnsafeMutableBufferPointer { dst in
+                q.withUnsafeBufferPointer { qd_pack_panels_u4($0.baseAddress, Int32(m.rows), Int32(m.cols), dst.baseAddress) }
+            }
+            codes = packed
+            nibbles = true
+            offset = Int32(nibbleOffset ?? 0)
         }
-        codes = packed
         scales = Self.pack(m.scales, rows: m.rows, groups: ng)
-        // Symmetric nibbles carry their mins in the folded offset.
+        // Symmetric nibbles carry their mins in the offset.
         if case .nibbles = m.codes, nibbleOffset != nil {
             mins = nil
         } else {
@@ -205,37 +214,25 @@ struct IntPanels: Sendable {
         return out
     }
 
-    /// With `cores` 2 the output panels are divided between two threads; each output is computed
-    /// the same way either way, so the result does not depend on it.
+    /// With `cores` 2 the output panels are divided between the kernel pool's threads; each output
+    /// is computed the same way either way, so the result does not depend on it.
     func multiply(_ xq: UnsafePointer<Int8>, scales xs: UnsafePointer<Float>, blockSums: UnsafePointer<Int32>, xgroup: Int,
                   rows: Int, into y: UnsafeMutablePointer<Float>, cores: Int = 1) {
         let panelCount = (out + 7) / 8
-        let args = PanelCall(codes: codes, scales: scales, mins: mins, group: groupSize, out: out, inDim: inDim, rows: rows,
-                             xq: xq, xs: xs, blockSums: blockSums, xgroup: xgroup, y: y)
-        if cores < 2 || panelCount < 2 {
-            args.run(panels: 0..<panelCount)
-            return
-        }
-        let half = panelCount / 2
-        DispatchQueue.concurrentPerform(iterations: 2) { k in
-            args.run(panels: k == 0 ? 0..<half : half..<panelCount)
-        }
-    }
-}
-
-/// One panel product's arguments, shared by the threads that each take a range of output panels.
-private struct PanelCall: @unchecked Sendable {
-    let codes: [Int8], scales: [Float], mins: [Float]?
-    let group: Int, out: Int, inDim: Int, rows: Int
-    let xq: UnsafePointer<Int8>, xs: UnsafePointer<Float>, blockSums: UnsafePointer<Int32>, xgroup: Int
-    let y: UnsafeMutablePointer<Float>
-
-    func run(panels: Range<Int>) {
         codes.withUnsafeBufferPointer { c in
             scales.withUnsafeBufferPointer { s in
                 withOptionalPointer(mins) { mn in
-                    qd_gemm_panels_i8(c.baseAddress, s.baseAddress, mn, Int32(group), Int32(out), Int32(inDim), Int32(rows),
-                                      xq, xs, blockSums, Int32(xgroup), y, Int32(panels.lowerBound), Int32(panels.upperBound))
+                    let c = c.baseAddress, s = s.baseAddress
+                    splitOutputs(panelCount, parts: cores) { r in
+                        let p0 = Int32(r.lowerBound), p1 = Int32(r.upperBound)
+                        if nibbles {
+                            qd_gemm_panels_u4(c, offset, s, mn, Int32(groupSize), Int32(out), Int32(inDim), Int32(rows), xq, xs,
+                                              blockSums, Int32(xgroup), y, p0, p1)
+                        } else {
+                            qd_gemm_panels_i8(UnsafeRawPointer(c)?.assumingMemoryBound(to: Int8.self), s, mn, Int32(groupSize),
+                                              Int32(out), Int32(inDim), Int32(rows), xq, xs, blockSums, Int32(xgroup), y, p0, p1)
+                        }
+                    }
                 }
             }
         }

@@ -7,7 +7,14 @@ import CKernels
 /// `parts`. `body` runs concurrently with itself: it must write only its own range.
 @inline(__always)
 func splitOutputs(_ count: Int, parts: Int, alignment: Int = 1, _ body: (Range<Int>) -> Void) {
-    guard parts > 1, count >= 2 * alignment else { return body(0..<count) }
+    splitOutputParts(count, parts: parts, alignment: alignment) { _, range in body(range) }
+}
+
+/// `splitOutputs` that also tells `body` which part it runs (0..<parts), for callers that give
+/// each part its own scratch space.
+@inline(__always)
+func splitOutputParts(_ count: Int, parts: Int, alignment: Int = 1, _ body: (Int, Range<Int>) -> Void) {
+    guard parts > 1, count >= 2 * alignment else { return body(0, 0..<count) }
     let units = (count + alignment - 1) / alignment
     let per = (units + parts - 1) / parts * alignment
     withoutActuallyEscaping(body) { body in
@@ -17,7 +24,7 @@ func splitOutputs(_ count: Int, parts: Int, alignment: Int = 1, _ body: (Range<I
                 let job = ctx!.assumingMemoryBound(to: SplitJob.self).pointee
                 let lo = min(job.count, Int(part) * job.per)
                 let hi = min(job.count, lo + job.per)
-                if lo < hi { job.body(lo..<hi) }
+                if lo < hi { job.body(Int(part), lo..<hi) }
             }, p, Int32(parts))
         }
     }
@@ -26,5 +33,5 @@ func splitOutputs(_ count: Int, parts: Int, alignment: Int = 1, _ body: (Range<I
 private struct SplitJob {
     let count: Int
     let per: Int
-    let body: (Range<Int>) -> Void
+    let body: (Int, Range<Int>) -> Void
 }

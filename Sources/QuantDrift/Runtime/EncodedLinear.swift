@@ -3,9 +3,8 @@ import CKernels
 /// FP32 weights that the model file stores in a smaller encoding (F16, Q4_1, …), multiplied a tile
 /// of rows at a time: each tile is decoded into FP32 (exactly the dequantized values) and goes
 /// through the product `DenseLinear` would run on it, so the FP32 reference needs no second copy
-/// of the model. Tiles are 64-row multiples, which keeps sgemv's one-row results as in one call;
-/// in a batched decode step (`rowStable`) every output is `qd_gemm_f32_rows`'s, bit for bit what
-/// `DenseLinear` computes. Several rows on OpenBLAS get sgemm on tiles of up to 4 MB: one call
+/// of the model. One row and a batched decode step (`rowStable`) get `qd_gemm_f32_rows` on ~512 KB
+/// tiles, bit for bit what `DenseLinear` computes. Several rows on OpenBLAS get sgemm on tiles of up to 4 MB: one call
 /// for a layer's matrix, as `DenseLinear`'s; the head (vocabulary rows) takes several, which
 /// may differ from one whole-matrix sgemm in the last bits. Tiles are divided between the cores; results do not
 /// depend on how (OpenBLAS's threads aside, as for `DenseLinear`).
@@ -35,7 +34,9 @@ public struct EncodedLinear: LinearLayer {
 
     public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch) {
         let inDim = inDim, outDim = outDim, m = matrix
-        let stable = scratch.rowStable
+        // One row takes the batched step's kernel too (as `DenseLinear`): sgemv on tiles called
+        // OpenBLAS's threads awake for every 512 KB (fp32 decode 18 tok/s on one thread, 10 on two).
+        let stable = scratch.rowStable || rows == 1
         if stable, m.encoding == .f16, let bytes = m.encodedBytes {
             // F16 weights need no tile: the rows kernel converts them as it loads them (exactly).
             let w = bytes.baseAddress!.assumingMemoryBound(to: UInt16.self)
@@ -45,22 +46,19 @@ public struct EncodedLinear: LinearLayer {
             }
             return
         }
-        let tileRows = stable || rows == 1 ? Self.tileRows(inDim: inDim)
+        let tileRows = stable ? Self.tileRows(inDim: inDim)
             : Self.sgemmTileRows(inDim: inDim, tileFloats: scratch.tile.count)
         let tiles = (outDim + tileRows - 1) / tileRows
         // OpenBLAS products stay on this thread (OpenBLAS threads them itself, and two threads
         // calling it at once contend for its pool); our own kernel's tiles divide between cores.
         let parts = stable ? min(scratch.cores, tiles, scratch.tile.count / (tileRows * inDim)) : 1
-        let per = (tiles + parts - 1) / parts
-        splitOutputs(tiles, parts: parts) { range in
-            let tile = scratch.tile.pointer + (range.lowerBound / per) * tileRows * inDim
+        splitOutputParts(tiles, parts: parts) { part, range in
+            let tile = scratch.tile.pointer + part * tileRows * inDim
             for t in range {
                 let r0 = t * tileRows, r1 = min(outDim, r0 + tileRows)
                 m.decodeRows(r0..<r1, cols: inDim, into: tile)
                 if stable {
                     qd_gemm_f32_rows(tile, Int32(r1 - r0), Int32(inDim), x, Int32(rows), Int32(inDim), y + r0, Int32(outDim), 0)
-                } else if rows == 1 {
-                    BLAS.linear(x, rows: 1, inDim: inDim, weight: tile, outDim: r1 - r0, into: y + r0)
                 } else {
                     BLAS.linearBlock(x, rows: rows, inDim: inDim, weight: tile, outRows: r1 - r0, into: y + r0, ldy: outDim)
                 }

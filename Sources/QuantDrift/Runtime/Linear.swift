@@ -53,8 +53,8 @@ public protocol LinearLayer: Sendable {
     func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch)
 }
 
-/// FP32 weights through OpenBLAS (sgemv for one row, sgemm for more), or in a batched decode step
-/// through `qd_gemm_f32_rows` (rows independent of one another, outputs split over the cores).
+/// FP32 weights through OpenBLAS sgemm for several rows, or for one row and in a batched decode
+/// step through `qd_gemm_f32_rows` (rows independent of one another, outputs split over the cores).
 public struct DenseLinear: LinearLayer {
     public let weight: [Float]  // (outDim, inDim)
     public let inDim: Int
@@ -72,7 +72,9 @@ public struct DenseLinear: LinearLayer {
     public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch) {
         let inDim = inDim, outDim = outDim
         weight.withUnsafeBufferPointer { w in
-            guard scratch.rowStable else {
+            // One row also takes the rows kernel: split over the kernel pool it uses both cores with
+            // no OpenBLAS thread wake-ups, and a decoded token gets the bits a batched step gives it.
+            guard scratch.rowStable || rows == 1 else {
                 return BLAS.linear(x, rows: rows, inDim: inDim, weight: w.baseAddress!, outDim: outDim, into: y)
             }
             let wp = w.baseAddress!
