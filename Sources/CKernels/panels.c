@@ -125,7 +125,7 @@ ALWAYS_INLINE ATTR_AVX2 static inline void panel_tile(const void *packed, int ni
         xsum[c] = xsum0 + (size_t)(r0 + c) * nb;
     }
     const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i m15 = _mm256_set1_epi8(15), off = _mm256_set1_epi8((char)offset);
+    const __m256i m15 = _mm256_set1_epi8(15);
     __m256 acc[PANEL_TILE_ROWS];
     for (int c = 0; c < tr; c++) acc[c] = _mm256_setzero_ps();
     int g = 0, gEnd = group, xg = 0, xgEnd = xgroup;
@@ -145,14 +145,31 @@ ALWAYS_INLINE ATTR_AVX2 static inline void panel_tile(const void *packed, int ni
         }                                                                                                        \
     } while (0)
         if (nib) {
+            // Codes 0..15 multiply the activations unsigned (no sign trick: 15·127·2 cannot
+            // saturate), and the offset comes in once per span as offset·Σx, exact in int32: the
+            // same sums as on int8 panels holding code + offset.
+#define PANEL_QUAD_U4(u, q)                                                                                      \
+    do {                                                                                                         \
+        for (int c = 0; c < tr; c++) {                                                                           \
+            const __m256i xb_ = _mm256_set1_epi32(read_quad(xq[c] + 4 * (q)));                                   \
+            isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(_mm256_maddubs_epi16((u), xb_), ones));       \
+        }                                                                                                        \
+    } while (0)
             for (int q = lo / 8; q < hi / 8; q++) {
                 _mm_prefetch((const char *)(ahead + (size_t)q * 32), _MM_HINT_T0);
                 const __m256i v = _mm256_loadu_si256((const __m256i *)(wp + (size_t)q * 32));
-                const __m256i w0 = _mm256_add_epi8(_mm256_and_si256(v, m15), off);
-                const __m256i w1 = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), m15), off);
-                PANEL_QUAD(w0, 2 * q);
-                PANEL_QUAD(w1, 2 * q + 1);
+                const __m256i u0 = _mm256_and_si256(v, m15);
+                const __m256i u1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+                PANEL_QUAD_U4(u0, 2 * q);
+                PANEL_QUAD_U4(u1, 2 * q + 1);
             }
+#undef PANEL_QUAD_U4
+            if (offset != 0)
+                for (int c = 0; c < tr; c++) {
+                    int32_t xsm = 0;
+                    for (int b = lo / 32; b < hi / 32; b++) xsm += xsum[c][b];
+                    isum[c] = _mm256_add_epi32(isum[c], _mm256_set1_epi32(offset * xsm));
+                }
         } else {
             for (int q = lo / 4; q < hi / 4; q++) {
                 _mm_prefetch((const char *)(ahead + (size_t)q * 32), _MM_HINT_T0);

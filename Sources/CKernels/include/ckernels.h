@@ -93,7 +93,7 @@ void qd_gemm_panels_i8(const int8_t *packed, const float *pscales, const float *
                        int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup, float *y,
                        int p0, int p1);
 // The same on 4-bit panels, each code taken as code + offset: the same bits as qd_gemm_panels_i8 on
-// the int8 panels of those values.
+// the int8 panels of those values. With a nonzero offset xsum32 is read (offset·Σx per span).
 void qd_gemm_panels_u4(const uint8_t *packed, int offset, const float *pscales, const float *pmins, int group, int out,
                        int in, int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32, int xgroup,
                        float *y, int p0, int p1);

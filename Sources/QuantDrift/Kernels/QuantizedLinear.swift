@@ -49,9 +49,11 @@ public struct QuantizedLinear: LinearLayer {
         let mins = m.mins
         if let act = activations {
             let codes = scratch.bytes.bindMemory(to: Int8.self, capacity: rows * m.cols)
-            // Block sums are read only with weight mins (asymmetric formats).
+            // Block sums are read only with weight mins (asymmetric formats) and by 4-bit panels with
+            // an offset (their codes are multiplied unsigned, the offset added as offset·Σx).
+            let needsSums = mins != nil || (panels.map { $0.nibbles && $0.offset != 0 } ?? false)
             act.quantize(x, rows: rows, inDim: m.cols, codes: codes, scales: scratch.floats.pointer,
-                         blockSums: mins == nil ? nil : scratch.blockSums)
+                         blockSums: needsSums ? scratch.blockSums : nil)
             let xg = act.groupSize(inDim: m.cols)
             // Every row count goes through the panels when there are any (a row's value there does
             // not depend on the rows next to it, nor on the count, so one-token decode, a batched
