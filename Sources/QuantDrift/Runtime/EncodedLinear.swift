@@ -34,8 +34,8 @@ public struct EncodedLinear: LinearLayer {
 
     public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, scratch: LinearScratch) {
         let inDim = inDim, outDim = outDim, m = matrix
-        // One row takes the batched step's kernel too (as `DenseLinear`): sgemv on tiles called
-        // OpenBLAS's threads awake for every 512 KB (fp32 decode 18 tok/s on one thread, 10 on two).
+        // One row takes the batched step's kernel too (as `DenseLinear`): sgemv per tile woke
+        // OpenBLAS's threads for every 512 KB (fp32 decode 18 tok/s on one thread, 7 on two).
         let stable = scratch.rowStable || rows == 1
         if stable, m.encoding == .f16, let bytes = m.encodedBytes {
             // F16 weights need no tile: the rows kernel converts them as it loads them (exactly).

@@ -16,7 +16,7 @@ public enum LogitsRows: Sendable, Equatable {
 /// The FP32 forward pass of a decoder (every `Architecture`) on OpenBLAS, with its KV caches and run
 /// state allocated once. `forward` takes a batch of tokens at the next positions of one sequence:
 /// a prompt is one sgemm-based prefill (in chunks of `maxBatch`), decode is the same path with one
-/// row (sgemv). `step` advances several sequences (slots, each with its own KV cache and
+/// row (whose products use `step`'s row kernels, not sgemv). `step` advances several sequences (slots, each with its own KV cache and
 /// position) by one token each in one pass: every weight matrix is read once for all of them.
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
@@ -174,8 +174,8 @@ public final class Transformer: @unchecked Sendable {
     /// Each row is computed from its own sequence only, and every product gives a row the same value
     /// in any batch (`LinearScratch.rowStable`: FP32 products on `qd_gemm_f32_rows`, not OpenBLAS,
     /// whose sgemm result for a row changes with the row count, its place and the thread count),
-    /// so a sequence decodes the same alone or with others. It need not equal `forward` one token
-    /// at a time (sgemv), in the last bits.
+    /// so a sequence decodes the same alone or with others. One-token `forward` runs its products
+    /// on the same kernels; its attention is not checked to match `step`'s bit for bit.
     public func step(_ tokens: [Int], slots: [Int]) throws -> UnsafeBufferPointer<Float> {
         let n = tokens.count
         guard n > 0, n == slots.count, n <= logitsCapacityRows else {
