@@ -5,7 +5,10 @@
 // add, never fused.
 #include "kernels_internal.h"
 
-enum { T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30 };
+enum {
+    T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8,
+    T_Q2_K = 10, T_Q3_K = 11, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30
+};
 
 static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
@@ -87,6 +90,41 @@ static void decode_c(int type, const uint8_t *src, size_t count, float *dst) {
         }
         break;
     }
+    case T_Q2_K:
+        for (size_t b = 0; b < count / 256; b++) {
+            const uint8_t *p = src + b * 84, *sc = p, *q = p + 16;
+            float *y = dst + b * 256;
+            const float d = qd_f16_to_f32(load_u16(p + 80)), dmin = qd_f16_to_f32(load_u16(p + 82));
+            for (int half = 0; half < 2; half++, q += 32)
+                for (int shift = 0; shift < 8; shift += 2)
+                    for (int part = 0; part < 2; part++, sc++) {
+                        const float dl = d * (float)(*sc & 15), ml = dmin * (float)(*sc >> 4);
+                        for (int l = 0; l < 16; l++) {
+                            const float t = dl * (float)((q[l + 16 * part] >> shift) & 3);
+                            *y++ = t - ml;
+                        }
+                    }
+        }
+        break;
+    case T_Q3_K:
+        for (size_t b = 0; b < count / 256; b++) {
+            const uint8_t *p = src + b * 110, *hm = p, *q = p + 32, *s = p + 96;
+            float *y = dst + b * 256;
+            const float d = qd_f16_to_f32(load_u16(p + 108));
+            int j = 0;
+            uint8_t m = 1;
+            for (int half = 0; half < 2; half++, q += 32)
+                for (int shift = 0; shift < 8; shift += 2, m <<= 1)
+                    for (int part = 0; part < 2; part++, j++) {
+                        const int low = j < 8 ? s[j] & 15 : s[j - 8] >> 4, high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+                        const float dl = d * (float)((low | (high << 4)) - 32);
+                        for (int l = 0; l < 16; l++) {
+                            const int i = l + 16 * part;
+                            *y++ = dl * (float)(((q[i] >> shift) & 3) - ((hm[i] & m) ? 0 : 4));
+                        }
+                    }
+        }
+        break;
     case T_Q4_K:
     case T_Q5_K: {
         const int five = type == T_Q5_K;
@@ -303,7 +341,7 @@ int qd_decode_ggml(int type, const uint8_t *src, size_t count, float *dst) {
     case T_Q8_0: case T_Q4_0: case T_Q4_1: case T_Q5_0: case T_Q5_1:
         if (count % 32) return 0;
         break;
-    case T_Q4_K: case T_Q5_K: case T_Q6_K:
+    case T_Q2_K: case T_Q3_K: case T_Q4_K: case T_Q5_K: case T_Q6_K:
         if (count % 256) return 0;
         break;
     default: return 0;

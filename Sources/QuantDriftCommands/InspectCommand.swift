@@ -15,9 +15,13 @@ struct InspectCommand: ParsableCommand {
     @Option(name: .long, help: "Texts for --activations: a folder of .txt files or one file.")
     var data: String = CalibrationOptions.defaultPath
 
+    @Option(name: .long, help: "List the format every weight matrix gets under this scheme (for a llama.cpp mix such as q4_k_m: the types llama-quantize writes).")
+    var scheme: String?
+
     func run() throws {
         let model = try modelOptions.load(blas)
         if activations { return try profile(model) }
+        if let scheme { return try listFormats(model, scheme: try Scheme(parsing: scheme)) }
         let c = model.config
         let spec = model.tokenizer.spec
         var typeCounts: [String: Int] = [:]
@@ -70,6 +74,39 @@ struct InspectCommand: ParsableCommand {
         print("tokenizer \(spec.kind.rawValue) (pre-tokenizer \(spec.pre)), \(spec.tokens.count) tokens, \(spec.merges.count) merges, \(special.count) control tokens, add BOS \(spec.addBOS)")
         for (name, id) in [("BOS", spec.bosID), ("EOS", spec.eosID), ("EOT", spec.eotID)] {
             if let id { print("  \(name) \(id) \(spec.tokens[id])") }
+        }
+    }
+
+    /// Tensor formats under a scheme, layers folded as blk.N (the layers listed where they differ).
+    func listFormats(_ model: Model, scheme: Scheme) throws {
+        let formats = SchemeBuilder.tensorFormats(config: model.config, scheme: scheme)
+        if output.json {
+            CLI.printJSON(["model": .string(model.name), "scheme": .string(scheme.description),
+                           "tensors": .object(formats.map { ($0.tensor, .string($0.format)) })])
+            return
+        }
+        print("\(model.name) under \(scheme.description): \(formats.count) weight matrices")
+        var order: [String] = [], byKind: [String: [(layer: Int, format: String)]] = [:], single: [String: String] = [:]
+        for (name, format) in formats {
+            let parts = name.split(separator: ".")
+            if parts.count > 2, parts[0] == "blk", let layer = Int(parts[1]) {
+                let key = "blk.N." + parts.dropFirst(2).joined(separator: ".")
+                if byKind[key] == nil { order.append(key) }
+                byKind[key, default: []].append((layer, format))
+            } else {
+                order.append(name)
+                single[name] = format
+            }
+        }
+        let width = order.map(\.count).max() ?? 0
+        for key in order {
+            let label = "  " + key.padding(toLength: width + 2, withPad: " ", startingAt: 0)
+            if let f = single[key] { print(label + f); continue }
+            let rows = byKind[key]!
+            let distinct = rows.map(\.format).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+            if distinct.count == 1 { print(label + distinct[0]); continue }
+            print(label + distinct.map { f in f + " " + rows.filter { $0.format == f }.map { String($0.layer) }.joined(separator: ",") }
+                .joined(separator: "; "))
         }
     }
 

@@ -45,6 +45,7 @@ struct SchemesCommand: ParsableCommand {
         case .uniform: "integer kernels"
         case .ggmlBlock: "llama.cpp blocks, integer kernels"
         case .table: "value table, decoded for BLAS"
+        case .ggmlEncoded: "llama.cpp blocks, decoded for the FP32 product"
         }
     }
 

@@ -71,9 +71,9 @@ struct BadInputCatalogueTests {
             }], "overflow.gguf", "token_embd.weight", "dimensions overflow")
             try expectRefusal(["inspect", "--model", try gguf(dir, "mamba.gguf") { $0.set("general.architecture", .string("mamba")) }],
                               "mamba.gguf", "architecture 'mamba' is not supported")
-            try expectRefusal(["inspect", "--model", try gguf(dir, "q2k.gguf", tiny: TinyModel(seed: 3, layers: 1, hiddenDim: 256),
-                                                           typed: ("blk.0.ffn_down.weight", .q2_K))],
-                              "q2k.gguf", "blk.0.ffn_down.weight", "type Q2_K, which is not supported")
+            try expectRefusal(["inspect", "--model", try gguf(dir, "q8k.gguf", tiny: TinyModel(seed: 3, layers: 1, hiddenDim: 256),
+                                                           typed: ("blk.0.ffn_down.weight", .q8_K))],
+                              "q8k.gguf", "blk.0.ffn_down.weight", "type Q8_K, which is not supported")
             try expectRefusal(["inspect", "--model", try gguf(dir, "type99.gguf") { g in
                 g.tensors[g.tensorIndex("blk.0.attn_q.weight")].rawType = 99
             }], "type99.gguf", "blk.0.attn_q.weight", "unknown ggml type 99")

@@ -245,8 +245,8 @@ import Testing
             $0.set("tokenizer.ggml.token_type", .array([.int32(1), .int32(1), .int32(1)]))
         }
         // A known type the runtime cannot dequantize is refused at load, naming the tensor.
-        try expectModelError("tensor 'blk.0.ffn_down.weight' has type Q2_K, which is not supported", kind: .unsupported,
-                             tiny: TinyModel(hiddenDim: 256), type: { $0 == "blk.0.ffn_down.weight" ? .q2_K : .f32 }) { _ in }
+        try expectModelError("tensor 'blk.0.ffn_down.weight' has type Q8_K, which is not supported", kind: .unsupported,
+                             tiny: TinyModel(hiddenDim: 256), type: { $0 == "blk.0.ffn_down.weight" ? .q8_K : .f32 }) { _ in }
     }
 
     // MARK: - Safetensors files

@@ -334,7 +334,7 @@ import Testing
 
     // MARK: - Refusals
 
-    @Test(arguments: [GGMLType.q2_K, .q3_K, .q8_K, .q8_1, .i8, .f64])
+    @Test(arguments: [GGMLType.q8_K, .q8_1, .i8, .f64])
     func unsupportedTypesThrow(_ type: GGMLType) throws {
         let bytes = [UInt8](repeating: 0, count: type.typeSize)
         expectBadInput(type.name, kind: .unsupported) { _ = try dq(type, bytes) }

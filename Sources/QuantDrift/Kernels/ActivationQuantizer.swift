@@ -9,6 +9,9 @@ public struct ActivationQuantizer: Sendable, Hashable {
         case dynamicPerGroup(Int)
         /// ggml's q8_0: groups of 32, scale fp16-rounded (codes use the unrounded scale).
         case q8_0
+        /// ggml's q8_K (the k-quants' activations): groups of 256, FP32 scale max/-127 from the
+        /// signed value of largest magnitude, codes rounded half to even and capped at 127.
+        case q8_K
         /// One fixed scale for the whole tensor, from calibration.
         case staticPerTensor(Float)
         /// Fixed scales per group of `n` input channels (the last group may be shorter), from calibration.
@@ -25,6 +28,7 @@ public struct ActivationQuantizer: Sendable, Hashable {
         case .dynamicPerRow, .staticPerTensor: inDim
         case .dynamicPerGroup(let n), .staticPerGroup(let n, _): min(n, inDim)
         case .q8_0: 32
+        case .q8_K: min(256, inDim)
         }
     }
 
@@ -49,6 +53,10 @@ public struct ActivationQuantizer: Sendable, Hashable {
                     let s = gi < ss.count ? ss[gi] : 0
                     scale = s
                     inv = s > 0 ? 1 / s : 0
+                case .q8_K:
+                    scale = Self.quantizeQ8K(xr + lo, count: hi - lo, into: qr + lo)
+                    scales[r * ng + gi] = scale
+                    continue
                 default:
                     let d = qd_absmax_f32(xr + lo, Int32(hi - lo)) / 127
                     inv = d > 0 ? 1 / d : 0
@@ -63,6 +71,26 @@ public struct ActivationQuantizer: Sendable, Hashable {
 }
 
 extension ActivationQuantizer {
+    /// One q8_K group as ggml's quantize_row_q8_K_ref: returns the scale (0 for an all-zero group).
+    static func quantizeQ8K(_ x: UnsafePointer<Float>, count: Int, into q: UnsafeMutablePointer<Int8>) -> Float {
+        var amax: Float = 0, max: Float = 0
+        for i in 0..<count where abs(x[i]) > amax {
+            amax = abs(x[i])
+            max = x[i]
+        }
+        guard amax > 0 else {
+            q.update(repeating: 0, count: count)
+            return 0
+        }
+        let iscale = -127 / max
+        for i in 0..<count {
+            // Round half to even, as ggml's nearest_int (|iscale·x| ≤ 127 here).
+            let v = Int((iscale * x[i]).rounded(.toNearestOrEven))
+            q[i] = Int8(Swift.min(127, v))
+        }
+        return 1 / iscale
+    }
+
     /// Quantizes `rows` rows of `inDim` and decodes them back to FP32 in `scratch.input`: what an
     /// FP32 product sees of quantized activations. Returns that buffer.
     func roundTrip(_ x: UnsafePointer<Float>, rows: Int, inDim n: Int, scratch: LinearScratch) -> UnsafeMutablePointer<Float> {

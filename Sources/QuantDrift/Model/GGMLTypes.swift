@@ -48,7 +48,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
         }
     }
 
-    public static let dequantizable: Set<GGMLType> = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K]
+    public static let dequantizable: Set<GGMLType> = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
 }
 
 // MARK: - Dequantization to FP32
@@ -136,6 +136,53 @@ public func dequantize(_ type: GGMLType, _ src: UnsafeRawBufferPointer, count: I
                 } else {
                     y[j] = Float(x0 - 16) * d
                     y[j + 16] = Float(x1 - 16) * d
+                }
+            }
+        }
+    case .q2_K:
+        // 16 sub-blocks of 16: 4-bit scale and min per sub-block, 2-bit codes four to a byte.
+        for b in 0..<blocks {
+            let p = base + b * bs
+            var y = dst + b * 256
+            let d = halfToFloat(u16(p, 80)), dmin = halfToFloat(u16(p, 82))
+            var sub = 0
+            for half in 0..<2 {
+                let q = p + 16 + 32 * half
+                for shift in stride(from: 0, to: 8, by: 2) {
+                    for part in 0..<2 {
+                        let sc = u8(p, sub)
+                        let dl = d * Float(sc & 0xF), ml = dmin * Float(sc >> 4)
+                        for l in 0..<16 { y[l] = dl * Float((u8(q, l + 16 * part) >> UInt8(shift)) & 3) - ml }
+                        y += 16; sub += 1
+                    }
+                }
+            }
+        }
+    case .q3_K:
+        // 16 sub-blocks of 16: 6-bit scales (offset 32), 2-bit codes plus a high bit in hmask
+        // (bit clear: the code is 4 lower).
+        for b in 0..<blocks {
+            let p = base + b * bs
+            var y = dst + b * 256
+            let d = halfToFloat(u16(p, 108))
+            let s = p + 96
+            var sub = 0
+            var m: UInt8 = 1
+            for half in 0..<2 {
+                let q = p + 32 + 32 * half
+                for shift in stride(from: 0, to: 8, by: 2) {
+                    for part in 0..<2 {
+                        let low = sub < 8 ? u8(s, sub) & 15 : u8(s, sub - 8) >> 4
+                        let high = (u8(s, 8 + sub % 4) >> UInt8(2 * (sub / 4))) & 3
+                        let dl = d * Float(Int(low | (high << 4)) - 32)
+                        for l in 0..<16 {
+                            let i = l + 16 * part
+                            let code = Int((u8(q, i) >> UInt8(shift)) & 3) - (u8(p, i) & m != 0 ? 0 : 4)
+                            y[l] = dl * Float(code)
+                        }
+                        y += 16; sub += 1
+                    }
+                    m <<= 1
                 }
             }
         }

@@ -36,6 +36,12 @@ public struct WeightMatrix: @unchecked Sendable {
         self.cols = cols
     }
 
+    /// Blocks of `type` made in memory (a scheme's quantizer), rows of `cols` elements.
+    public init(blocks: [UInt8], type: GGMLType, count: Int, cols: Int) {
+        let owner = OwnedBytes(blocks)
+        self.init(encoded: type, bytes: UnsafeRawBufferPointer(rebasing: owner.buffer[0..<blocks.count]), count: count, cols: cols, owner: owner)
+    }
+
     /// The FP32 values when the matrix holds them (no copy); nil when it is encoded.
     public var storedValues: [Float]? {
         if case .values(let v) = storage { return v }
@@ -128,4 +134,16 @@ public struct WeightMatrix: @unchecked Sendable {
             }
         }
     }
+}
+
+/// Bytes a `WeightMatrix` reads that live in memory rather than in a mapped file.
+final class OwnedBytes {
+    let buffer: UnsafeMutableRawBufferPointer
+
+    init(_ bytes: [UInt8]) {
+        buffer = .allocate(byteCount: max(1, bytes.count), alignment: 64)
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+    }
+
+    deinit { buffer.deallocate() }
 }

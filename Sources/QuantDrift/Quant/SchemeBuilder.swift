@@ -39,8 +39,12 @@ public enum SchemeBuilder {
             if a.isStatic { staticScales = Dictionary(uniqueKeysWithValues: artifact.sites.map { ($0.id, $0) }) }
         }
 
-        func quantizer(_ site: SiteID) throws -> ActivationQuantizer? {
+        func quantizer(_ site: SiteID, weights: WeightQuant?) throws -> ActivationQuantizer? {
             guard let a = scheme.activations else { return nil }
+            if a.followsWeights == true {
+                // ggml's vec_dot pairs: q8_K for the 256-element k-quants, q8_0 (or q8_1, the same codes) otherwise.
+                return ActivationQuantizer(weights.map { $0.format.blockSize == 256 } == true ? .q8_K : .q8_0)
+            }
             if a.isStatic {
                 guard let cal = staticScales[site], cal.scale > 0, cal.scale.isFinite else {
                     throw QuantDriftError.invalidInput("scheme: no static activation scale for site \(site)")
@@ -60,7 +64,8 @@ public enum SchemeBuilder {
                     site: SiteID) throws -> any LinearLayer {
             let dense = DenseLinear(weight: w, outDim: rows, inDim: cols)
             if skippedTensors.contains(kind) || layer.map(skippedLayers.contains) == true { return dense }
-            let act = try quantizer(site)
+            let spec = spec.map { Self.tensorSpec($0, kind: kind, layer: layer, cols: cols, config: c) }
+            let act = try quantizer(site, weights: spec)
             func build(_ w: [Float]) throws -> any LinearLayer {
                 guard let spec else {
                     let d = DenseLinear(weight: w, outDim: rows, inDim: cols)
@@ -111,10 +116,65 @@ public enum SchemeBuilder {
             if c.tiedOutput, let q = head as? any DequantizableLinear {
                 embedding = q
             } else {
-                embedding = try WeightQuantizer.layer(source.tokenEmbedding, rows: c.vocabSize, cols: c.dim, spec: spec)
+                embedding = try WeightQuantizer.layer(source.tokenEmbedding, rows: c.vocabSize, cols: c.dim,
+                                                      spec: tensorSpec(spec, kind: "embed", layer: nil, cols: c.dim, config: c))
             }
         }
         return RuntimeWeights(tokenEmbedding: embedding, layers: layers, outputNorm: source.outputNorm, head: head)
+    }
+
+    /// The format each weight matrix gets under `scheme`, in file order and named as in a GGUF
+    /// file (token_embd.weight, blk.N.attn_q.weight, …, output.weight for a separate head):
+    /// ggml type names for llama.cpp formats (for a mix, what llama-quantize writes), the
+    /// scheme's own spec otherwise, F32 where nothing is quantized.
+    public static func tensorFormats(config c: ModelConfig, scheme: Scheme) -> [(tensor: String, format: String)] {
+        let ws = scheme.weights
+        var headSpec = ws
+        if let f = ws?.format.traits.weights.headFormat {
+            headSpec = WeightQuant(format: f, granularity: f.traits.weights.granularity, symmetric: f.traits.weights.symmetric, method: .rtn)
+        }
+        let skippedLayers = Set(scheme.skip.compactMap { if case .layer(let i) = $0 { return i } else { return nil } })
+        let skippedTensors = Set(scheme.skip.compactMap { if case .tensor(let s) = $0 { return s } else { return nil } })
+        func format(_ spec: WeightQuant?, kind: String, layer: Int?, cols: Int, skipped: Bool) -> String {
+            guard let spec, !skipped else { return "F32" }
+            let t = tensorSpec(spec, kind: kind, layer: layer, cols: cols, config: c)
+            if let g = t.format.ggmlType { return g.name }
+            if t.format.isBlockFormat { return t.format.rawValue.uppercased() }
+            return "\(t.format.rawValue),\(t.granularity),\(t.symmetric ? "sym" : "asym")" + (t.method == .rtn ? "" : ",\(t.method.rawValue)")
+        }
+        let embedSkipped = skippedTensors.contains("embed") || (c.tiedOutput && skippedTensors.contains("lm_head"))
+        var out = [("token_embd.weight", format(headSpec, kind: c.tiedOutput ? "lm_head" : "embed", layer: nil, cols: c.dim, skipped: embedSkipped))]
+        let kinds: [(kind: String, file: String, cols: Int)] = [
+            ("attn_q", "attn_q", c.dim), ("attn_k", "attn_k", c.dim), ("attn_v", "attn_v", c.dim), ("attn_o", "attn_output", c.qDim),
+            ("ffn_gate", "ffn_gate", c.dim), ("ffn_up", "ffn_up", c.dim), ("ffn_down", "ffn_down", c.hiddenDim),
+        ]
+        for i in 0..<c.layerCount {
+            for k in kinds {
+                let skipped = skippedLayers.contains(i) || skippedTensors.contains(k.kind)
+                out.append(("blk.\(i).\(k.file).weight", format(ws, kind: k.kind, layer: i, cols: k.cols, skipped: skipped)))
+            }
+        }
+        if !c.tiedOutput {
+            out.append(("output.weight", format(headSpec, kind: "lm_head", layer: nil, cols: c.dim, skipped: skippedTensors.contains("lm_head"))))
+        }
+        return out
+    }
+
+    /// The format tensor `kind` of `layer` (rows of `cols`) gets under `spec`: a llama.cpp mix's
+    /// rule, or for a llama.cpp block format llama-quantize's fallback where a row does not hold
+    /// whole blocks (as its --pure mode); otherwise `spec` itself.
+    public static func tensorSpec(_ spec: WeightQuant, kind: String, layer: Int?, cols: Int, config c: ModelConfig) -> WeightQuant {
+        let f: NumberFormat
+        if let mix = spec.mix {
+            f = mix.format(kind: kind, layer: layer, cols: cols, layers: c.layerCount, gqa: c.headCount / max(1, c.kvHeadCount),
+                           tiedHead: c.tiedOutput)
+        } else if spec.format.ggmlType != nil {
+            f = LlamaCppMix.fallback(spec.format, cols: cols)
+        } else {
+            return spec
+        }
+        let t = f.traits.weights
+        return WeightQuant(format: f, granularity: t.granularity, symmetric: t.symmetric, method: .rtn)
     }
 
     /// Refuses activation options this build cannot run.

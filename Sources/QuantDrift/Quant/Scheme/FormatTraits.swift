@@ -6,6 +6,10 @@ public enum NumberFormat: String, Sendable, Codable, CaseIterable {
     case int8, int4, int3, int2, nf4, fp8e4m3, fp8e5m2, mxfp4, fp16, bf16
     /// llama.cpp block formats (blocks of 32 along the row, fp16 scales).
     case q8_0, q4_0, q4_1
+    /// llama.cpp formats kept as its own blocks (32, or 256-element k-quant super-blocks).
+    case q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k
+    /// ggml's activation blocks for the k-quants (256 per scale; activations only).
+    case q8_k
 
     /// This format's row of the traits table.
     public var traits: FormatTraits { FormatTraits.byFormat[self]! }
@@ -16,6 +20,13 @@ public enum NumberFormat: String, Sendable, Codable, CaseIterable {
     public var isUniformInteger: Bool { if case .uniform = traits.storage { true } else { false } }
     /// llama.cpp's block formats: block size and symmetry are part of the format.
     public var isBlockFormat: Bool { if case .ggmlBlock = traits.storage { true } else { false } }
+    /// The ggml type of formats stored as llama.cpp's own blocks.
+    public var ggmlType: GGMLType? { if case .ggmlEncoded(let t) = traits.storage { t } else { nil } }
+    /// Elements per block along a row: a row must hold whole blocks (1 for formats without).
+    public var blockSize: Int {
+        if let t = ggmlType { return t.blockSize }
+        return isBlockFormat ? 32 : 1
+    }
     /// Formats emulated through value tables (decoded to FP32, then BLAS).
     public var isEmulated: Bool { ValueTable.of(self) != nil }
 }
@@ -26,6 +37,8 @@ public enum StoredWeights: Sendable {
     case integer(QuantizedMatrix)
     /// Codes into a value table, decoded to FP32 for BLAS (`TableLinear`).
     case table(TableMatrix)
+    /// llama.cpp's own blocks, decoded a tile at a time into the FP32 product (`BlockLinear`).
+    case blocks(WeightMatrix)
 }
 
 // MARK: - Traits
@@ -41,6 +54,9 @@ public struct FormatTraits: Sendable {
         case ggmlBlock
         /// Codes into an exact value table, decoded to FP32 for BLAS (emulated).
         case table(ValueTable)
+        /// llama.cpp's blocks of this type, exactly as llama-quantize writes them; products on
+        /// decoded tiles.
+        case ggmlEncoded(GGMLType)
     }
 
     /// As weights: defaults, what is fixed, the methods that apply, and the quantizer.
@@ -110,6 +126,19 @@ public struct FormatTraits: Sendable {
              quantize: WeightQuantizer.blockQ4_0),
         ggml(.q4_1, bits: 4, symmetric: false, headFormat: .q8_0, summary: "llama.cpp Q4_1: blocks of 32, fp16 scale and min",
              quantize: WeightQuantizer.blockQ4_1),
+        encoded(.q5_0, .q5_0, bits: 5, symmetric: true, summary: "llama.cpp Q5_0: blocks of 32, fp16 scale, codes offset by 16 (5.5 bits/weight)"),
+        encoded(.q5_1, .q5_1, bits: 5, symmetric: false, summary: "llama.cpp Q5_1: blocks of 32, fp16 scale and min (6 bits/weight)"),
+        encoded(.q2_k, .q2_K, bits: 2, symmetric: false, summary: "llama.cpp Q2_K: 256-blocks of 16 sub-blocks, 4-bit scales and mins (2.625 bits/weight)"),
+        encoded(.q3_k, .q3_K, bits: 3, symmetric: true, summary: "llama.cpp Q3_K: 256-blocks of 16 sub-blocks, 6-bit scales (3.4375 bits/weight)"),
+        encoded(.q4_k, .q4_K, bits: 4, symmetric: false, summary: "llama.cpp Q4_K: 256-blocks of 8 sub-blocks, 6-bit scales and mins (4.5 bits/weight)"),
+        encoded(.q5_k, .q5_K, bits: 5, symmetric: false, summary: "llama.cpp Q5_K: 256-blocks of 8 sub-blocks, 6-bit scales and mins (5.5 bits/weight)"),
+        encoded(.q6_k, .q6_K, bits: 6, symmetric: true, summary: "llama.cpp Q6_K: 256-blocks of 16 sub-blocks, 8-bit scales (6.5625 bits/weight)"),
+        FormatTraits(
+            format: .q8_k, bits: 8, storage: .uniform, summary: "ggml Q8_K activations: blocks of 256, FP32 scale (activations of the k-quants)",
+            weights: Weights(granularity: .group(256), symmetric: true, fixedLayout: true, methods: [.rtn], headFormat: nil) { _, _, _, _ in
+                throw QuantDriftError.unsupported("scheme: q8_k is an activation format (ggml's k-quant activations), not a weight format")
+            },
+            activations: Activations(granularity: .group(256), fixedQuantizer: .q8_K), kv: nil),
     ]
 
     static let byFormat: [NumberFormat: FormatTraits] = Dictionary(uniqueKeysWithValues: table.map { ($0.format, $0) })
@@ -151,6 +180,15 @@ public struct FormatTraits: Sendable {
             },
             activations: nil,
             kv: kv ? KV(containerBits: values.bits, group: 0, symmetric: true, signMagnitude: true) : nil)
+    }
+
+    static func encoded(_ f: NumberFormat, _ type: GGMLType, bits: Int, symmetric: Bool, summary: String) -> FormatTraits {
+        FormatTraits(
+            format: f, bits: bits, storage: .ggmlEncoded(type), summary: summary,
+            weights: Weights(granularity: .group(type.blockSize), symmetric: symmetric, fixedLayout: true, methods: [.rtn], headFormat: nil) { w, rows, cols, _ in
+                .blocks(WeightMatrix(blocks: try GGMLQuantizer.quantize(w, cols: cols, type: type), type: type, count: rows * cols, cols: cols))
+            },
+            activations: nil, kv: nil)
     }
 
     static func ggml(_ f: NumberFormat, bits: Int, symmetric: Bool, headFormat: NumberFormat?, activations: Activations? = nil,

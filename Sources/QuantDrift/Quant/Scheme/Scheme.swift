@@ -51,6 +51,9 @@ public struct WeightQuant: Sendable, Hashable, Codable {
     public var granularity: Granularity
     public var symmetric: Bool
     public var method: QuantMethod
+    /// A llama-quantize file type: each tensor gets the format its rules pick (`format` is the
+    /// mix's base format).
+    public var mix: LlamaCppMix? = nil
 }
 
 public struct ActivationQuant: Sendable, Hashable, Codable {
@@ -62,6 +65,9 @@ public struct ActivationQuant: Sendable, Hashable, Codable {
     public var smoothAlpha: Double?
     /// LLM.int8()-style: input channels whose calibration max |x| exceeds this stay in FP32.
     public var outlierThreshold: Double?
+    /// `a=ggml`: each product's activations in the blocks ggml's CPU path pairs with its weight
+    /// format (q8_K for the k-quants, q8_0 for the 32-element formats).
+    public var followsWeights: Bool? = nil
 }
 
 /// How one of K and V is stored in the cache.
@@ -135,12 +141,14 @@ public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
     public var spec: String {
         var parts: [String] = []
         if let w = weights {
-            var s = "w=\(w.format.rawValue)"
+            var s = "w=" + (w.mix.map { "mix:" + $0.rawValue } ?? w.format.rawValue)
             if !w.format.traits.weights.fixedLayout { s += ",\(w.granularity),\(w.symmetric ? "sym" : "asym")" }
             if w.method != .rtn { s += ",\(w.method.rawValue)" }
             parts.append(s)
         }
-        if let a = activations {
+        if let a = activations, a.followsWeights == true {
+            parts.append("a=ggml")
+        } else if let a = activations {
             var s = "a=\(a.format.rawValue)"
             if a.format.traits.activations?.fixedLayout != true { s += ",\(a.granularity),\(a.isStatic ? "static" : "dynamic")" }
             if let alpha = a.smoothAlpha { s += ",smooth=\(formatNumber(alpha))" }

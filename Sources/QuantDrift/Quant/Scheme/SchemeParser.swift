@@ -27,13 +27,18 @@ public extension Scheme {
         SchemePreset(name: "q8_0", spec: "w=q8_0;a=q8_0", summary: "llama.cpp Q8_0 weights, activations in q8_0 blocks (as ggml's CPU path)"),
         SchemePreset(name: "q4_0", spec: "w=q4_0;a=q8_0", summary: "llama.cpp Q4_0 (embedding/head in Q8_0 as llama-quantize does), q8_0 activations"),
         SchemePreset(name: "q4_1", spec: "w=q4_1;a=q8_0", summary: "llama.cpp Q4_1 (embedding/head in Q8_0), q8 activations"),
-    ]
+    ] + LlamaCppMix.presets.map { m in
+        SchemePreset(name: m.rawValue, spec: "w=mix:\(m.rawValue);a=ggml",
+                     summary: "llama-quantize \(m.rawValue.uppercased()): its per-tensor formats (fallbacks where rows are not whole 256-blocks), activations as ggml's CPU path")
+    }
 
     /// The grammar, as `quantdrift schemes` prints it.
     static let grammar = """
     components joined by ';' (a preset name may stand for its components):
-      w=FORMAT[,tensor|channel|gN][,sym|asym][,rtn|gptq|awq]      weights
+      w=FORMAT[,tensor|channel|gN][,sym|asym][,rtn|gptq|awq]      weights (a llama.cpp format falls back as llama-quantize does where rows do not hold whole blocks)
+      w=mix:\(LlamaCppMix.allCases.map(\.rawValue).joined(separator: "|"))   llama-quantize's per-tensor formats
       a=\(FormatTraits.names { $0.activations != nil }.joined(separator: "|"))[,token|tensor|gN][,dynamic|static][,smooth=ALPHA][,outlier=T]   activations of every linear input
+      a=ggml                                                      activations in the blocks ggml pairs with each weight format (q8_K, q8_0)
       kv=[FORMAT][,k=FORMAT|channel|token][,v=FORMAT|channel|token][,gN][,sym|asym][,res=N][,sink=N][,prerope]   KV cache
       calib=minmax|percentile:P|mse|entropy|FILE.json              calibration for static ranges
       skip=lm_head|embed|attn_q|attn_k|attn_v|attn_o|ffn_gate|ffn_up|ffn_down|LAYER,...   left in FP32
@@ -99,6 +104,9 @@ public extension Scheme {
             if let alpha = a.smoothAlpha, !(alpha >= 0 && alpha <= 1) { throw schemeError("smooth=\(alpha) must be in [0, 1]") }
             if let t = a.outlierThreshold, !(t > 0) { throw schemeError("outlier=\(t) must be positive") }
         }
+        if activations?.followsWeights == true, !(weights.map { $0.format.isBlockFormat || $0.format.ggmlType != nil } ?? false) {
+            throw schemeError("a=ggml needs llama.cpp weights (w=q8_0, q4_0, q4_k, mix:q4_k_m, …)")
+        }
         if let w = weights {
             if case .token = w.granularity { throw schemeError("weights take tensor, channel or gN granularity, not token") }
             if !w.format.traits.weights.methods.contains(w.method) {
@@ -125,6 +133,14 @@ public extension Scheme {
 
     static func parseWeights(_ value: String) throws -> WeightQuant {
         let items = value.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
+        if items[0].hasPrefix("mix:") {
+            guard let mix = LlamaCppMix(rawValue: String(items[0].dropFirst(4))) else {
+                throw schemeError("unknown llama.cpp mix '\(items[0].dropFirst(4))'; known: \(LlamaCppMix.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard items.count == 1 else { throw schemeError("w=mix:\(mix.rawValue) takes no options (its rules fix every tensor's format)") }
+            let t = mix.base.traits.weights
+            return WeightQuant(format: mix.base, granularity: t.granularity, symmetric: t.symmetric, method: .rtn, mix: mix)
+        }
         let format = try parseFormat(items[0])
         let traits = format.traits.weights
         var w = WeightQuant(format: format, granularity: traits.granularity, symmetric: traits.symmetric, method: .rtn)
@@ -153,6 +169,11 @@ public extension Scheme {
 
     static func parseActivations(_ value: String) throws -> ActivationQuant {
         let items = value.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
+        if items[0] == "ggml" {
+            guard items.count == 1 else { throw schemeError("a=ggml takes no options (each weight format fixes its activation blocks)") }
+            return ActivationQuant(format: .q8_0, granularity: .group(32), isStatic: false, smoothAlpha: nil, outlierThreshold: nil,
+                                   followsWeights: true)
+        }
         let format = try parseFormat(items[0])
         let traits = format.traits.activations
         var a = ActivationQuant(format: format, granularity: traits?.granularity ?? .token, isStatic: false,

@@ -3,7 +3,7 @@ public enum WeightQuantizer {
     /// Quantizes a row-major (rows, cols) matrix.
     public static func quantize(_ w: [Float], rows: Int, cols: Int, spec: WeightQuant) throws -> QuantizedMatrix {
         guard case .integer(let m) = try spec.format.traits.weights.quantize(w, rows, cols, spec) else {
-            throw QuantDriftError.unsupported("scheme: \(spec.format.rawValue) weights have no integer kernel; they are emulated through value tables (quantizeTable)")
+            throw QuantDriftError.unsupported("scheme: \(spec.format.rawValue) weights have no integer kernel (value tables or llama.cpp blocks decoded for the FP32 product)")
         }
         return m
     }
@@ -15,6 +15,7 @@ public enum WeightQuantizer {
         switch try spec.format.traits.weights.quantize(w, rows, cols, spec) {
         case .integer(let m): return try QuantizedLinear(m, activations: activations)
         case .table(let t): return TableLinear(t, activations: activations)
+        case .blocks(let m): return BlockLinear(m, outDim: rows, inDim: cols, activations: activations)
         }
     }
 
