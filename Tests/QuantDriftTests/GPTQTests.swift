@@ -139,18 +139,4 @@ struct GPTQTests {
         #expect(n.runtimes["gptq"]!.weights.bytesPerToken(dim: model.config.dim)
                 == n.runtimes["rtn"]!.weights.bytesPerToken(dim: model.config.dim))
     }
-
-    /// The whole GPTQ build on the default model with the default calibration cap (16 × 256
-    /// tokens of eval.txt): calibration forward, Hessians, Cholesky factors and 210 matrices.
-    @Test func quantizesTheDefaultModelInReasonableTime() throws {
-        let model = try Golden.defaultModel()
-        let calib = try HeldOut.fullCalibration(model)
-        BLAS.setThreads(1)  // as the CLI's default --threads
-        let t0 = monotonicSeconds()
-        let rt = try SchemeRuntime(model: model, scheme: try Scheme(parsing: "w=int4,g128,gptq"), calibration: calib)
-        let seconds = monotonicSeconds() - t0
-        print("GPTQ w=int4,g128 on the default model: \(String(format: "%.1f", seconds)) s with \(LinearInputStats.pieces(of: calib).count)×256 calibration tokens")
-        #expect(rt.weights.layers.count == model.config.layerCount)
-        #expect(seconds < 120, "GPTQ took \(seconds) s")
-    }
 }

@@ -19,13 +19,17 @@ struct PerplexityTests {
     }
 
     /// kld on eval.txt at n_ctx 512 against llama.cpp's `--kl-divergence` (same fixture): mean
-    /// KLD and same-top-p of q8_0, q4_0 and q4_1 within 2% of llama.cpp's. One live FP32
-    /// reference (q8_0's run) saves a trace the q4_0 and q4_1 runs read, so the reference runs
-    /// once (each pass over the text costs 15-40 s here).
+    /// KLD and same-top-p of q8_0, q4_0 and q4_1 within 2% of llama.cpp's; of the k-quant mixes
+    /// (llamacpp-kquants.json: files llama-quantize made from the F32 model) mean KLD within 3%
+    /// and same-top within a point (issue 14 asks for 10%; measured within 0.7%). One live FP32
+    /// reference (q8_0's run) saves a trace the other runs read, so the reference runs once
+    /// (each pass over the text costs 15-40 s here).
     @Test func evalTextKLDMatchesLlamaCpp() throws {
         BLAS.setThreads(1)
         let model = try Golden.defaultModel()
         let ref = try Golden.json("llamacpp-kld.json") as! [String: Any]
+        let kquants = try Golden.json("llamacpp-kquants.json") as! [String: Any]
+        let mixes = ["q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k"]
         let tokens = model.tokenizer.encode(try String(contentsOf: fixtureURL("eval.txt"), encoding: .utf8))
         let results = try withTemporaryDirectory { dir in
             let url = dir.appendingPathComponent("eval-512.qdtrace")
@@ -36,18 +40,23 @@ struct PerplexityTests {
             let q8 = try KLDMode.run(model: model, candidate: try runtime("q8_0"), tokens: tokens, nCtx: 512, reference: .save(writer))
             try writer.finish()
             let reader = try ReferenceTraceReader(url: url, expecting: header)
-            return [("q8_0", q8)] + (try ["q4_0", "q4_1"].map {
+            return [("q8_0", q8)] + (try (["q4_0", "q4_1"] + mixes).map {
                 ($0, try KLDMode.run(model: model, candidate: try runtime($0), tokens: tokens, nCtx: 512, reference: .load(reader)))
             })
         }
         for (scheme, r) in results {
-            let want = ref[scheme] as! [String: Any]
+            let mix = mixes.contains(scheme)
+            let want = (mix ? kquants : ref)[scheme] as! [String: Any]
             let kld = want["mean_kld"] as! Double, top = want["same_top_p"] as! Double
             print("kld eval.txt ctx 512 \(scheme): mean KLD \(r.meanKLD) (llama.cpp \(kld), \(r.meanKLD / kld - 1)), "
                   + "same top p \(r.sameTopP) (llama.cpp \(top), \(r.sameTopP / top - 1))")
             #expect(r.chunks == ref["chunks"] as! Int && r.tokensScored == ref["tokens_scored"] as! Int)
-            #expect(abs(r.meanKLD - kld) <= 0.02 * kld, "\(scheme): mean KLD \(r.meanKLD) vs llama.cpp \(kld)")
-            #expect(abs(r.sameTopP - top) <= 0.02 * top, "\(scheme): same top p \(r.sameTopP) vs llama.cpp \(top)")
+            #expect(abs(r.meanKLD - kld) <= (mix ? 0.03 : 0.02) * kld, "\(scheme): mean KLD \(r.meanKLD) vs llama.cpp \(kld)")
+            if mix {
+                #expect(abs(r.sameTopP - top) <= 0.01, "\(scheme): same top p \(r.sameTopP) vs llama.cpp \(top)")
+            } else {
+                #expect(abs(r.sameTopP - top) <= 0.02 * top, "\(scheme): same top p \(r.sameTopP) vs llama.cpp \(top)")
+            }
         }
     }
 
