@@ -51,7 +51,8 @@ struct KVCacheStorageTests {
         }
         func check(_ count: Int, _ when: String) {
             let got = cache.relativeErrors(count: count), want = Self.errorsFromACopy(cache, written: written, count: count)
-            let first = got.indices.first { got[$0].bitPattern != want[$0].bitPattern }
+            // Equal values (the integer twins decode a zero as +0 where ggml keeps its sign).
+            let first = got.indices.first { got[$0] != want[$0] }
             #expect(got.count == count && first == nil, "\(spec) \(when): position \(first ?? -1): \(first.map { got[$0] } ?? 0) vs \(first.map { want[$0] } ?? 0)")
             #expect(got.contains { $0 > 0 }, "\(spec) \(when): nothing was quantized")
         }
@@ -65,6 +66,73 @@ struct KVCacheStorageTests {
         for p in 90..<100 { store(p, 1) }
         check(100, "after a reset")
         #expect(cache.quantizedPositions(layer: 1) == (keys: 0, values: 0))
+    }
+
+    /// llama.cpp's cache types (`-ctk/-ctv`) read back exactly the values ggml's blocks of the
+    /// same 32 numbers decode to, from the weight quantizers (Q5_0/Q5_1: byte for byte
+    /// llama-quantize's; Q8_0/Q4_0/Q4_1: the presets checked against llama.cpp's KLD).
+    @Test(arguments: [NumberFormat.q8_0, .q4_0, .q4_1, .q5_0, .q5_1])
+    func ggmlCacheTypesReadBackGGMLBlockValues(format: NumberFormat) throws {
+        let cache = try QuantizedKVCache(spec: try Scheme(parsing: "kv=\(format.rawValue)").kv!, layerCount: 1, contextLength: 16,
+                                         kvDim: Self.kvDim, headDim: Self.headDim)
+        let rows = 9
+        let k = gaussianSamples(rows * Self.kvDim, sigma: 2, seed: 7), v = gaussianSamples(rows * Self.kvDim, seed: 8)
+        cache.store(layer: 0, position: 0, rows: rows, keys: k, values: v)
+        for (name, x, read) in [("K", k, cache.keys(layer: 0, count: rows)), ("V", v, cache.values(layer: 0, count: rows))] {
+            var want = [Float](repeating: 0, count: x.count)
+            if let type = format.ggmlType {
+                let bytes = try GGMLQuantizer.quantize(x, cols: Self.kvDim, type: type)
+                try bytes.withUnsafeBytes { try dequantize(type, $0, count: x.count, into: &want) }
+            } else if case .integer(let m) = try format.traits.weights.quantize(x, rows, Self.kvDim,
+                                                                                 WeightQuant(format: format, granularity: .group(32), symmetric: true, method: .rtn)) {
+                want = m.dequantized()
+            }
+            let got = Array(UnsafeBufferPointer(start: read, count: x.count))
+            // Equal values (the integer twins decode a zero as +0 where ggml keeps its sign).
+            let first = got.indices.first { got[$0] != want[$0] }
+            #expect(first == nil, "kv=\(format.rawValue) \(name): element \(first ?? -1): \(first.map { got[$0] } ?? 0) vs ggml \(first.map { want[$0] } ?? 0)")
+        }
+        #expect(cache.quantizedPositions(layer: 0) == (keys: rows, values: rows))
+    }
+
+    /// An FP32 cache that asks for llama.cpp's rotations (keys and queries after RoPE, values and
+    /// the attention output back) without quantizing: the rotations cancel, so the logits are the
+    /// reference's to float rounding.
+    final class RotatingFP32Cache: KVCache, @unchecked Sendable {
+        let base: FP32KVCache
+        init(_ base: FP32KVCache) { self.base = base }
+        var layerCount: Int { base.layerCount }
+        var contextLength: Int { base.contextLength }
+        var kvDim: Int { base.kvDim }
+        var byteCount: Int { base.byteCount }
+        var keyRotation: Int { 64 }
+        var valueRotation: Int { 64 }
+        func store(layer: Int, position: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
+            base.store(layer: layer, position: position, rows: rows, keys: keys, values: values)
+        }
+        func keys(layer: Int, count: Int) -> UnsafePointer<Float> { base.keys(layer: layer, count: count) }
+        func keys(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> { base.keys(layer: layer, from: from, count: count) }
+        func values(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> { base.values(layer: layer, from: from, count: count) }
+        func values(layer: Int, count: Int) -> UnsafePointer<Float> { base.values(layer: layer, count: count) }
+        var storesPreRoPEKeys: Bool { false }
+        func attach(rope: RotaryEmbedding) { base.attach(rope: rope) }
+    }
+
+    @Test func rotationsWithoutQuantizationKeepTheLogits() throws {
+        let model = try Golden.defaultModel()
+        let tokens = Array(try Golden.evalTokens(model).prefix(48))
+        let ref = try Transformer(model: model, contextLength: 64, allLogits: true)
+        let plain = Array(try ref.forward(tokens, logits: .all))
+        let t = try Transformer(model: model, contextLength: 64, allLogits: true) { RotatingFP32Cache(FP32KVCache(shape: $0)) }
+        let rotated = Array(try t.forward(tokens, logits: .all))
+        let scale = plain.map(abs).max()!
+        let worst = zip(plain, rotated).map { abs($0 - $1) }.max()!
+        print("Hadamard-rotated FP32 cache: worst |Δlogit| / max|logit| = \(worst / scale)")
+        #expect(worst / scale <= 1e-5 && worst > 0, "rotated \(worst / scale)")
+        // One decode step after the prefill agrees too.
+        let next = Array(try t.forward([tokens[0]], logits: .last))
+        let want = Array(try ref.forward([tokens[0]], logits: .last))
+        #expect(zip(next, want).map { abs($0 - $1) }.max()! <= 1e-5 * scale)
     }
 
     /// `byteCount` on the default model after a real prefill: codes, scales and mins of every

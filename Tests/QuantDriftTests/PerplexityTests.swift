@@ -21,7 +21,8 @@ struct PerplexityTests {
     /// kld on eval.txt at n_ctx 512 against llama.cpp's `--kl-divergence` (same fixture): mean
     /// KLD and same-top-p of q8_0, q4_0 and q4_1 within 2% of llama.cpp's; of the k-quant mixes
     /// (llamacpp-kquants.json: files llama-quantize made from the F32 model) mean KLD within 3%
-    /// and same-top within a point (issue 14 asks for 10%; measured within 0.7%). One live FP32
+    /// and same-top within a point (issue 14 asks for 10%; measured within 0.7%); of its KV-cache
+    /// types with FP32 weights within 10% (measured −2% to +3.4% for these three). One live FP32
     /// reference (q8_0's run) saves a trace the other runs read, so the reference runs once
     /// (each pass over the text costs 15-40 s here).
     @Test func evalTextKLDMatchesLlamaCpp() throws {
@@ -30,6 +31,9 @@ struct PerplexityTests {
         let ref = try Golden.json("llamacpp-kld.json") as! [String: Any]
         let kquants = try Golden.json("llamacpp-kquants.json") as! [String: Any]
         let mixes = ["q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k"]
+        // llama.cpp's cache types (FP32 weights; its runs used -fa on, rotating and rounding queries as these presets do).
+        let caches = ["kv-q8_0", "kv-q4_0", "kv-q5_1"]
+        let kvRef = kquants["kv"] as! [String: Any]
         let tokens = model.tokenizer.encode(try String(contentsOf: fixtureURL("eval.txt"), encoding: .utf8))
         let results = try withTemporaryDirectory { dir in
             let url = dir.appendingPathComponent("eval-512.qdtrace")
@@ -40,18 +44,19 @@ struct PerplexityTests {
             let q8 = try KLDMode.run(model: model, candidate: try runtime("q8_0"), tokens: tokens, nCtx: 512, reference: .save(writer))
             try writer.finish()
             let reader = try ReferenceTraceReader(url: url, expecting: header)
-            return [("q8_0", q8)] + (try (["q4_0", "q4_1"] + mixes).map {
+            return [("q8_0", q8)] + (try (["q4_0", "q4_1"] + mixes + caches).map {
                 ($0, try KLDMode.run(model: model, candidate: try runtime($0), tokens: tokens, nCtx: 512, reference: .load(reader)))
             })
         }
         for (scheme, r) in results {
-            let mix = mixes.contains(scheme)
-            let want = (mix ? kquants : ref)[scheme] as! [String: Any]
+            let mix = mixes.contains(scheme) || caches.contains(scheme)
+            let want = (caches.contains(scheme) ? kvRef[String(scheme.dropFirst(3))] : (mix ? kquants : ref)[scheme]) as! [String: Any]
             let kld = want["mean_kld"] as! Double, top = want["same_top_p"] as! Double
             print("kld eval.txt ctx 512 \(scheme): mean KLD \(r.meanKLD) (llama.cpp \(kld), \(r.meanKLD / kld - 1)), "
                   + "same top p \(r.sameTopP) (llama.cpp \(top), \(r.sameTopP / top - 1))")
             #expect(r.chunks == ref["chunks"] as! Int && r.tokensScored == ref["tokens_scored"] as! Int)
-            #expect(abs(r.meanKLD - kld) <= (mix ? 0.03 : 0.02) * kld, "\(scheme): mean KLD \(r.meanKLD) vs llama.cpp \(kld)")
+            let tolerance = caches.contains(scheme) ? 0.10 : (mix ? 0.03 : 0.02)
+            #expect(abs(r.meanKLD - kld) <= tolerance * kld, "\(scheme): mean KLD \(r.meanKLD) vs llama.cpp \(kld)")
             if mix {
                 #expect(abs(r.sameTopP - top) <= 0.01, "\(scheme): same top p \(r.sameTopP) vs llama.cpp \(top)")
             } else {

@@ -18,6 +18,14 @@ public protocol KVCache: AnyObject {
     func values(layer: Int, count: Int) -> UnsafePointer<Float>
     /// True when `store` takes keys before RoPE (the cache rotates what it reads back).
     var storesPreRoPEKeys: Bool { get }
+    /// Orders of the Hadamard rotations the cache wants (0: none): queries and keys in chunks of
+    /// `keyRotation` after RoPE, before the keys are stored (it cancels in Q·Kᵀ); values in chunks
+    /// of `valueRotation` before they are stored, and the attention output rotated back.
+    var keyRotation: Int { get }
+    var valueRotation: Int { get }
+    /// Queries are rounded to q8_0 blocks before the key product (ggml's flash attention on a
+    /// quantized K cache multiplies them in its vec_dot type).
+    var roundsQueries: Bool { get }
     /// Gives the cache the model's RoPE (called once by the Transformer).
     func attach(rope: RotaryEmbedding)
 }
@@ -49,6 +57,9 @@ public struct KVCacheShape: Sendable {
 
 public extension KVCache {
     var storesPreRoPEKeys: Bool { false }
+    var keyRotation: Int { 0 }
+    var valueRotation: Int { 0 }
+    var roundsQueries: Bool { false }
     func keys(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> { keys(layer: layer, count: count) + from * kvDim }
     func values(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> { values(layer: layer, count: count) + from * kvDim }
     func attach(rope: RotaryEmbedding) {}
@@ -132,5 +143,43 @@ public final class FP32KVCache: KVCache, @unchecked Sendable {
     public func values(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> {
         precondition(from >= base[layer], "sliding-window cache: position \(from) was dropped")
         return UnsafePointer(v.pointer + (offset[layer] + from - base[layer]) * kvDim)
+    }
+}
+
+/// The orthonormal Walsh–Hadamard transform of `x` in place, in chunks of `n` (a power of 2):
+/// Sylvester's H_n / √n, its own inverse, as llama.cpp's cache rotation.
+public func hadamardInPlace(_ x: UnsafeMutablePointer<Float>, count: Int, order n: Int) {
+    precondition(n > 0 && n & (n - 1) == 0 && count % n == 0)
+    let scale = 1 / Float(n).squareRoot()
+    var base = 0
+    while base < count {
+        let v = x + base
+        var h = 1
+        while h < n {
+            var i = 0
+            while i < n {
+                for j in i..<(i + h) {
+                    let a = v[j], b = v[j + h]
+                    v[j] = a + b
+                    v[j + h] = a - b
+                }
+                i += 2 * h
+            }
+            h *= 2
+        }
+        for j in 0..<n { v[j] *= scale }
+        base += n
+    }
+}
+
+/// `x` rounded through ggml's q8_0 blocks of 32 in place (`count` a multiple of 32): d = max|x|/127
+/// stored as fp16, codes round(x/d), values d·code.
+public func q8_0RoundTripInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    precondition(count % 32 == 0)
+    for b in stride(from: 0, to: count, by: 32) {
+        var amax: Float = 0
+        for i in b..<(b + 32) { amax = max(amax, abs(x[i])) }
+        let d = amax / 127, id: Float = d != 0 ? 1 / d : 0, dh = Float(Float16(d))
+        for i in b..<(b + 32) { x[i] = dh * (x[i] * id).rounded(.toNearestOrAwayFromZero) }
     }
 }

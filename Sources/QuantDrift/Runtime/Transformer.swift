@@ -338,6 +338,14 @@ public final class Transformer: @unchecked Sendable {
             rope.apply(qs + r * qDim, heads: c.headCount, position: pos0 + r, layer: l)
             rope.apply(ks + r * kvDim, heads: c.kvHeadCount, position: pos0 + r, layer: l)
         }
+        // A cache that rotates before it quantizes (llama.cpp's quantized caches): Q and K alike,
+        // so Q·Kᵀ is unchanged; V here and the attention output back below.
+        if cache.keyRotation > 0 {
+            hadamardInPlace(qs, count: n * qDim, order: cache.keyRotation)
+            hadamardInPlace(ks, count: n * kvDim, order: cache.keyRotation)
+        }
+        if cache.valueRotation > 0 { hadamardInPlace(vs, count: n * kvDim, order: cache.valueRotation) }
+        if cache.roundsQueries { q8_0RoundTripInPlace(qs, count: n * qDim) }
         if !preRoPE { cache.store(layer: l, position: pos0, rows: n, keys: ks, values: vs) }
         // Keys first0 ..< pos0 + n are visible to some row; a window hides the older ones.
         let window = c.isLocal(l) ? c.slidingWindow : nil
@@ -345,6 +353,8 @@ public final class Transformer: @unchecked Sendable {
         let layerK = cache.keys(layer: l, from: first0, count: pos0 + n)
         let layerV = cache.values(layer: l, from: first0, count: pos0 + n)
         let out = attOut.pointer + seg.firstRow * qDim
+        // Values were stored rotated: so is their weighted sum; rotate it back (H is its own inverse).
+        defer { if cache.valueRotation > 0 { hadamardInPlace(out, count: n * qDim, order: cache.valueRotation) } }
         if let heads {
             return attention(heads: heads, q: qs, out: out, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, first0: first0,
                              window: window, scores: scores)

@@ -46,19 +46,73 @@ struct TableVectorQuantizer {
     }
 }
 
-/// The encoder of one KV part: uniform integer codes or FP8 table codes.
+/// llama.cpp's cache blocks (q8_0, q4_0, q4_1, q5_0, q5_1) of one group of 32 as ggml's
+/// reference quantizers write them: the code u (its level is u − `offset`), the fp16-rounded
+/// scale and, for the asymmetric types, the fp16 min; decoded as scale·(u − offset) + min.
+struct GGMLVectorQuantizer {
+    let type: GGMLType
+
+    /// What is subtracted from a code before scaling.
+    static func offset(_ t: GGMLType) -> Int {
+        switch t {
+        case .q8_0: 128
+        case .q4_0: 8
+        case .q5_0: 16
+        default: 0
+        }
+    }
+
+    /// A code from ggml's float expression: truncated toward zero, within 0…top (NaN: 0).
+    @inline(__always)
+    static func code(_ f: Float, top: Int) -> UInt8 {
+        f.isFinite ? UInt8(Swift.max(0, Swift.min(top, Int(Swift.max(-1, Swift.min(f, 256)))))) : 0
+    }
+
+    @inline(__always)
+    func encode(_ x: UnsafePointer<Float>, count: Int, stride: Int, put: (Int, UInt8) -> Void) -> (scale: Float, min: Float) {
+        func v(_ i: Int) -> Float { x[i * stride] }
+        switch type {
+        case .q8_0:
+            var amax: Float = 0
+            for i in 0..<count { amax = Swift.max(amax, abs(v(i))) }
+            let d = amax / 127, id: Float = d != 0 ? 1 / d : 0
+            for i in 0..<count { put(i, Self.code((v(i) * id).rounded(.toNearestOrAwayFromZero) + 128, top: 255)) }
+            return (Float(Float16(d)), 0)
+        case .q4_0, .q5_0:
+            var amax: Float = 0, max: Float = 0
+            for i in 0..<count where amax < abs(v(i)) { amax = abs(v(i)); max = v(i) }
+            let half: Float = type == .q4_0 ? 8 : 16, top = type == .q4_0 ? 15 : 31
+            let d = max / -half, id: Float = d != 0 ? 1 / d : 0
+            // ggml's (int8_t)(x·id + offset + 0.5): truncation toward zero, capped at the top code.
+            for i in 0..<count { put(i, Self.code(v(i) * id + (half + 0.5), top: top)) }
+            return (Float(Float16(d)), 0)
+        default:  // q4_1, q5_1
+            var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
+            for i in 0..<count { lo = Swift.min(lo, v(i)); hi = Swift.max(hi, v(i)) }
+            let top = type == .q4_1 ? 15 : 31
+            let d = (hi - lo) / Float(top), id: Float = d != 0 ? 1 / d : 0
+            for i in 0..<count { put(i, Self.code((v(i) - lo) * id + 0.5, top: top)) }
+            return (Float(Float16(d)), Float(Float16(lo)))
+        }
+    }
+}
+
+/// The encoder of one KV part: uniform integer codes, FP8 table codes or llama.cpp blocks.
 struct KVVectorEncoder {
     let uniform: UniformVectorQuantizer
     let table: TableVectorQuantizer?
+    let ggml: GGMLVectorQuantizer?
 
     init(q: KVPartQuant, table: ValueTable?) {
         uniform = UniformVectorQuantizer(bits: q.format.bits, symmetric: q.symmetric)
         self.table = table.map(TableVectorQuantizer.init)
+        ggml = q.format.traits.kv?.ggml.map(GGMLVectorQuantizer.init)
     }
 
     @inline(__always)
     func encode(_ x: UnsafePointer<Float>, count: Int, stride: Int, put: (Int, UInt8) -> Void) -> (scale: Float, min: Float) {
         if let table { return table.encode(x, count: count, stride: stride, put: put) }
+        if let ggml { return ggml.encode(x, count: count, stride: stride, put: put) }
         return uniform.encode(x, count: count, stride: stride, put: put)
     }
 }
@@ -103,8 +157,12 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         let bits: Int               // container bits: 8, 4 or 2
         /// FP8 parts: the format's value table (codes are one byte, decoded as scale·value; no mins).
         let table: ValueTable?
-        /// Decoded value of every code before scaling: the table's values, or the integer itself.
+        /// Decoded value of every code before scaling: the table's values, or the integer itself
+        /// (less the offset of a llama.cpp block type).
         let levels: [Float]
+        /// Decoding adds a min: integer parts other than llama.cpp's symmetric blocks, which
+        /// decode as ggml does, scale·level alone (so a zero keeps its sign).
+        let addsMins: Bool
         let group: Int              // elements (token axis) or tokens (channel axis) per scale
         let entryBytes: Int         // code bytes of one position: kvDim·bits/8
         /// Per layer: its index in the quantized storage, or −1 for a layer held whole in FP32.
@@ -141,7 +199,10 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             group = g
             table = q.flatMap { ValueTable.of($0.format) }
             // NaN codes are never written (the encoder saturates), so they decode to 0 here.
-            levels = table.map { t in (0..<256).map { t.values[$0].isFinite ? t.values[$0] : 0 } } ?? (0..<256).map(Float.init)
+            let ggml = q.flatMap { $0.format.traits.kv?.ggml }
+            addsMins = table == nil && !(ggml != nil && q!.symmetric)
+            let offset = ggml.map(GGMLVectorQuantizer.offset) ?? 0
+            levels = table.map { t in (0..<256).map { t.values[$0].isFinite ? t.values[$0] : 0 } } ?? (0..<256).map { Float($0 - offset) }
             entryBytes = q == nil ? 0 : kvDim * bits / 8
             var slot = [Int](repeating: -1, count: layers), fullSlot = [Int](repeating: -1, count: layers)
             var quantized = 0, fp32 = 0
@@ -215,6 +276,21 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     var rope: RotaryEmbedding?
 
     public var storesPreRoPEKeys: Bool { spec.preRoPE }
+    public let keyRotation: Int
+    public let valueRotation: Int
+    public var roundsQueries: Bool { spec.roundQueries == true }
+
+    /// llama.cpp's orders: for keys the largest power of 2 (at least 64) dividing the head size,
+    /// for values 64; 0 without `rot` or for a part left in FP32.
+    static func rotations(_ spec: KVQuant, headDim: Int) throws -> (keys: Int, values: Int) {
+        guard spec.rotate == true else { return (0, 0) }
+        guard headDim % 64 == 0 else {
+            throw QuantDriftError.invalidInput("scheme: rot needs a head size that is a multiple of 64 (this model's is \(headDim)), as llama.cpp's rotation")
+        }
+        var k = 64
+        while headDim % (2 * k) == 0 { k *= 2 }
+        return (spec.key != nil ? k : 0, spec.value != nil ? 64 : 0)
+    }
     public func attach(rope: RotaryEmbedding) { self.rope = rope }
 
     /// Throws when the cache cannot hold `spec` (a format it does not build, a group that does
@@ -229,6 +305,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         try Self.validate(spec, kvDim: shape.kvDim, headDim: headDim)
         try Self.requireQuantizedPositions(spec, layerCount: shape.layerCount, contextLength: shape.contextLength, headDim: headDim,
                                            fp32Layers: fp32Layers)
+        (keyRotation, valueRotation) = try Self.rotations(spec, headDim: headDim)
         self.spec = spec
         self.fp32Layers = fp32Layers
         layerCount = shape.layerCount
@@ -423,7 +500,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         let entryBytes = p.entryBytes
         let codes = UnsafePointer(p.codes)
         let r = p.row(s, pos)
-        let hasMins = p.table == nil
+        let hasMins = p.addsMins
         let scales = p.scales.pointer, mins = p.mins.pointer
         p.levels.withUnsafeBufferPointer { levels in
             if p.q?.axis == .token {
@@ -431,13 +508,15 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
                 for c in 0..<kvDim {
                     let g = sBase + c / p.group
                     let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, row: r, index: c)
-                    out[c] = scales[g] * levels[Int(u)] + (hasMins ? mins[g] : 0)
+                    let v = scales[g] * levels[Int(u)]
+                    out[c] = hasMins ? v + mins[g] : v
                 }
             } else {
                 let sBase = p.groupRow(s, (pos - spec.sinks) / p.group) * kvDim
                 for c in 0..<kvDim {
                     let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, row: r, index: c)
-                    out[c] = scales[sBase + c] * levels[Int(u)] + (hasMins ? mins[sBase + c] : 0)
+                    let v = scales[sBase + c] * levels[Int(u)]
+                    out[c] = hasMins ? v + mins[sBase + c] : v
                 }
             }
         }

@@ -92,6 +92,9 @@ public struct FormatTraits: Sendable {
         public let symmetric: Bool
         /// Sign-magnitude codes with one scale per group (FP8): always symmetric, no mins.
         public let signMagnitude: Bool
+        /// llama.cpp's cache type (`-ctk/-ctv`): blocks of 32 per token, codes and fp16 scale
+        /// (and min) exactly as ggml's reference quantizer writes them.
+        public var ggml: GGMLType? = nil
     }
 
     public let format: NumberFormat
@@ -121,13 +124,16 @@ public struct FormatTraits: Sendable {
         emulated(.fp16, .fp16, granularity: .channel, summary: "IEEE binary16, no scale"),
         emulated(.bf16, .bf16, granularity: .channel, summary: "bfloat16, no scale"),
         ggml(.q8_0, bits: 8, symmetric: true, headFormat: nil, activations: Activations(granularity: .group(32), fixedQuantizer: .q8_0),
+             kv: KV(containerBits: 8, group: 32, symmetric: true, signMagnitude: false, ggml: .q8_0),
              summary: "llama.cpp Q8_0: blocks of 32, fp16 scale", quantize: WeightQuantizer.blockQ8_0),
-        ggml(.q4_0, bits: 4, symmetric: true, headFormat: .q8_0, summary: "llama.cpp Q4_0: blocks of 32, fp16 scale, codes offset by 8",
-             quantize: WeightQuantizer.blockQ4_0),
-        ggml(.q4_1, bits: 4, symmetric: false, headFormat: .q8_0, summary: "llama.cpp Q4_1: blocks of 32, fp16 scale and min",
-             quantize: WeightQuantizer.blockQ4_1),
-        encoded(.q5_0, .q5_0, bits: 5, symmetric: true, summary: "llama.cpp Q5_0: blocks of 32, fp16 scale, codes offset by 16 (5.5 bits/weight)"),
-        encoded(.q5_1, .q5_1, bits: 5, symmetric: false, summary: "llama.cpp Q5_1: blocks of 32, fp16 scale and min (6 bits/weight)"),
+        ggml(.q4_0, bits: 4, symmetric: true, headFormat: .q8_0, kv: KV(containerBits: 4, group: 32, symmetric: true, signMagnitude: false, ggml: .q4_0),
+             summary: "llama.cpp Q4_0: blocks of 32, fp16 scale, codes offset by 8", quantize: WeightQuantizer.blockQ4_0),
+        ggml(.q4_1, bits: 4, symmetric: false, headFormat: .q8_0, kv: KV(containerBits: 4, group: 32, symmetric: false, signMagnitude: false, ggml: .q4_1),
+             summary: "llama.cpp Q4_1: blocks of 32, fp16 scale and min", quantize: WeightQuantizer.blockQ4_1),
+        encoded(.q5_0, .q5_0, bits: 5, symmetric: true, kv: KV(containerBits: 8, group: 32, symmetric: true, signMagnitude: false, ggml: .q5_0),
+                summary: "llama.cpp Q5_0: blocks of 32, fp16 scale, codes offset by 16 (5.5 bits/weight)"),
+        encoded(.q5_1, .q5_1, bits: 5, symmetric: false, kv: KV(containerBits: 8, group: 32, symmetric: false, signMagnitude: false, ggml: .q5_1),
+                summary: "llama.cpp Q5_1: blocks of 32, fp16 scale and min (6 bits/weight)"),
         encoded(.q2_k, .q2_K, bits: 2, symmetric: false, summary: "llama.cpp Q2_K: 256-blocks of 16 sub-blocks, 4-bit scales and mins (2.625 bits/weight)"),
         encoded(.q3_k, .q3_K, bits: 3, symmetric: true, summary: "llama.cpp Q3_K: 256-blocks of 16 sub-blocks, 6-bit scales (3.4375 bits/weight)"),
         encoded(.q4_k, .q4_K, bits: 4, symmetric: false, summary: "llama.cpp Q4_K: 256-blocks of 8 sub-blocks, 6-bit scales and mins (4.5 bits/weight)"),
@@ -182,23 +188,23 @@ public struct FormatTraits: Sendable {
             kv: kv ? KV(containerBits: values.bits, group: 0, symmetric: true, signMagnitude: true) : nil)
     }
 
-    static func encoded(_ f: NumberFormat, _ type: GGMLType, bits: Int, symmetric: Bool, summary: String) -> FormatTraits {
+    static func encoded(_ f: NumberFormat, _ type: GGMLType, bits: Int, symmetric: Bool, kv: KV? = nil, summary: String) -> FormatTraits {
         FormatTraits(
             format: f, bits: bits, storage: .ggmlEncoded(type), summary: summary,
             weights: Weights(granularity: .group(type.blockSize), symmetric: symmetric, fixedLayout: true, methods: [.rtn], headFormat: nil) { w, rows, cols, _ in
                 .blocks(WeightMatrix(blocks: try GGMLQuantizer.quantize(w, cols: cols, type: type), type: type, count: rows * cols, cols: cols))
             },
-            activations: nil, kv: nil)
+            activations: nil, kv: kv)
     }
 
-    static func ggml(_ f: NumberFormat, bits: Int, symmetric: Bool, headFormat: NumberFormat?, activations: Activations? = nil,
+    static func ggml(_ f: NumberFormat, bits: Int, symmetric: Bool, headFormat: NumberFormat?, activations: Activations? = nil, kv: KV? = nil,
                      summary: String, quantize: @escaping @Sendable ([Float], Int, Int) -> QuantizedMatrix) -> FormatTraits {
         FormatTraits(
             format: f, bits: bits, storage: .ggmlBlock, summary: summary,
             weights: Weights(granularity: .group(32), symmetric: symmetric, fixedLayout: true, methods: [.rtn], headFormat: headFormat) { w, rows, cols, _ in
                 .integer(quantize(w, rows, cols))
             },
-            activations: activations, kv: nil)
+            activations: activations, kv: kv)
     }
 }
 

@@ -89,6 +89,13 @@ public struct KVQuant: Sendable, Hashable, Codable {
     public var sinks: Int
     /// Quantize keys before RoPE (RoPE applied on read).
     public var preRoPE: Bool
+    /// Hadamard-rotate before quantizing, as llama.cpp's quantized caches do: Q and K per head
+    /// after RoPE (order: the largest power of 2 ≥ 64 dividing the head size), V in chunks of 64
+    /// with the attention output rotated back.
+    public var rotate: Bool? = nil
+    /// Queries rounded to q8_0 blocks before the key product, as ggml's flash attention does
+    /// on a quantized K cache (its vec_dot type).
+    public var roundQueries: Bool? = nil
 }
 
 /// What stays in FP32.
@@ -164,6 +171,8 @@ public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
             if kv.residual > 0 { s += ",res=\(kv.residual)" }
             if kv.sinks > 0 { s += ",sink=\(kv.sinks)" }
             if kv.preRoPE { s += ",prerope" }
+            if kv.rotate == true { s += ",rot" }
+            if kv.roundQueries == true { s += ",q8q" }
             parts.append(s)
         }
         if let c = calibration { parts.append("calib=\(c)") }

@@ -27,7 +27,10 @@ public extension Scheme {
         SchemePreset(name: "q8_0", spec: "w=q8_0;a=q8_0", summary: "llama.cpp Q8_0 weights, activations in q8_0 blocks (as ggml's CPU path)"),
         SchemePreset(name: "q4_0", spec: "w=q4_0;a=q8_0", summary: "llama.cpp Q4_0 (embedding/head in Q8_0 as llama-quantize does), q8_0 activations"),
         SchemePreset(name: "q4_1", spec: "w=q4_1;a=q8_0", summary: "llama.cpp Q4_1 (embedding/head in Q8_0), q8 activations"),
-    ] + LlamaCppMix.presets.map { m in
+    ] + ["q8_0", "q5_1", "q5_0", "q4_1", "q4_0"].map { t in
+        SchemePreset(name: "kv-\(t)", spec: "kv=\(t),rot,q8q",
+                     summary: "llama.cpp -ctk \(t) -ctv \(t): its blocks, Hadamard rotation and q8_0 queries (as its flash attention)")
+    } + LlamaCppMix.presets.map { m in
         SchemePreset(name: m.rawValue, spec: "w=mix:\(m.rawValue);a=ggml",
                      summary: "llama-quantize \(m.rawValue.uppercased()): its per-tensor formats (fallbacks where rows are not whole 256-blocks), activations as ggml's CPU path")
     }
@@ -39,7 +42,7 @@ public extension Scheme {
       w=mix:\(LlamaCppMix.allCases.map(\.rawValue).joined(separator: "|"))   llama-quantize's per-tensor formats
       a=\(FormatTraits.names { $0.activations != nil }.joined(separator: "|"))[,token|tensor|gN][,dynamic|static][,smooth=ALPHA][,outlier=T]   activations of every linear input
       a=ggml                                                      activations in the blocks ggml pairs with each weight format (q8_K, q8_0)
-      kv=[FORMAT][,k=FORMAT|channel|token][,v=FORMAT|channel|token][,gN][,sym|asym][,res=N][,sink=N][,prerope]   KV cache
+      kv=[FORMAT][,k=FORMAT|channel|token][,v=FORMAT|channel|token][,gN][,sym|asym][,res=N][,sink=N][,prerope][,rot][,q8q]   KV cache (rot: Hadamard rotation, q8q: queries in q8_0 for the key product; both as llama.cpp)
       calib=minmax|percentile:P|mse|entropy|FILE.json              calibration for static ranges
       skip=lm_head|embed|attn_q|attn_k|attn_v|attn_o|ffn_gate|ffn_up|ffn_down|LAYER,...   left in FP32
     formats: \(FormatTraits.names { _ in true }.joined(separator: " "))
@@ -240,12 +243,16 @@ public extension Scheme {
             if try apply(item, to: &shared) { continue }
             if item == "prerope" {
                 kv.preRoPE = true
+            } else if item == "rot" {
+                kv.rotate = true
+            } else if item == "q8q" {
+                kv.roundQueries = true
             } else if item.hasPrefix("res="), let n = Int(item.dropFirst(4)), n >= 0, n <= 1 << 20 {
                 kv.residual = n
             } else if item.hasPrefix("sink="), let n = Int(item.dropFirst(5)), n >= 0, n <= 1 << 20 {
                 kv.sinks = n
             } else {
-                throw schemeError("unknown KV option '\(item)' in kv=\(value); known: FORMAT, k=…, v=…, token, channel, gN, sym, asym, res=N, sink=N, prerope")
+                throw schemeError("unknown KV option '\(item)' in kv=\(value); known: FORMAT, k=…, v=…, token, channel, gN, sym, asym, res=N, sink=N, prerope, rot, q8q")
             }
         }
         func resolve(_ p: PartOptions, isKey: Bool) throws -> KVPartQuant? {
@@ -254,6 +261,12 @@ public extension Scheme {
             if !isKey && axis == .channel { throw schemeError("values are quantized per token; v=channel is not supported") }
             // Defaults from the format (8-bit formats: one scale per head); FP8 is sign-magnitude, so always symmetric.
             let traits = try FormatTraits.kv(f)
+            if traits.ggml != nil {
+                // llama.cpp's cache types fix their blocks: 32 values per token along the head dimension.
+                guard axis == .token else { throw schemeError("\(f.rawValue) KV blocks are per token; channel does not apply") }
+                if let g = p.group ?? shared.group, g != 32 { throw schemeError("\(f.rawValue) KV blocks hold 32 values; g\(g) does not apply") }
+                if let s = p.symmetric ?? shared.symmetric, s != traits.symmetric { throw schemeError("\(f.rawValue) KV blocks have a fixed symmetry") }
+            }
             let g = p.group ?? shared.group ?? traits.group
             if axis == .channel && g == 0 { throw schemeError("per-channel keys need a token group size gN") }
             let symmetric = p.symmetric ?? shared.symmetric ?? traits.symmetric
@@ -265,6 +278,8 @@ public extension Scheme {
         guard kv.key != nil || kv.value != nil else {
             throw schemeError("kv= needs a format (e.g. kv=int8 or k=int4,v=int8)")
         }
+        if kv.rotate == true && kv.preRoPE { throw schemeError("rot rotates keys after RoPE; it does not combine with prerope") }
+        if kv.roundQueries == true && kv.key == nil { throw schemeError("q8q rounds the queries of a quantized K cache; this scheme keeps K in FP32") }
         return kv
     }
 
