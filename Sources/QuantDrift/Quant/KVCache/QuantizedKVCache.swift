@@ -46,9 +46,10 @@ struct TableVectorQuantizer {
     }
 }
 
-/// llama.cpp's cache blocks (q8_0, q4_0, q4_1, q5_0, q5_1) of one group of 32 as ggml's
-/// reference quantizers write them: the code u (its level is u − `offset`), the fp16-rounded
-/// scale and, for the asymmetric types, the fp16 min; decoded as scale·(u − offset) + min.
+/// llama.cpp's cache blocks (q8_0, q4_0, q4_1, q5_0, q5_1) of one group of 32 along a token,
+/// coded by the weight quantizers' ggml blocks (`WeightQuantizer.ggml*Block`): the code u (its
+/// level is u − `offset`), the fp16-rounded scale and, for the asymmetric types, the fp16 min;
+/// decoded as scale·(u − offset) + min.
 struct GGMLVectorQuantizer {
     let type: GGMLType
 
@@ -62,37 +63,25 @@ struct GGMLVectorQuantizer {
         }
     }
 
-    /// A code from ggml's float expression: truncated toward zero, within 0…top (NaN: 0).
-    @inline(__always)
-    static func code(_ f: Float, top: Int) -> UInt8 {
-        f.isFinite ? UInt8(Swift.max(0, Swift.min(top, Int(Swift.max(-1, Swift.min(f, 256)))))) : 0
-    }
-
     @inline(__always)
     func encode(_ x: UnsafePointer<Float>, count: Int, stride: Int, put: (Int, UInt8) -> Void) -> (scale: Float, min: Float) {
-        func v(_ i: Int) -> Float { x[i * stride] }
-        switch type {
-        case .q8_0:
-            var amax: Float = 0
-            for i in 0..<count { amax = Swift.max(amax, abs(v(i))) }
-            let d = amax / 127, id: Float = d != 0 ? 1 / d : 0
-            for i in 0..<count { put(i, Self.code((v(i) * id).rounded(.toNearestOrAwayFromZero) + 128, top: 255)) }
-            return (Float(Float16(d)), 0)
-        case .q4_0, .q5_0:
-            var amax: Float = 0, max: Float = 0
-            for i in 0..<count where amax < abs(v(i)) { amax = abs(v(i)); max = v(i) }
-            let half: Float = type == .q4_0 ? 8 : 16, top = type == .q4_0 ? 15 : 31
-            let d = max / -half, id: Float = d != 0 ? 1 / d : 0
-            // ggml's (int8_t)(x·id + offset + 0.5): truncation toward zero, capped at the top code.
-            for i in 0..<count { put(i, Self.code(v(i) * id + (half + 0.5), top: top)) }
-            return (Float(Float16(d)), 0)
-        default:  // q4_1, q5_1
-            var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
-            for i in 0..<count { lo = Swift.min(lo, v(i)); hi = Swift.max(hi, v(i)) }
-            let top = type == .q4_1 ? 15 : 31
-            let d = (hi - lo) / Float(top), id: Float = d != 0 ? 1 / d : 0
-            for i in 0..<count { put(i, Self.code((v(i) - lo) * id + 0.5, top: top)) }
-            return (Float(Float16(d)), Float(Float16(lo)))
+        precondition(count == 32 && stride == 1, "llama.cpp cache blocks are 32 values along a token")
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buf in
+            let q = buf.baseAddress!
+            let r: (scale: Float, min: Float)
+            switch type {
+            case .q8_0:
+                let d = q.withMemoryRebound(to: Int8.self, capacity: 32) { WeightQuantizer.ggmlBlockQ8_0(x, $0) }
+                // Signed codes -127…127 stored offset by 128.
+                for i in 0..<32 { q[i] = q[i] &+ 128 }
+                r = (d, 0)
+            case .q4_0: r = (WeightQuantizer.ggmlSymmetricBlock(x, q, half: 8), 0)
+            case .q5_0: r = (WeightQuantizer.ggmlSymmetricBlock(x, q, half: 16), 0)
+            case .q4_1: r = WeightQuantizer.ggmlRangeBlock(x, q, top: 15)
+            default: r = WeightQuantizer.ggmlRangeBlock(x, q, top: 31)  // q5_1
+            }
+            for i in 0..<32 { put(i, q[i]) }
+            return r
         }
     }
 }

@@ -80,15 +80,14 @@ public enum WeightQuantizer {
         let nb = cols / 32
         var codes = [Int8](repeating: 0, count: rows * cols)
         var scales = [Float](repeating: 0, count: rows * nb)
-        for r in 0..<rows {
-            for b in 0..<nb {
-                let o = r * cols + b * 32
-                var amax: Float = 0
-                for j in 0..<32 { amax = max(amax, abs(w[o + j])) }
-                let d = amax / 127
-                let id: Float = d != 0 ? 1 / d : 0
-                for j in 0..<32 { codes[o + j] = Int8((w[o + j] * id).rounded(.toNearestOrAwayFromZero)) }
-                scales[r * nb + b] = fp16(d)
+        w.withUnsafeBufferPointer { wp in
+            codes.withUnsafeMutableBufferPointer { cp in
+                for r in 0..<rows {
+                    for b in 0..<nb {
+                        let o = r * cols + b * 32
+                        scales[r * nb + b] = ggmlBlockQ8_0(wp.baseAddress! + o, cp.baseAddress! + o)
+                    }
+                }
             }
         }
         return QuantizedMatrix(rows: rows, cols: cols, groupSize: 32, codes: .int8(codes), scales: scales, mins: nil,
@@ -99,12 +98,7 @@ public enum WeightQuantizer {
     /// x ≈ d·(q − 8).
     public static func blockQ4_0(_ w: [Float], rows: Int, cols: Int) -> QuantizedMatrix {
         nibbleBlocks(w, rows: rows, cols: cols) { x, q in
-            var amax: Float = 0, mx: Float = 0
-            for j in 0..<32 where abs(x[j]) > amax { amax = abs(x[j]); mx = x[j] }
-            let d = mx / -8
-            let id: Float = d != 0 ? 1 / d : 0
-            for j in 0..<32 { q[j] = UInt8(min(15, Int8(truncatingIfNeeded: Int(x[j] * id + 8.5)))) }
-            let dh = fp16(d)
+            let dh = ggmlSymmetricBlock(x, q, half: 8)
             return (dh, -8 * dh)
         }
     }
@@ -112,14 +106,48 @@ public enum WeightQuantizer {
     /// Q4_1: blocks of 32 over [min, max], d = (max − min)/15, q = min(15, ⌊(x − min)/d + 0.5⌋),
     /// x ≈ d·q + min, d and min stored as fp16.
     public static func blockQ4_1(_ w: [Float], rows: Int, cols: Int) -> QuantizedMatrix {
-        nibbleBlocks(w, rows: rows, cols: cols) { x, q in
-            var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
-            for j in 0..<32 { lo = min(lo, x[j]); hi = max(hi, x[j]) }
-            let d = (hi - lo) / 15
-            let id: Float = d != 0 ? 1 / d : 0
-            for j in 0..<32 { q[j] = UInt8(min(15, Int8(truncatingIfNeeded: Int((x[j] - lo) * id + 0.5)))) }
-            return (fp16(d), fp16(lo))
-        }
+        nibbleBlocks(w, rows: rows, cols: cols) { x, q in ggmlRangeBlock(x, q, top: 15) }
+    }
+
+    // One ggml block of 32 values as its reference quantizers code it (the weights above and
+    // llama.cpp's KV-cache types share these).
+
+    /// Q8_0's block: codes round(x/d) in -127…127; returns fp16(d), d = max|x|/127.
+    static func ggmlBlockQ8_0(_ x: UnsafePointer<Float>, _ q: UnsafeMutablePointer<Int8>) -> Float {
+        var amax: Float = 0
+        for j in 0..<32 { amax = max(amax, abs(x[j])) }
+        let d = amax / 127
+        let id: Float = d != 0 ? 1 / d : 0
+        for j in 0..<32 { q[j] = Int8((x[j] * id).rounded(.toNearestOrAwayFromZero)) }
+        return fp16(d)
+    }
+
+    /// Q4_0's (half 8) and Q5_0's (half 16) block: d = (signed value of largest magnitude)/−half,
+    /// codes min(2·half − 1, ⌊x/d + half + 0.5⌋), x ≈ d·(q − half); returns fp16(d).
+    static func ggmlSymmetricBlock(_ x: UnsafePointer<Float>, _ q: UnsafeMutablePointer<UInt8>, half: Int) -> Float {
+        var amax: Float = 0, mx: Float = 0
+        for j in 0..<32 where abs(x[j]) > amax { amax = abs(x[j]); mx = x[j] }
+        let d = mx / -Float(half)
+        let id: Float = d != 0 ? 1 / d : 0
+        for j in 0..<32 { q[j] = ggmlCode(x[j] * id + (Float(half) + 0.5), top: 2 * half - 1) }
+        return fp16(d)
+    }
+
+    /// Q4_1's (top 15) and Q5_1's (top 31) block over [min, max]: d = (max − min)/top, codes
+    /// min(top, ⌊(x − min)/d + 0.5⌋), x ≈ d·q + min; returns fp16(d) and fp16(min).
+    static func ggmlRangeBlock(_ x: UnsafePointer<Float>, _ q: UnsafeMutablePointer<UInt8>, top: Int) -> (scale: Float, min: Float) {
+        var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
+        for j in 0..<32 { lo = min(lo, x[j]); hi = max(hi, x[j]) }
+        let d = (hi - lo) / Float(top)
+        let id: Float = d != 0 ? 1 / d : 0
+        for j in 0..<32 { q[j] = ggmlCode((x[j] - lo) * id + 0.5, top: top) }
+        return (fp16(d), fp16(lo))
+    }
+
+    /// A code from ggml's float expression: truncated toward zero, within 0…top (NaN: 0).
+    @inline(__always)
+    static func ggmlCode(_ f: Float, top: Int) -> UInt8 {
+        f.isFinite ? UInt8(max(0, min(top, Int(max(-1, min(f, 256)))))) : 0
     }
 
     /// A 4-bit block format: `block` codes one block of 32 values and returns its scale and min.
