@@ -95,6 +95,20 @@ struct GGMLQuantizerTests {
         #expect(wrong.isEmpty, "\(mix.rawValue): \(wrong.count) tensors differ, e.g. \(wrong.prefix(4).map { "\($0.tensor) \($0.format) vs \(want[$0.tensor] ?? "none")" })")
     }
 
+    /// The new scheme options refuse what they cannot mean, in one line.
+    @Test func llamaCppSchemeOptionsRefuseNonsense() {
+        expectBadInput("unknown llama.cpp mix 'q9_k'") { _ = try Scheme(parsing: "w=mix:q9_k") }
+        expectBadInput("takes no options") { _ = try Scheme(parsing: "w=mix:q4_k_m,g32") }
+        expectBadInput("a=ggml needs llama.cpp weights") { _ = try Scheme(parsing: "w=int8;a=ggml") }
+        expectBadInput("KV blocks are per token") { _ = try Scheme(parsing: "kv=q4_0,channel,g32") }
+        expectBadInput("KV blocks hold 32 values") { _ = try Scheme(parsing: "kv=q8_0,g64") }
+        expectBadInput("fixed symmetry") { _ = try Scheme(parsing: "kv=q4_0,asym") }
+        expectBadInput("does not combine with prerope") { _ = try Scheme(parsing: "kv=q4_0,rot,prerope") }
+        expectBadInput("q8q rounds the queries") { _ = try Scheme(parsing: "kv=v=q4_0,q8q") }
+        expectBadInput("not a weight format") { _ = try SchemeBuilder.weights(for: try Golden.defaultModel(), scheme: try Scheme(parsing: "w=q8_k")) }
+        expectBadInput("multiple of 64") { _ = try QuantizedKVCache(spec: try Scheme(parsing: "kv=q4_0,rot").kv!, layerCount: 1, contextLength: 8, kvDim: 96, headDim: 32) }
+    }
+
     @Test func refusesRowsThatAreNotWholeBlocks() {
         expectBadInput("multiple of 256", kind: .invalid) { _ = try GGMLQuantizer.quantize([Float](repeating: 1, count: 576), cols: 576, type: .q4_K) }
         expectBadInput("no ggml quantizer for Q8_K", kind: .unsupported) { _ = try GGMLQuantizer.quantize([Float](repeating: 1, count: 256), cols: 256, type: .q8_K) }
