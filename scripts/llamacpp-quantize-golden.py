@@ -8,7 +8,7 @@ LLAMA_BUILD_BIN holds llama-quantize; GGUF_PY_DIR is llama.cpp's gguf-py folder 
 files; needs numpy); F32_GGUF is the default model converted to F32 with
 `llama-quantize --allow-requantize Weights/SmolLM2-135M-Instruct.Q4_1.gguf f32.gguf F32` (its
 values are exactly QuantDrift's FP32 reference). Every mix is made from it, plus --pure files so
-that every k-quant type is applied to every tensor whose rows allow it. The fixture holds, per
+that every k-quant type (and IQ4_NL) is applied to every tensor whose rows allow it. The fixture holds, per
 ggml type and tensor, the first 16 hex digits of the SHA-256 of the tensor's bytes, and per mix
 the type llama-quantize chose for each tensor (layers folded as blk.N)."""
 import hashlib, json, os, subprocess, sys, tempfile
@@ -18,7 +18,7 @@ sys.path.insert(0, gguf_py)
 from gguf import GGUFReader  # noqa: E402
 
 MIXES = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
-PURE = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+PURE = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL"]
 
 hashes, mixes = {}, {}
 with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,7 @@
 
 enum {
     T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8,
-    T_Q2_K = 10, T_Q3_K = 11, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30
+    T_Q2_K = 10, T_Q3_K = 11, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_IQ4_NL = 20, T_BF16 = 30
 };
 
 static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -90,6 +90,16 @@ static void decode_c(int type, const uint8_t *src, size_t count, float *dst) {
         }
         break;
     }
+    case T_IQ4_NL:
+        for (size_t b = 0; b < blocks; b++) {
+            const uint8_t *p = src + b * 18;
+            const float d = qd_f16_to_f32(load_u16(p));
+            for (int j = 0; j < 16; j++) {
+                dst[b * 32 + j] = d * (float)qd_iq4nl_values[p[2 + j] & 15];
+                dst[b * 32 + j + 16] = d * (float)qd_iq4nl_values[p[2 + j] >> 4];
+            }
+        }
+        break;
     case T_Q2_K:
         for (size_t b = 0; b < count / 256; b++) {
             const uint8_t *p = src + b * 84, *sc = p, *q = p + 16;
@@ -270,6 +280,23 @@ ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, fl
         }
         break;
     }
+    case T_IQ4_NL: {
+        // The 16 table values looked up by nibble with one byte shuffle.
+        const __m128i table = _mm_loadu_si128((const __m128i *)qd_iq4nl_values), low = _mm_set1_epi8(15);
+        for (size_t b = 0; b < blocks; b++) {
+            const uint8_t *p = src + b * 18;
+            const __m256 d = _mm256_set1_ps(half_f16c(p));
+            const __m128i q = _mm_loadu_si128((const __m128i *)(p + 2));
+            const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(q, low));
+            const __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(q, 4), low));
+            float *y = dst + b * 32;
+            store_scaled(_mm256_cvtepi8_epi32(lo), d, NULL, y);
+            store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)), d, NULL, y + 8);
+            store_scaled(_mm256_cvtepi8_epi32(hi), d, NULL, y + 16);
+            store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)), d, NULL, y + 24);
+        }
+        break;
+    }
     case T_Q4_K:
         for (size_t b = 0; b < count / 256; b++) {
             const uint8_t *p = src + b * 144, *ql = p + 16;
@@ -338,7 +365,7 @@ ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, fl
 int qd_decode_ggml(int type, const uint8_t *src, size_t count, float *dst) {
     switch (type) {
     case T_F16: case T_BF16: break;
-    case T_Q8_0: case T_Q4_0: case T_Q4_1: case T_Q5_0: case T_Q5_1:
+    case T_Q8_0: case T_Q4_0: case T_Q4_1: case T_Q5_0: case T_Q5_1: case T_IQ4_NL:
         if (count % 32) return 0;
         break;
     case T_Q2_K: case T_Q3_K: case T_Q4_K: case T_Q5_K: case T_Q6_K:

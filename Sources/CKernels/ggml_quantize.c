@@ -1,5 +1,5 @@
 // llama.cpp's block quantizers as llama-quantize runs them without an importance matrix (ggml's
-// quantize_row_*_ref): Q5_0, Q5_1 and the k-quants Q2_K…Q6_K, so a scheme in one of these formats
+// quantize_row_*_ref): Q5_0, Q5_1, IQ4_NL and the k-quants Q2_K…Q6_K, so a scheme in one of these formats
 // stores the bytes llama-quantize writes for the same FP32 tensor (a test checks them against
 // hashes of its output). The searches for sub-block scales and mins are reproduced operation for
 // operation: the same float expressions in the same order, rounding with the same
@@ -9,7 +9,7 @@
 #include <float.h>
 #include <math.h>
 
-enum { Q_Q5_0 = 6, Q_Q5_1 = 7, Q_Q2_K = 10, Q_Q3_K = 11, Q_Q4_K = 12, Q_Q5_K = 13, Q_Q6_K = 14 };
+enum { Q_Q5_0 = 6, Q_Q5_1 = 7, Q_Q2_K = 10, Q_Q3_K = 11, Q_Q4_K = 12, Q_Q5_K = 13, Q_Q6_K = 14, Q_IQ4_NL = 20 };
 
 // ggml's nearest_int: round half to even through the float adder (|v| < 2^22).
 static inline int round_nearest(float v) {
@@ -234,6 +234,83 @@ static void block_q5_1(const float *x, uint8_t *b) {
     memcpy(b + 4, &qh, 4);
 }
 
+
+// IQ4_NL: 32 values, an fp16 scale and 4-bit indices into a fixed non-uniform table. Weights x²;
+// the scale starts at max/table[0] and is refitted by least squares. `ntry` > 0 (llama-quantize,
+// 7) also tries the scales (t + table[0])/max for t in -ntry…ntry and recodes with the winner;
+// ntry < 0 (ggml's quantize_row_iq4_nl_ref, which the KV cache uses) keeps the first codes.
+const int8_t qd_iq4nl_values[16] = { -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 };
+
+static inline int iq4nl_index(float x) {
+    const int8_t *v = qd_iq4nl_values;
+    if (x <= v[0]) return 0;
+    if (x >= v[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (x < v[mid]) hi = mid; else lo = mid;
+    }
+    return x - v[hi - 1] < v[hi] - x ? hi - 1 : hi;
+}
+
+static void block_iq4_nl(const float *x, uint8_t *b, int ntry) {
+    const int8_t *v = qd_iq4nl_values;
+    uint8_t L[32];
+    float w[32];
+    memset(b, 0, 18);
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; j++) {
+        w[j] = x[j] * x[j];
+        const float ax = fabsf(x[j]);
+        if (ax > amax) { amax = ax; max = x[j]; }
+    }
+    if (amax < 1e-15f) {
+        // GROUP_MAX_EPS: scale 0; ggml then codes every value as the index nearest 0 (8). Its
+        // row_ref variant leaves the previous block's codes instead; they decode to 0 either way.
+        store_f16(b, 0.f);
+        memset(b + 2, 0x88, 16);
+        return;
+    }
+    float d = ntry > 0 ? -max / v[0] : max / v[0];
+    float id = 1 / d;
+    float sumqx = 0, sumq2 = 0;
+    for (int j = 0; j < 32; j++) {
+        const float al = id * x[j];
+        const int l = iq4nl_index(al);
+        L[j] = (uint8_t)l;
+        const float q = v[l];
+        sumqx += w[j] * q * x[j];
+        sumq2 += w[j] * q * q;
+    }
+    d = sumqx / sumq2;
+    float best = d * sumqx;
+    for (int t = -ntry; t <= ntry; t++) {
+        id = (t + v[0]) / max;
+        sumqx = sumq2 = 0;
+        for (int j = 0; j < 32; j++) {
+            const float q = v[iq4nl_index(id * x[j])];
+            sumqx += w[j] * q * x[j];
+            sumq2 += w[j] * q * q;
+        }
+        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    store_f16(b, d);
+    if (ntry > 0) {
+        const float inv = d ? 1 / d : 0;
+        for (int j = 0; j < 32; j++) L[j] = (uint8_t)iq4nl_index(inv * x[j]);
+    }
+    for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)(L[j] | (L[16 + j] << 4));
+}
+
+int qd_quantize_iq4_nl_row_ref(const float *src, size_t count, uint8_t *dst) {
+    if (count % 32) return 0;
+    for (size_t i = 0; i < count / 32; i++) block_iq4_nl(src + 32 * i, dst + 18 * i, -1);
+    return 1;
+}
+
 // MARK: - Super-blocks of 256
 
 // Two-bit codes of 128 elements packed four to a byte, as Q2_K and Q3_K store them.
@@ -448,6 +525,7 @@ int qd_quantize_ggml(int type, const float *src, size_t count, uint8_t *dst) {
     switch (type) {
     case Q_Q5_0: block = 32; bytes = 22; break;
     case Q_Q5_1: block = 32; bytes = 24; break;
+    case Q_IQ4_NL: block = 32; bytes = 18; break;
     case Q_Q2_K: block = 256; bytes = 84; break;
     case Q_Q3_K: block = 256; bytes = 110; break;
     case Q_Q4_K: block = 256; bytes = 144; break;
@@ -462,6 +540,7 @@ int qd_quantize_ggml(int type, const float *src, size_t count, uint8_t *dst) {
         switch (type) {
         case Q_Q5_0: block_q5_0(x, b); break;
         case Q_Q5_1: block_q5_1(x, b); break;
+        case Q_IQ4_NL: block_iq4_nl(x, b, 7); break;
         case Q_Q2_K: block_q2_k(x, b); break;
         case Q_Q3_K: block_q3_k(x, b); break;
         case Q_Q4_K: block_q45_k(x, b, 0); break;

@@ -19,7 +19,7 @@ struct EncodedWeightsTests {
             switch type {
             case .f16:
                 if bytes[o + 1] & 0x7C == 0x7C { bytes[o + 1] &= 0xBF }  // no Inf/NaN
-            case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
+            case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
                 let special: [Float] = [0, 1e-6, -3e-7]
                 let d = b % 8 == 5 ? special[b % 3] : Float(r.nextDouble() * 0.02 + 1e-4) * (b % 2 == 0 ? 1 : -1)
                 let at = o + ([.q6_K: 208, .q2_K: 80, .q3_K: 108] as [GGMLType: Int])[type, default: 0]
@@ -34,7 +34,7 @@ struct EncodedWeightsTests {
     }
 
     /// Both C paths against the Swift dequantizer, bit for bit, on awkward sizes.
-    @Test(arguments: [GGMLType.f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K], [1, 7, 31, 33, 577])
+    @Test(arguments: [GGMLType.f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K], [1, 7, 31, 33, 577])
     func decodersMatchTheSwiftDequantizer(type: GGMLType, blocks: Int) throws {
         let count = blocks * type.blockSize
         let bytes = Self.randomBlocks(type, blocks: blocks, seed: UInt64(blocks * 31 + Int(type.rawValue)))

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 @testable import QuantDrift
@@ -70,8 +71,10 @@ struct KVCacheStorageTests {
 
     /// llama.cpp's cache types (`-ctk/-ctv`) read back exactly the values ggml's blocks of the
     /// same 32 numbers decode to, from the weight quantizers (Q5_0/Q5_1: byte for byte
-    /// llama-quantize's; Q8_0/Q4_0/Q4_1: the presets checked against llama.cpp's KLD).
-    @Test(arguments: [NumberFormat.q8_0, .q4_0, .q4_1, .q5_0, .q5_1])
+    /// llama-quantize's; Q8_0/Q4_0/Q4_1: the presets checked against llama.cpp's KLD). IQ4_NL
+    /// caches use ggml's row quantizer, which skips llama-quantize's scale search: its blocks
+    /// come from `qd_quantize_iq4_nl_row_ref`, and differ from the searched ones.
+    @Test(arguments: [NumberFormat.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl])
     func ggmlCacheTypesReadBackGGMLBlockValues(format: NumberFormat) throws {
         let cache = try QuantizedKVCache(spec: try Scheme(parsing: "kv=\(format.rawValue)").kv!, layerCount: 1, contextLength: 16,
                                          kvDim: Self.kvDim, headDim: Self.headDim)
@@ -80,7 +83,13 @@ struct KVCacheStorageTests {
         cache.store(layer: 0, position: 0, rows: rows, keys: k, values: v)
         for (name, x, read) in [("K", k, cache.keys(layer: 0, count: rows)), ("V", v, cache.values(layer: 0, count: rows))] {
             var want = [Float](repeating: 0, count: x.count)
-            if let type = format.ggmlType {
+            if format == .iq4_nl {
+                var bytes = [UInt8](repeating: 0, count: x.count / 32 * 18)
+                #expect(qd_quantize_iq4_nl_row_ref(x, x.count, &bytes) == 1)
+                try bytes.withUnsafeBytes { try dequantize(.iq4_nl, $0, count: x.count, into: &want) }
+                let searched = try GGMLQuantizer.quantize(x, cols: Self.kvDim, type: .iq4_nl)
+                #expect(searched != bytes, "the row quantizer and llama-quantize's searched one should differ on Gaussian data")
+            } else if let type = format.ggmlType {
                 let bytes = try GGMLQuantizer.quantize(x, cols: Self.kvDim, type: type)
                 try bytes.withUnsafeBytes { try dequantize(type, $0, count: x.count, into: &want) }
             } else if case .integer(let m) = try format.traits.weights.quantize(x, rows, Self.kvDim,

@@ -32,7 +32,7 @@ struct PerplexityTests {
         let kquants = try Golden.json("llamacpp-kquants.json") as! [String: Any]
         let mixes = ["q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k"]
         // llama.cpp's cache types (FP32 weights; its runs used -fa on, rotating and rounding queries as these presets do).
-        let caches = ["kv-q8_0", "kv-q4_0", "kv-q5_1"]
+        let caches = ["kv-q8_0", "kv-q4_0", "kv-q5_1", "kv-iq4_nl"]
         let kvRef = kquants["kv"] as! [String: Any]
         let tokens = model.tokenizer.encode(try String(contentsOf: fixtureURL("eval.txt"), encoding: .utf8))
         let results = try withTemporaryDirectory { dir in

@@ -51,14 +51,19 @@ void qd_gemm_i8_f32_rows(const int8_t *codes, const float *scales, const float *
 void qd_gemm_u4_f32_rows(const uint8_t *packed, const float *scales, const float *mins, float offset, int group,
                          int out, int in, const float *x, int rows, float *y, int ldy);
 // Decodes `rows` rows to FP32 (rows, in): scale·code + min, exactly as the products read them.
-// GGUF tensor data of ggml type `type` (F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K…Q6_K;
+// GGUF tensor data of ggml type `type` (F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K…Q6_K;
 // `count` a multiple of the block size) decoded to FP32 exactly as ggml's dequantize_row_* defines it. Returns 0, writing
 // nothing, for any other type (the caller falls back to the Swift dequantizer).
 int qd_decode_ggml(int type, const uint8_t *src, size_t count, float *dst);
-// `count` FP32 values quantized into ggml blocks of type `type` (Q5_0, Q5_1, Q2_K…Q6_K; `count` a
-// multiple of the block size) exactly as llama-quantize does without an importance matrix.
-// Returns 0, writing nothing, for any other type or count.
+// `count` FP32 values quantized into ggml blocks of type `type` (Q5_0, Q5_1, IQ4_NL, Q2_K…Q6_K;
+// `count` a multiple of the block size) exactly as llama-quantize does without an importance
+// matrix. Returns 0, writing nothing, for any other type or count.
 int qd_quantize_ggml(int type, const float *src, size_t count, uint8_t *dst);
+// IQ4_NL blocks as ggml's quantize_row_iq4_nl_ref writes them (what llama.cpp stores in an
+// iq4_nl KV cache): the first least-squares scale, no scale search. Returns 0 unless count % 32 == 0.
+int qd_quantize_iq4_nl_row_ref(const float *src, size_t count, uint8_t *dst);
+// IQ4_NL's 16 values (scaled by the block's fp16 scale).
+extern const int8_t qd_iq4nl_values[16];
 void qd_decode_i8(const int8_t *codes, const float *scales, const float *mins, int group, int rows, int in,
                   float *out);
 void qd_decode_u4(const uint8_t *packed, const float *scales, const float *mins, int group, int rows, int in,

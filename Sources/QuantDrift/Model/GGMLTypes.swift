@@ -4,7 +4,7 @@
 /// `GGMLType.dequantizable` can be turned into FP32; the others parse but are refused at load.
 public enum GGMLType: UInt32, Sendable, CaseIterable {
     case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q8_1 = 9
-    case q2_K = 10, q3_K = 11, q4_K = 12, q5_K = 13, q6_K = 14, q8_K = 15
+    case q2_K = 10, q3_K = 11, q4_K = 12, q5_K = 13, q6_K = 14, q8_K = 15, iq4_nl = 20
     case i8 = 24, i16 = 25, i32 = 26, i64 = 27, f64 = 28, bf16 = 30
 
     public var name: String {
@@ -12,7 +12,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
         case .f32: "F32"; case .f16: "F16"; case .bf16: "BF16"; case .f64: "F64"
         case .q4_0: "Q4_0"; case .q4_1: "Q4_1"; case .q5_0: "Q5_0"; case .q5_1: "Q5_1"
         case .q8_0: "Q8_0"; case .q8_1: "Q8_1"; case .q2_K: "Q2_K"; case .q3_K: "Q3_K"
-        case .q4_K: "Q4_K"; case .q5_K: "Q5_K"; case .q6_K: "Q6_K"; case .q8_K: "Q8_K"
+        case .q4_K: "Q4_K"; case .q5_K: "Q5_K"; case .q6_K: "Q6_K"; case .q8_K: "Q8_K"; case .iq4_nl: "IQ4_NL"
         case .i8: "I8"; case .i16: "I16"; case .i32: "I32"; case .i64: "I64"
         }
     }
@@ -21,7 +21,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16, .f64, .i8, .i16, .i32, .i64: 1
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1: 32
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1, .iq4_nl: 32
         case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_K: 256
         }
     }
@@ -33,7 +33,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
         case .f16, .bf16, .i16: 2
         case .f64, .i64: 8
         case .i8: 1
-        case .q4_0: 18
+        case .q4_0, .iq4_nl: 18
         case .q4_1: 20
         case .q5_0: 22
         case .q5_1: 24
@@ -48,7 +48,10 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
         }
     }
 
-    public static let dequantizable: Set<GGMLType> = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+    public static let dequantizable: Set<GGMLType> = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+
+    /// IQ4_NL's 16 non-uniform values (ggml's kvalues_iq4nl), scaled by the block's fp16 scale.
+    public static let iq4nlValues: [Int8] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
 }
 
 // MARK: - Dequantization to FP32
@@ -137,6 +140,17 @@ public func dequantize(_ type: GGMLType, _ src: UnsafeRawBufferPointer, count: I
                     y[j] = Float(x0 - 16) * d
                     y[j + 16] = Float(x1 - 16) * d
                 }
+            }
+        }
+    case .iq4_nl:
+        let v = GGMLType.iq4nlValues
+        for b in 0..<blocks {
+            let p = base + b * bs, y = dst + b * 32
+            let d = halfToFloat(u16(p, 0))
+            for j in 0..<16 {
+                let q = u8(p, 2 + j)
+                y[j] = d * Float(v[Int(q & 0xF)])
+                y[j + 16] = d * Float(v[Int(q >> 4)])
             }
         }
     case .q2_K:

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Uniform b-bit quantization of a small vector: x ≈ scale·u + min with u in [0, 2^b − 1].
 /// Symmetric: scale = max|x| / (2^(b−1) − 1) and min = −2^(b−1)·scale (zero exact);
 /// asymmetric: scale = (max − min) / (2^b − 1) over the vector's own range.
@@ -46,21 +48,23 @@ struct TableVectorQuantizer {
     }
 }
 
-/// llama.cpp's cache blocks (q8_0, q4_0, q4_1, q5_0, q5_1) of one group of 32 along a token,
-/// coded by the weight quantizers' ggml blocks (`WeightQuantizer.ggml*Block`): the code u (its
-/// level is u − `offset`), the fp16-rounded scale and, for the asymmetric types, the fp16 min;
-/// decoded as scale·(u − offset) + min.
+/// llama.cpp's cache blocks (q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl) of one group of 32 along a
+/// token, coded by the weight quantizers' ggml blocks (`WeightQuantizer.ggml*Block`, and ggml's
+/// quantize_row_iq4_nl_ref for iq4_nl): the code u, the fp16-rounded scale and, for the
+/// asymmetric types, the fp16 min; decoded as scale·level(u) + min.
 struct GGMLVectorQuantizer {
     let type: GGMLType
 
-    /// What is subtracted from a code before scaling.
-    static func offset(_ t: GGMLType) -> Int {
-        switch t {
+    /// The level of every code: u less an offset, or iq4_nl's table entry.
+    static func levels(_ t: GGMLType) -> [Float] {
+        if t == .iq4_nl { return GGMLType.iq4nlValues.map(Float.init) }
+        let offset = switch t {
         case .q8_0: 128
         case .q4_0: 8
         case .q5_0: 16
         default: 0
         }
+        return (0..<256).map { Float($0 - offset) }
     }
 
     @inline(__always)
@@ -78,6 +82,14 @@ struct GGMLVectorQuantizer {
             case .q4_0: r = (WeightQuantizer.ggmlSymmetricBlock(x, q, half: 8), 0)
             case .q5_0: r = (WeightQuantizer.ggmlSymmetricBlock(x, q, half: 16), 0)
             case .q4_1: r = WeightQuantizer.ggmlRangeBlock(x, q, top: 15)
+            case .iq4_nl:
+                var block = (UInt64(0), UInt64(0), UInt64(0))  // 24 bytes ≥ one 18-byte block
+                r = withUnsafeMutableBytes(of: &block) { b in
+                    let p = b.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    _ = qd_quantize_iq4_nl_row_ref(x, 32, p)
+                    for j in 0..<16 { q[j] = p[2 + j] & 15; q[16 + j] = p[2 + j] >> 4 }
+                    return (halfToFloat(UInt16(p[0]) | UInt16(p[1]) << 8), 0)
+                }
             default: r = WeightQuantizer.ggmlRangeBlock(x, q, top: 31)  // q5_1
             }
             for i in 0..<32 { put(i, q[i]) }
@@ -190,8 +202,8 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             // NaN codes are never written (the encoder saturates), so they decode to 0 here.
             let ggml = q.flatMap { $0.format.traits.kv?.ggml }
             addsMins = table == nil && !(ggml != nil && q!.symmetric)
-            let offset = ggml.map(GGMLVectorQuantizer.offset) ?? 0
-            levels = table.map { t in (0..<256).map { t.values[$0].isFinite ? t.values[$0] : 0 } } ?? (0..<256).map { Float($0 - offset) }
+            levels = table.map { t in (0..<256).map { t.values[$0].isFinite ? t.values[$0] : 0 } }
+                ?? ggml.map(GGMLVectorQuantizer.levels) ?? (0..<256).map(Float.init)
             entryBytes = q == nil ? 0 : kvDim * bits / 8
             var slot = [Int](repeating: -1, count: layers), fullSlot = [Int](repeating: -1, count: layers)
             var quantized = 0, fp32 = 0

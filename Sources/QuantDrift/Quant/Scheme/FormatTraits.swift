@@ -7,7 +7,7 @@ public enum NumberFormat: String, Sendable, Codable, CaseIterable {
     /// llama.cpp block formats (blocks of 32 along the row, fp16 scales).
     case q8_0, q4_0, q4_1
     /// llama.cpp formats kept as its own blocks (32, or 256-element k-quant super-blocks).
-    case q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k
+    case q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k
     /// ggml's activation blocks for the k-quants (256 per scale; activations only).
     case q8_k
 
@@ -134,6 +134,8 @@ public struct FormatTraits: Sendable {
                 summary: "llama.cpp Q5_0: blocks of 32, fp16 scale, codes offset by 16 (5.5 bits/weight)"),
         encoded(.q5_1, .q5_1, bits: 5, symmetric: false, kv: KV(containerBits: 8, group: 32, symmetric: false, signMagnitude: false, ggml: .q5_1),
                 summary: "llama.cpp Q5_1: blocks of 32, fp16 scale and min (6 bits/weight)"),
+        encoded(.iq4_nl, .iq4_nl, bits: 4, symmetric: true, kv: KV(containerBits: 4, group: 32, symmetric: true, signMagnitude: false, ggml: .iq4_nl),
+                summary: "llama.cpp IQ4_NL: blocks of 32, fp16 scale, 4-bit indices into a fixed non-uniform table (4.5 bits/weight)"),
         encoded(.q2_k, .q2_K, bits: 2, symmetric: false, summary: "llama.cpp Q2_K: 256-blocks of 16 sub-blocks, 4-bit scales and mins (2.625 bits/weight)"),
         encoded(.q3_k, .q3_K, bits: 3, symmetric: true, summary: "llama.cpp Q3_K: 256-blocks of 16 sub-blocks, 6-bit scales (3.4375 bits/weight)"),
         encoded(.q4_k, .q4_K, bits: 4, symmetric: false, summary: "llama.cpp Q4_K: 256-blocks of 8 sub-blocks, 6-bit scales and mins (4.5 bits/weight)"),

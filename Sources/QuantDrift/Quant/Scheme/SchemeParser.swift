@@ -27,7 +27,7 @@ public extension Scheme {
         SchemePreset(name: "q8_0", spec: "w=q8_0;a=q8_0", summary: "llama.cpp Q8_0 weights, activations in q8_0 blocks (as ggml's CPU path)"),
         SchemePreset(name: "q4_0", spec: "w=q4_0;a=q8_0", summary: "llama.cpp Q4_0 (embedding/head in Q8_0 as llama-quantize does), q8_0 activations"),
         SchemePreset(name: "q4_1", spec: "w=q4_1;a=q8_0", summary: "llama.cpp Q4_1 (embedding/head in Q8_0), q8 activations"),
-    ] + ["q8_0", "q5_1", "q5_0", "q4_1", "q4_0"].map { t in
+    ] + ["q8_0", "q5_1", "q5_0", "q4_1", "iq4_nl", "q4_0"].map { t in
         SchemePreset(name: "kv-\(t)", spec: "kv=\(t),rot,q8q",
                      summary: "llama.cpp -ctk \(t) -ctv \(t): its blocks, Hadamard rotation and q8_0 queries (as its flash attention)")
     } + LlamaCppMix.presets.map { m in

@@ -1,12 +1,12 @@
 import CKernels
 
 /// llama.cpp's block quantizers for the formats QuantDrift stores as ggml blocks (Q5_0, Q5_1,
-/// Q2_K…Q6_K): the bytes llama-quantize writes for the same FP32 tensor without an importance
+/// IQ4_NL, Q2_K…Q6_K): the bytes llama-quantize writes for the same FP32 tensor without an importance
 /// matrix (`ggml_quantize.c`; a test checks them against llama-quantize's output for every
 /// tensor of the default model).
 public enum GGMLQuantizer {
     /// The types `quantize` writes.
-    public static let types: [GGMLType] = [.q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+    public static let types: [GGMLType] = [.q5_0, .q5_1, .iq4_nl, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
 
     /// `values` (rows of `cols`, `cols` a multiple of the block size) as blocks of `type`.
     public static func quantize(_ values: UnsafeBufferPointer<Float>, cols: Int, type: GGMLType) throws -> [UInt8] {
