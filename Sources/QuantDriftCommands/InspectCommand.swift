@@ -80,12 +80,18 @@ struct InspectCommand: ParsableCommand {
     /// Tensor formats under a scheme, layers folded as blk.N (the layers listed where they differ).
     func listFormats(_ model: Model, scheme: Scheme) throws {
         let formats = SchemeBuilder.tensorFormats(config: model.config, scheme: scheme)
+        // Which rotation matrices `rot=` uses at this model's widths (Hadamard or the random fallback).
+        var rotations: [(String, String)] = []
+        if scheme.rotation?.residual == true { rotations.append(("residual", Rotation(order: model.config.dim).summary)) }
+        if scheme.rotation?.down == true { rotations.append(("ffn_down input", Rotation(order: model.config.hiddenDim).summary)) }
         if output.json {
             CLI.printJSON(["model": .string(model.name), "scheme": .string(scheme.description),
-                           "tensors": .object(formats.map { ($0.tensor, .string($0.format)) })])
+                           "tensors": .object(formats.map { ($0.tensor, .string($0.format)) }),
+                           "rotations": .object(rotations.map { ($0.0, .string($0.1)) })])
             return
         }
         print("\(model.name) under \(scheme.description): \(formats.count) weight matrices")
+        for (site, r) in rotations { print("  rotation of the \(site): \(r)") }
         var order: [String] = [], byKind: [String: [(layer: Int, format: String)]] = [:], single: [String: String] = [:]
         for (name, format) in formats {
             let parts = name.split(separator: ".")

@@ -19,8 +19,15 @@ public struct ActivationQuantizer: Sendable, Hashable {
     }
 
     public let mode: Mode
+    /// Largest code magnitude of the dynamic modes: 127 (int8), or 7 for 4-bit activations
+    /// (int4 codes in −7…7 ride in the int8 containers, so the integer kernels multiply them
+    /// exactly as they are: W4A4 is Int4×Int4 products summed in Int32).
+    public let maxCode: Int
 
-    public init(_ mode: Mode) { self.mode = mode }
+    public init(_ mode: Mode, maxCode: Int = 127) {
+        self.mode = mode
+        self.maxCode = maxCode
+    }
 
     /// Elements sharing one scale in a row of `inDim`.
     public func groupSize(inDim: Int) -> Int {
@@ -34,7 +41,7 @@ public struct ActivationQuantizer: Sendable, Hashable {
 
     /// Quantizes `rows` rows of `inDim` into codes (rows, inDim), scales (rows, groups) and, when
     /// `blockSums` is given (products with weight mins read them), 32-block code sums
-    /// (rows, ceil(inDim/32)). Codes are in [-127, 127].
+    /// (rows, ceil(inDim/32)). Codes are in [-maxCode, maxCode].
     public func quantize(_ x: UnsafePointer<Float>, rows: Int, inDim: Int, codes: UnsafeMutablePointer<Int8>,
                          scales: UnsafeMutablePointer<Float>, blockSums: UnsafeMutablePointer<Int32>?) {
         let g = groupSize(inDim: inDim)
@@ -58,7 +65,7 @@ public struct ActivationQuantizer: Sendable, Hashable {
                     scales[r * ng + gi] = scale
                     continue
                 default:
-                    let d = qd_absmax_f32(xr + lo, Int32(hi - lo)) / 127
+                    let d = qd_absmax_f32(xr + lo, Int32(hi - lo)) / Float(maxCode)
                     inv = d > 0 ? 1 / d : 0
                     if case .q8_0 = mode { scale = qd_round_f16(d) } else { scale = d }
                 }

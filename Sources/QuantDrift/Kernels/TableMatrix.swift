@@ -1,6 +1,6 @@
 /// A weight matrix in an emulated format: codes into an exact value table, and a scale per
-/// (row, group) (NF4, FP8), a power-of-two E8M0 scale per block of 32 (MXFP4), or no scale
-/// (fp16, bf16). Element (r, c) decodes to `table.values[code] * scale(r, c / groupSize)`.
+/// (row, group) (NF4, FP8), a power-of-two E8M0 scale per block of 32 (MXFP4), an E4M3 scale per
+/// block of 16 times an FP32 tensor scale (NVFP4), or no scale (fp16, bf16). Element (r, c) decodes to `table.values[code] * scale(r, c / groupSize)`.
 public struct TableMatrix: Sendable {
     public enum Codes: Sendable {
         /// 4-bit codes packed as `QuantizedMatrix` packs them: per 32-element block 16 bytes,
@@ -16,6 +16,9 @@ public struct TableMatrix: Sendable {
         case float([Float])
         /// E8M0 shared exponents per (row, block): scale = 2^e.
         case e8m0([Int8])
+        /// NVFP4: an FP8 E4M3 code per (row, block of 16) and one FP32 scale for the tensor:
+        /// scale = e4m3(code) · tensor.
+        case e4m3([UInt8], tensor: Float)
     }
 
     public let table: ValueTable
@@ -41,6 +44,7 @@ public struct TableMatrix: Sendable {
         case .none: return codeBytes
         case .float(let s): return codeBytes + 4 * s.count
         case .e8m0(let e): return codeBytes + e.count
+        case .e4m3(let e, _): return codeBytes + e.count + 4
         }
     }
 
@@ -63,6 +67,7 @@ public struct TableMatrix: Sendable {
         case .none: return 1
         case .float(let s): return s.count == 1 ? s[0] : s[r * groupsPerRow + g]
         case .e8m0(let e): return pow2(Int(e[r * groupsPerRow + g]))
+        case .e4m3(let e, let tensor): return ValueTable.fp8e4m3.values[Int(e[r * groupsPerRow + g])] * tensor
         }
     }
 

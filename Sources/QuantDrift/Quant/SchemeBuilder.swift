@@ -5,14 +5,14 @@ public enum SchemeBuilder {
     ///   channels when the scheme has no `calib=FILE.json`.
     public static func weights(for model: Model, scheme: Scheme, calibration: CalibrationSet? = nil) throws -> RuntimeWeights {
         let c = model.config
-        if scheme.weights == nil && scheme.activations == nil { return RuntimeWeights(fp32: model.weights, config: c) }
+        if scheme.weights == nil && scheme.activations == nil && scheme.rotation == nil { return RuntimeWeights(fp32: model.weights, config: c) }
         try checkActivations(scheme.activations)
         let skippedLayers = Set(scheme.skip.compactMap { if case .layer(let i) = $0 { return i } else { return nil } })
         let skippedTensors = Set(scheme.skip.compactMap { if case .tensor(let s) = $0 { return s } else { return nil } })
         for l in skippedLayers where l >= c.layerCount {
             throw QuantDriftError.invalidInput("scheme: skip layer \(l) but the model has \(c.layerCount) layers")
         }
-        if let w = scheme.weights, w.method != .rtn, scheme.activations?.smoothAlpha != nil {
+        if let w = scheme.weights, w.method.needsCalibration, scheme.activations?.smoothAlpha != nil {
             throw QuantDriftError.unsupported("scheme: \(w.method.rawValue) together with SmoothQuant is not supported")
         }
         // GPTQ and AWQ run the FP32 model over the calibration data first (AWQ also rescales).
@@ -20,6 +20,9 @@ public enum SchemeBuilder {
 
         // Calibration: SmoothQuant factors folded into the FP32 weights, outlier channels, static scales.
         var source = calibrated?.weights ?? model.weights
+        // QuaRot: rotations folded into the FP32 weights (the parser refuses calibrated methods with them).
+        if let r = scheme.rotation { source = try QuaRot.apply(r, to: source, config: c) }
+        let downRotation = scheme.rotation?.down == true ? Rotation(order: c.hiddenDim) : nil
         var plan = ActivationPlan.none
         var staticScales: [SiteID: SiteCalibration] = [:]
         if let a = scheme.activations, a.needsCalibration {
@@ -103,7 +106,8 @@ public enum SchemeBuilder {
                 ffnNorm: l.ffnNorm,
                 wGate: try linear(l.wGate, rows: c.hiddenDim, cols: c.dim, kind: "ffn_gate", layer: i, spec: ws, site: fin),
                 wUp: try linear(l.wUp, rows: c.hiddenDim, cols: c.dim, kind: "ffn_up", layer: i, spec: ws, site: fin),
-                wDown: try linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws, site: down),
+                wDown: try downRotation.map { RotatedInputLinear(rotation: $0, inner: try linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws, site: down)) }
+                    ?? linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws, site: down),
                 extraNorms: l.extraNorms))
         }
         let head = try linear(source.head, rows: c.vocabSize, cols: c.dim, kind: "lm_head", layer: nil, spec: headSpec,
@@ -112,8 +116,10 @@ public enum SchemeBuilder {
         // (decoded a row at a time, never held as FP32).
         var embedding: any EmbeddingTable = source.embedding
         let embedSkipped = skippedTensors.contains("embed") || (c.tiedOutput && skippedTensors.contains("lm_head"))
+        // A rotated residual unties the head (it carries the final norm's gain, the embedding does not).
+        let tied = c.tiedOutput && source.outputMatrix == nil
         if let spec = headSpec, !embedSkipped {
-            if c.tiedOutput, let q = head as? any DequantizableLinear {
+            if tied, let q = head as? any DequantizableLinear {
                 embedding = q
             } else {
                 embedding = try WeightQuantizer.layer(source.tokenEmbedding, rows: c.vocabSize, cols: c.dim,
@@ -196,11 +202,13 @@ public enum SchemeBuilder {
     static func activationQuantizer(_ a: ActivationQuant?) throws -> ActivationQuantizer? {
         guard let a else { return nil }
         if let mode = a.format.traits.activations?.fixedQuantizer { return ActivationQuantizer(mode) }
+        // Symmetric codes: ±127 for int8, ±7 for int4.
+        let maxCode = (1 << (a.format.bits - 1)) - 1
         switch a.granularity {
-        case .token: return ActivationQuantizer(.dynamicPerRow)
+        case .token: return ActivationQuantizer(.dynamicPerRow, maxCode: maxCode)
         case .group(let n):
             guard n % 32 == 0 else { throw QuantDriftError.invalidInput("scheme: activation group size \(n) must be a multiple of 32") }
-            return ActivationQuantizer(.dynamicPerGroup(n))
+            return ActivationQuantizer(.dynamicPerGroup(n), maxCode: maxCode)
         case .tensor, .channel:
             throw QuantDriftError.invalidInput("scheme: dynamic activations are per token or per group")
         }

@@ -13,6 +13,13 @@ public final class LinearScratch: @unchecked Sendable {
     public let blockSums: UnsafeMutablePointer<Int32>
     /// Dequantized weight tiles for multi-row products of quantized weights.
     public let tile: FloatBuffer
+    /// (maxRows, maxInDim) an online-rotated copy of the input (`RotatedInputLinear`), and one
+    /// row of working space for the rotation; made on first use (from the calling thread, before
+    /// any split over the cores), so schemes without rotations do not hold them.
+    public private(set) lazy var rotated = FloatBuffer(count: maxRows * maxInDim)
+    public private(set) lazy var rotationScratch = FloatBuffer(count: maxInDim)
+    let maxRows: Int
+    let maxInDim: Int
     public static let tileFloats = 1 << 20
     /// Cores a product may spread over. Only kernels whose every output is the same however the
     /// outputs are divided use more than one (the packed integer panels, split by output panels).
@@ -29,6 +36,8 @@ public final class LinearScratch: @unchecked Sendable {
         bytes.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
         floats = FloatBuffer(count: maxRows * (maxInDim / 8 + 8))
         input = FloatBuffer(count: maxRows * maxInDim)
+        self.maxRows = maxRows
+        self.maxInDim = maxInDim
         let sums = maxRows * (maxInDim / 32 + 1)
         blockSums = .allocate(capacity: sums)
         blockSums.initialize(repeating: 0, count: sums)

@@ -13,7 +13,7 @@ extension Scheme {
     /// Whether building this scheme needs a `CalibrationSet` (no calibration file given).
     public var needsCalibrationSet: Bool {
         (activations?.needsCalibration == true && calibrationFile == nil)
-            || weights.map { $0.method != .rtn } == true
+            || weights.map { $0.method.needsCalibration } == true
     }
 }
 

@@ -3,7 +3,7 @@
 /// Number formats a tensor can be stored in. Everything else about a format lives in its row of
 /// `FormatTraits.table`: adding a format is a case here, one row there, and its quantizer.
 public enum NumberFormat: String, Sendable, Codable, CaseIterable {
-    case int8, int4, int3, int2, nf4, fp8e4m3, fp8e5m2, mxfp4, fp16, bf16
+    case int8, int4, int3, int2, nf4, fp8e4m3, fp8e5m2, mxfp4, nvfp4, fp16, bf16
     /// llama.cpp block formats (blocks of 32 along the row, fp16 scales).
     case q8_0, q4_0, q4_1
     /// llama.cpp formats kept as its own blocks (32, or 256-element k-quant super-blocks).
@@ -114,13 +114,17 @@ public struct FormatTraits: Sendable {
     public static let table: [FormatTraits] = [
         uniform(.int8, kvGroup: 0, weightGranularity: .channel, activations: Activations(granularity: .token, fixedQuantizer: nil),
                 summary: "uniform 8-bit integers (Int8×Int8→Int32 with int8 activations)"),
-        uniform(.int4, kvGroup: 32, weightGranularity: .group(128), methods: [.rtn, .gptq, .awq], summary: "uniform 4-bit integers, packed nibbles"),
-        uniform(.int3, kvGroup: 32, weightGranularity: .group(128), methods: [.rtn, .gptq, .awq], summary: "uniform 3-bit integers (stored in nibbles)"),
-        uniform(.int2, kvGroup: 32, weightGranularity: .group(128), methods: [.rtn, .gptq, .awq], summary: "uniform 2-bit integers (stored in nibbles; 2-bit codes in the KV cache)"),
+        uniform(.int4, kvGroup: 32, weightGranularity: .group(128), methods: [.rtn, .gptq, .awq, .hqq],
+                activations: Activations(granularity: .token, fixedQuantizer: nil),
+                summary: "uniform 4-bit integers, packed nibbles (as activations: codes −7…7 per token or group, Int4×Int4→Int32)"),
+        uniform(.int3, kvGroup: 32, weightGranularity: .group(128), methods: [.rtn, .gptq, .awq, .hqq], summary: "uniform 3-bit integers (stored in nibbles)"),
+        uniform(.int2, kvGroup: 32, weightGranularity: .group(128), methods: [.rtn, .gptq, .awq, .hqq], summary: "uniform 2-bit integers (stored in nibbles; 2-bit codes in the KV cache)"),
         emulated(.nf4, .nf4, granularity: .group(64), summary: "QLoRA NormalFloat4, absmax scale per group"),
         emulated(.fp8e4m3, .fp8e4m3, granularity: .channel, kv: true, summary: "OCP FP8 E4M3 (max 448), scale per channel, group or tensor"),
         emulated(.fp8e5m2, .fp8e5m2, granularity: .channel, kv: true, summary: "FP8 E5M2 (max 57344), scale per channel, group or tensor"),
         emulated(.mxfp4, .e2m1, granularity: .group(32), summary: "OCP MXFP4: E2M1 values, E8M0 scale per block of 32"),
+        emulated(.nvfp4, .e2m1, granularity: .group(16), methods: [.rtn, .mse],
+                 summary: "NVIDIA NVFP4: E2M1 values, E4M3 scale per block of 16, FP32 scale per tensor (mse: searched block scales)"),
         emulated(.fp16, .fp16, granularity: .channel, summary: "IEEE binary16, no scale"),
         emulated(.bf16, .bf16, granularity: .channel, summary: "bfloat16, no scale"),
         ggml(.q8_0, bits: 8, symmetric: true, headFormat: nil, activations: Activations(granularity: .group(32), fixedQuantizer: .q8_0),
@@ -172,18 +176,23 @@ public struct FormatTraits: Sendable {
         return FormatTraits(
             format: f, bits: bits, storage: .uniform, summary: summary,
             weights: Weights(granularity: weightGranularity, symmetric: true, fixedLayout: false, methods: methods, headFormat: nil) { w, rows, cols, spec in
-                .integer(WeightQuantizer.uniform(w, rows: rows, cols: cols, bits: bits, group: try WeightQuantizer.uniformGroup(spec, cols: cols),
-                                                 sharedAcrossRows: spec.granularity == .tensor, symmetric: spec.symmetric))
+                let group = try WeightQuantizer.uniformGroup(spec, cols: cols)
+                if spec.method == .hqq {
+                    guard spec.granularity != .tensor else { throw QuantDriftError.invalidInput("scheme: hqq fits each group or channel, not one grid per tensor") }
+                    return .integer(HQQ.quantize(w, rows: rows, cols: cols, bits: bits, group: group))
+                }
+                return .integer(WeightQuantizer.uniform(w, rows: rows, cols: cols, bits: bits, group: group,
+                                                        sharedAcrossRows: spec.granularity == .tensor, symmetric: spec.symmetric))
             },
             activations: activations,
             kv: KV(containerBits: bits <= 2 ? 2 : (bits <= 4 ? 4 : 8), group: kvGroup, symmetric: bits == 8, signMagnitude: false))
     }
 
-    static func emulated(_ f: NumberFormat, _ values: ValueTable, granularity: Granularity, kv: Bool = false,
+    static func emulated(_ f: NumberFormat, _ values: ValueTable, granularity: Granularity, kv: Bool = false, methods: [QuantMethod] = [.rtn],
                          summary: String) -> FormatTraits {
         FormatTraits(
             format: f, bits: values.bits, storage: .table(values), summary: summary,
-            weights: Weights(granularity: granularity, symmetric: true, fixedLayout: false, methods: [.rtn], headFormat: nil) { w, rows, cols, spec in
+            weights: Weights(granularity: granularity, symmetric: true, fixedLayout: false, methods: methods, headFormat: nil) { w, rows, cols, spec in
                 .table(try WeightQuantizer.quantizeTable(w, rows: rows, cols: cols, spec: spec))
             },
             activations: nil,

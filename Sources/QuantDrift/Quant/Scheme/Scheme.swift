@@ -27,6 +27,13 @@ public enum QuantMethod: String, Sendable, Codable, CaseIterable {
     case gptq
     /// AWQ: activation-aware per-input-channel scales searched on calibration data.
     case awq
+    /// HQQ: calibration-free half-quadratic fit of each group's zero point (asymmetric int4/3/2).
+    case hqq
+    /// Scales searched for the least squared error of each block (NVFP4).
+    case mse
+
+    /// Runs the FP32 model over calibration data first.
+    public var needsCalibration: Bool { self == .gptq || self == .awq }
 }
 
 /// How static activation ranges are found on calibration data.
@@ -116,6 +123,19 @@ public enum SkipItem: Sendable, Hashable, Codable, CustomStringConvertible {
 /// A quantization scheme: what is quantized (weights, activations, KV cache), in which format
 /// and granularity, symmetric or not, with which method and calibration, and what is skipped.
 /// Parsed from and printed back to the language of DESIGN §3, e.g. `w=int4,g32,asym;kv=int8`.
+/// QuaRot-style rotations folded into the weights (`rot=`; `QuaRot`): the residual stream
+/// rotated by a Hadamard matrix of the model width, and/or the FFN down projection's input rotated
+/// online by one of the FFN width. They change what gets quantized, not the FP32 function.
+public struct WeightRotation: Sendable, Hashable, Codable {
+    public var residual: Bool
+    public var down: Bool
+
+    public init(residual: Bool, down: Bool) {
+        self.residual = residual
+        self.down = down
+    }
+}
+
 public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
     /// The preset name this scheme came from, if any.
     public var preset: String?
@@ -126,6 +146,8 @@ public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
     /// A calibration artifact to load static ranges from (`calib=FILE`).
     public var calibrationFile: String?
     public var skip: [SkipItem]
+    /// Rotations folded into the weights before they are quantized (`rot=`).
+    public var rotation: WeightRotation? = nil
 
     public init(preset: String? = nil, weights: WeightQuant? = nil, activations: ActivationQuant? = nil, kv: KVQuant? = nil,
                 calibration: CalibrationMethod? = nil, calibrationFile: String? = nil, skip: [SkipItem] = []) {
@@ -139,12 +161,12 @@ public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
     }
 
     /// True for the FP32 reference (nothing quantized).
-    public var isReference: Bool { weights == nil && activations == nil && kv == nil }
+    public var isReference: Bool { weights == nil && activations == nil && kv == nil && rotation == nil }
 
     /// The name to show: the preset, or the canonical spec.
     public var name: String { preset ?? spec }
 
-    /// Canonical text: components in the order w, a, kv, calib, skip, every option explicit.
+    /// Canonical text: components in the order w, a, kv, rot, calib, skip, every option explicit.
     public var spec: String {
         var parts: [String] = []
         if let w = weights {
@@ -175,6 +197,7 @@ public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
             if kv.roundQueries == true { s += ",q8q" }
             parts.append(s)
         }
+        if let r = rotation { parts.append("rot=" + [r.residual ? "residual" : nil, r.down ? "down" : nil].compactMap { $0 }.joined(separator: ",")) }
         if let c = calibration { parts.append("calib=\(c)") }
         if let f = calibrationFile { parts.append("calib=\(f)") }
         if !skip.isEmpty { parts.append("skip=" + skip.map(\.description).joined(separator: ",")) }

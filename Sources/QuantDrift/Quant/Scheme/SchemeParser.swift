@@ -18,6 +18,9 @@ public extension Scheme {
         SchemePreset(name: "w8a8-static", spec: "w=int8,channel,sym;a=int8,tensor,static;calib=percentile:99.99", summary: "w8 + int8 activations, one static range per tensor from calibration"),
         SchemePreset(name: "w8a8-smooth", spec: "w=int8,channel,sym;a=int8,token,dynamic,smooth=0.5", summary: "w8a8 with SmoothQuant (α 0.5) folded into the RMSNorm weights"),
         SchemePreset(name: "w4a8", spec: "w=int4,g128,sym;a=int8,token,dynamic", summary: "w4g128 + int8 activations per token (Int4×Int8→Int32)"),
+        SchemePreset(name: "w4a4", spec: "w=int4,g128,sym;a=int4,token,dynamic", summary: "w4g128 + int4 activations per token (Int4×Int4→Int32): the case rotations exist for"),
+        SchemePreset(name: "w4a4-rot", spec: "w=int4,g128,sym;a=int4,token,dynamic;rot=quarot", summary: "w4a4 with QuaRot rotations: Hadamard residual stream folded into the weights, online Hadamard before ffn_down"),
+        SchemePreset(name: "w4a8-rot", spec: "w=int4,g128,sym;a=int8,token,dynamic;rot=quarot", summary: "w4a8 with QuaRot rotations"),
         SchemePreset(name: "kv8", spec: "kv=int8,token,g0,sym", summary: "int8 KV cache, per token, one group per head"),
         SchemePreset(name: "kv4", spec: "kv=int4,token,g32,asym", summary: "int4 KV cache, per token, groups of 32, asymmetric"),
         SchemePreset(name: "kv2", spec: "kv=int2,token,g32,asym", summary: "int2 KV cache, per token, groups of 32, asymmetric"),
@@ -38,10 +41,11 @@ public extension Scheme {
     /// The grammar, as `quantdrift schemes` prints it.
     static let grammar = """
     components joined by ';' (a preset name may stand for its components):
-      w=FORMAT[,tensor|channel|gN][,sym|asym][,rtn|gptq|awq]      weights (a llama.cpp format falls back as llama-quantize does where rows do not hold whole blocks)
+      w=FORMAT[,tensor|channel|gN][,sym|asym][,rtn|gptq|awq|hqq|mse]      weights (a llama.cpp format falls back as llama-quantize does where rows do not hold whole blocks)
       w=mix:\(LlamaCppMix.allCases.map(\.rawValue).joined(separator: "|"))   llama-quantize's per-tensor formats
       a=\(FormatTraits.names { $0.activations != nil }.joined(separator: "|"))[,token|tensor|gN][,dynamic|static][,smooth=ALPHA][,outlier=T]   activations of every linear input
       a=ggml                                                      activations in the blocks ggml pairs with each weight format (q8_K, q8_0)
+      rot=quarot|residual|down                                    QuaRot rotations folded into the weights: the residual stream (Hadamard of the model width), the FFN down input (online Hadamard)
       kv=[FORMAT][,k=FORMAT|channel|token][,v=FORMAT|channel|token][,gN][,sym|asym][,res=N][,sink=N][,prerope][,rot][,q8q]   KV cache (rot: Hadamard rotation, q8q: queries in q8_0 for the key product; both as llama.cpp)
       calib=minmax|percentile:P|mse|entropy|FILE.json              calibration for static ranges
       skip=lm_head|embed|attn_q|attn_k|attn_v|attn_o|ffn_gate|ffn_up|ffn_down|LAYER,...   left in FP32
@@ -66,13 +70,14 @@ public extension Scheme {
                 continue
             }
             guard let eq = component.firstIndex(of: "=") else {
-                throw schemeError("unknown scheme or component '\(component)'; presets: \(Scheme.presets.map(\.name).joined(separator: ", ")); components: w=, a=, kv=, calib=, skip=")
+                throw schemeError("unknown scheme or component '\(component)'; presets: \(Scheme.presets.map(\.name).joined(separator: ", ")); components: w=, a=, kv=, rot=, calib=, skip=")
             }
             let key = String(component[..<eq]), value = String(component[component.index(after: eq)...])
             switch key {
             case "w": try setOnce(&weights, try Self.parseWeights(value), "w")
             case "a": try setOnce(&activations, try Self.parseActivations(value), "a")
             case "kv": try setOnce(&kv, try Self.parseKV(value), "kv")
+            case "rot": try setOnce(&rotation, try Self.parseRotation(value), "rot")
             case "calib":
                 if value.hasSuffix(".json") || value.contains("/") {
                     calibrationFile = value
@@ -82,7 +87,7 @@ public extension Scheme {
             case "skip":
                 if !value.isEmpty { skip += try Self.parseSkip(value) }
             default:
-                throw schemeError("unknown component '\(key)='; known: w=, a=, kv=, calib=, skip=")
+                throw schemeError("unknown component '\(key)='; known: w=, a=, kv=, rot=, calib=, skip=")
             }
         }
         try validate()
@@ -93,6 +98,7 @@ public extension Scheme {
         if let a = other.activations { try setOnce(&activations, a, "a (from \(name))") }
         if let k = other.kv { try setOnce(&kv, k, "kv (from \(name))") }
         if let c = other.calibration { try setOnce(&calibration, c, "calib (from \(name))") }
+        if let r = other.rotation { try setOnce(&rotation, r, "rot (from \(name))") }
         skip += other.skip
     }
 
@@ -104,8 +110,19 @@ public extension Scheme {
             }
             if case .channel = a.granularity { throw schemeError("activations take token, tensor or gN granularity, not channel") }
             if a.isStatic, case .token = a.granularity { throw schemeError("static activation ranges are per tensor or per group, not per token") }
+            if a.format == .int4, a.isStatic || a.smoothAlpha != nil || a.outlierThreshold != nil {
+                throw schemeError("int4 activations are dynamic (per token or group); static ranges, smooth= and outlier= are calibrated for int8")
+            }
             if let alpha = a.smoothAlpha, !(alpha >= 0 && alpha <= 1) { throw schemeError("smooth=\(alpha) must be in [0, 1]") }
             if let t = a.outlierThreshold, !(t > 0) { throw schemeError("outlier=\(t) must be positive") }
+        }
+        if rotation != nil {
+            if let a = activations, a.isStatic || a.smoothAlpha != nil || a.outlierThreshold != nil {
+                throw schemeError("rot= with calibrated activations (static ranges, smooth=, outlier=) is not supported: calibration runs on the unrotated model")
+            }
+            if let w = weights, w.method.needsCalibration {
+                throw schemeError("rot= with \(w.method.rawValue) is not supported: its calibration runs on the unrotated model")
+            }
         }
         if activations?.followsWeights == true, !(weights.map { $0.format.isBlockFormat || $0.format.ggmlType != nil } ?? false) {
             throw schemeError("a=ggml needs llama.cpp weights (w=q8_0, q4_0, q4_k, mix:q4_k_m, …)")
@@ -114,7 +131,8 @@ public extension Scheme {
             if case .token = w.granularity { throw schemeError("weights take tensor, channel or gN granularity, not token") }
             if !w.format.traits.weights.methods.contains(w.method) {
                 let formats = FormatTraits.names { $0.weights.methods.contains(w.method) }
-                throw schemeError("\(w.method.rawValue) applies to \(formats.dropLast().joined(separator: ", ")) and \(formats.last ?? "no") weights, not \(w.format.rawValue)")
+                let list = formats.count > 1 ? formats.dropLast().joined(separator: ", ") + " and " + formats.last! : formats.first ?? "no"
+                throw schemeError("\(w.method.rawValue) applies to \(list) weights, not \(w.format.rawValue)")
             }
         }
     }
@@ -147,27 +165,45 @@ public extension Scheme {
         let format = try parseFormat(items[0])
         let traits = format.traits.weights
         var w = WeightQuant(format: format, granularity: traits.granularity, symmetric: traits.symmetric, method: .rtn)
+        var symmetry: Bool?
         for item in items.dropFirst() {
             switch item {
             case "tensor": w.granularity = .tensor
             case "channel": w.granularity = .channel
-            case "sym": w.symmetric = true
-            case "asym": w.symmetric = false
+            case "sym": symmetry = true
+            case "asym": symmetry = false
             case _ where QuantMethod(rawValue: item) != nil: w.method = QuantMethod(rawValue: item)!
             default:
                 if let g = try parseGroup(item) {
                     guard g >= 1 else { throw schemeError("weight group size must be ≥ 1") }
                     w.granularity = .group(g)
                 } else {
-                    throw schemeError("unknown weight option '\(item)' in w=\(value); known: tensor, channel, gN, sym, asym, rtn, gptq, awq")
+                    throw schemeError("unknown weight option '\(item)' in w=\(value); known: tensor, channel, gN, sym, asym, \(QuantMethod.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
             }
         }
+        // HQQ fits a zero point: asymmetric unless asked otherwise (and then refused).
+        w.symmetric = symmetry ?? (w.method == .hqq ? false : traits.symmetric)
+        if w.method == .hqq, w.symmetric { throw schemeError("hqq fits a scale and a zero point per group: it is asymmetric (drop sym)") }
         if traits.fixedLayout {
             guard w.granularity == traits.granularity else { throw schemeError("\(format.rawValue) has fixed blocks of \(traits.granularity.description.dropFirst())") }
             guard w.symmetric == traits.symmetric else { throw schemeError("\(format.rawValue) has a fixed symmetry") }
         }
         return w
+    }
+
+    /// `rot=quarot` (residual and down), `rot=residual`, `rot=down`, or `rot=residual,down`.
+    static func parseRotation(_ value: String) throws -> WeightRotation {
+        var r = WeightRotation(residual: false, down: false)
+        for item in value.split(separator: ",", omittingEmptySubsequences: false).map({ String($0).trimmingSpaces }) {
+            switch item {
+            case "quarot": r.residual = true; r.down = true
+            case "residual": r.residual = true
+            case "down": r.down = true
+            default: throw schemeError("unknown rotation '\(item)' in rot=\(value); known: quarot (= residual,down), residual, down")
+            }
+        }
+        return r
     }
 
     static func parseActivations(_ value: String) throws -> ActivationQuant {

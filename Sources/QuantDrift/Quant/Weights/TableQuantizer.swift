@@ -12,10 +12,10 @@ extension WeightQuantizer {
         guard let table = ValueTable.of(spec.format) else {
             throw QuantDriftError.invalidInput("scheme: \(spec.format.rawValue) is not an emulated table format")
         }
-        guard spec.method == .rtn else {
-            throw QuantDriftError.invalidInput("scheme: \(spec.method.rawValue) applies to int4, int3 and int2 weights, not \(spec.format.rawValue)")
-        }
         let f = spec.format
+        guard spec.method == .rtn || (spec.method == .mse && f == .nvfp4) else {
+            throw QuantDriftError.invalidInput("scheme: \(spec.method.rawValue) does not apply to \(spec.format.rawValue) weights")
+        }
         if f == .fp16 || f == .bf16 {
             var codes = [UInt16](repeating: 0, count: rows * cols)
             for i in 0..<(rows * cols) { codes[i] = f == .fp16 ? ValueTable.fp16Code(w[i]) : ValueTable.bf16Code(w[i]) }
@@ -37,6 +37,12 @@ extension WeightQuantizer {
                 throw QuantDriftError.invalidInput("scheme: mxfp4 has fixed blocks of 32 (got \(spec.granularity))")
             }
             group = 32
+        }
+        if f == .nvfp4 {
+            guard spec.granularity == .group(16) else {
+                throw QuantDriftError.invalidInput("scheme: nvfp4 has fixed blocks of 16 (got \(spec.granularity))")
+            }
+            return nvfp4(w, rows: rows, cols: cols, searched: spec.method == .mse)
         }
         let ng = (cols + group - 1) / group
         let perTensor = spec.granularity == .tensor
@@ -86,5 +92,56 @@ extension WeightQuantizer {
             : .bytes(raw.map { UInt8($0) })
         let scales: TableMatrix.Scales = f == .mxfp4 ? .e8m0(exponents) : .float(floatScales)
         return TableMatrix(table: table, rows: rows, cols: cols, groupSize: group, codes: codes, scales: scales)
+    }
+
+    /// NVFP4 (NVIDIA's recipe): tensor scale S = max|W| / (6·448); per block of 16 an E4M3 scale
+    /// code for max|block| / 6 / S (round to nearest, saturating), block scale s = e4m3·S; values
+    /// encoded to the nearest E2M1 of x / s. `searched`: each block also tries the eleven E4M3
+    /// codes from 8 below to 2 above that one and keeps the scale of least squared error
+    /// (a smaller scale clips the block's largest value but refines the rest).
+    static func nvfp4(_ w: [Float], rows: Int, cols: Int, searched: Bool) -> TableMatrix {
+        let table = ValueTable.e2m1, fp8 = ValueTable.fp8e4m3
+        let group = 16, ng = (cols + group - 1) / group
+        var amax: Float = 0
+        for v in w where v.isFinite { amax = max(amax, abs(v)) }
+        let tensor = amax / (6 * 448)
+        var scaleCodes = [UInt8](repeating: 0, count: rows * ng)
+        var raw = [UInt8](repeating: 0, count: rows * cols)
+        w.withUnsafeBufferPointer { x in
+            for r in 0..<rows {
+                for g in 0..<ng {
+                    let c0 = r * cols + g * group, c1 = r * cols + min(cols, g * group + group)
+                    guard tensor > 0 else { continue }
+                    var blockMax: Float = 0
+                    for i in c0..<c1 { blockMax = max(blockMax, abs(x[i])) }
+                    let first = fp8.encode(blockMax / 6 / tensor)
+                    // Code of the scale, its error and the codes it gives.
+                    func error(_ code: Int) -> Float {
+                        let s = fp8.values[code] * tensor
+                        guard s > 0, s.isFinite else { return .infinity }
+                        var e: Float = 0
+                        for i in c0..<c1 {
+                            let d = x[i] - table.values[table.encode(x[i] / s)] * s
+                            e += d * d
+                        }
+                        return e
+                    }
+                    var best = first, bestError = error(first)
+                    if searched {
+                        // E4M3 codes 0…126 are the non-negative finite values in increasing order.
+                        for code in max(1, first - 8)...min(126, first + 2) where code != first {
+                            let e = error(code)
+                            if e < bestError { best = code; bestError = e }
+                        }
+                    }
+                    scaleCodes[r * ng + g] = UInt8(best)
+                    let s = fp8.values[best] * tensor
+                    for i in c0..<c1 { raw[i] = s > 0 ? UInt8(table.encode(x[i] / s)) : 0 }
+                }
+            }
+        }
+        return TableMatrix(table: table, rows: rows, cols: cols, groupSize: group,
+                           codes: .nibbles(QuantizedMatrix.packNibbles(raw, rows: rows, cols: cols)),
+                           scales: .e4m3(scaleCodes, tensor: tensor))
     }
 }

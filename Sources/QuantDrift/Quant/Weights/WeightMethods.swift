@@ -19,7 +19,7 @@ final class CalibratedWeights {
 
     /// nil when the scheme's weights need no calibration.
     init?(model: Model, spec: WeightQuant?, calibration: CalibrationSet?) throws {
-        guard let spec, spec.method != .rtn else { return nil }
+        guard let spec, spec.method.needsCalibration else { return nil }
         guard let calibration else {
             throw QuantDriftError.invalidInput("scheme: \(spec.method.rawValue) weights need calibration data; pass a calibration set (on the command line: --calibration DIR with .txt files)")
         }
@@ -44,7 +44,7 @@ final class CalibratedWeights {
             awqScales = scales
             weights = AWQ.apply(scales, to: model.weights, config: model.config)
             stats = nil
-        case .rtn:
+        case .rtn, .hqq, .mse:
             return nil
         }
     }
