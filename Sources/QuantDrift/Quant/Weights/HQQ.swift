@@ -42,6 +42,9 @@ public enum HQQ {
             for _ in 0..<iterations {
                 var errorSum = 0.0
                 let invBeta = 1 / beta
+                // shrink_p(e) > 0 needs |e|·(|e| + 1e-8)^(1−p) > 1/β: below `surelyZero` (90% of the |e|
+                // solving |e|^(2−p) = 1/β) the shrink is exactly 0, so pow is skipped there.
+                let surelyZero = 0.9 * pow(invBeta, 1 / (2 - lpNorm))
                 for gi in 0..<(rows * ng) {
                     let s = scale[gi], z = zero[gi]
                     var acc: Float = 0
@@ -51,7 +54,7 @@ public enum HQQ {
                         let e = x[i] - (q - z) / s
                         errorSum += Double(abs(e))
                         let a = abs(e)
-                        let shrunk = max(0, a - invBeta * pow(a + 1e-8, lpNorm - 1))
+                        let shrunk = a <= surelyZero ? 0 : max(0, a - invBeta * pow(a + 1e-8, lpNorm - 1))
                         let we = e < 0 ? -shrunk : (e > 0 ? shrunk : 0)
                         acc += q - (x[i] - we) * s
                     }
