@@ -23,6 +23,7 @@ public extension Scheme {
         SchemePreset(name: "w4a8-rot", spec: "w=int4,g128,sym;a=int8,token,dynamic;rot=quarot", summary: "w4a8 with QuaRot rotations"),
         SchemePreset(name: "kv8", spec: "kv=int8,token,g0,sym", summary: "int8 KV cache, per token, one group per head"),
         SchemePreset(name: "kv4", spec: "kv=int4,token,g32,asym", summary: "int4 KV cache, per token, groups of 32, asymmetric"),
+        SchemePreset(name: "kv4-rot", spec: "kv=int4,token,g32,asym,rot", summary: "kv4 with Hadamard rotations of Q/K (after RoPE) and V before quantizing"),
         SchemePreset(name: "kv2", spec: "kv=int2,token,g32,asym", summary: "int2 KV cache, per token, groups of 32, asymmetric"),
         SchemePreset(name: "kv-fp8e4m3", spec: "kv=fp8e4m3,token,g0", summary: "FP8 E4M3 KV cache (emulated), per token, one scale per head (max |x| → 448)"),
         SchemePreset(name: "kv-fp8e5m2", spec: "kv=fp8e5m2,token,g0", summary: "FP8 E5M2 KV cache (emulated), per token, one scale per head (max |x| → 57344)"),
