@@ -54,6 +54,20 @@ struct CompareCLITests {
         }
         let fp32 = try #require(schemes[0]["summary"] as? [String: Any])
         #expect(fp32["mean_kld"] as? Double == 0 && fp32["top1_agreement"] as? Double == 1)
+        #expect(fp32["reference_top1_in_candidate_top5"] as? Double == 1 && fp32["kld_tail_share"] is NSNull)
+        // The distribution beyond the mean: tail share, top-5 containment both ways, KLD by entropy.
+        let w8a8 = try #require(schemes[1]["summary"] as? [String: Any])
+        for key in ["kld_tail_share", "reference_top1_in_candidate_top5", "candidate_top1_in_reference_top5"] {
+            let v = try #require(w8a8[key] as? Double, "summary.\(key)")
+            #expect(v > 0 && v <= 1, "\(key) = \(v)")
+        }
+        #expect((w8a8["reference_top1_in_candidate_top5"] as! Double) >= (w8a8["top1_agreement"] as! Double))
+        let buckets = ["mean_kld_low_entropy", "mean_kld_mid_entropy", "mean_kld_high_entropy"].compactMap { w8a8[$0] as? Double }
+        #expect(!buckets.isEmpty && buckets.allSatisfy { $0 >= 0 })
+        let md = try String(contentsOf: a.appendingPathComponent("summary.md"), encoding: .utf8)
+        let html = try String(contentsOf: a.appendingPathComponent("report.html"), encoding: .utf8)
+        #expect(md.contains("### KLD distribution") && md.contains("Ref. top-1 in cand. top 5"))
+        #expect(html.contains("<h3>KLD distribution</h3>"))
         // w8a8 splits into its weight and activation parts, plus the whole.
         let parts = try #require(schemes[1]["attribution"] as? [[String: Any]])
         #expect(parts.map { $0["part"] as? String } == ["weights", "activations", "all"])

@@ -20,6 +20,12 @@ enum HTMLReport {
         h += table(ReportReading.columns.map(\.header), ReportReading.metricsRows(report),
                    colours: report.schemes.indices.map(SVGPlot.colour), cls: "metrics")
         h += "<p class=\"note\">KLD in nats per token (teacher-forced); first divergence, survival, text NLL and repetition from free-running generations. – = does not apply.</p>\n"
+        let distribution = ReportReading.distributionRows(report)
+        if !distribution.isEmpty {
+            h += "<h3>KLD distribution</h3>\n"
+            h += table(ReportReading.distributionHeader, distribution)
+            h += "<p class=\"note\">\(F.html(ReportReading.distributionNote))</p>\n"
+        }
         let pairs = ReportReading.pairs(report)
         if !pairs.isEmpty {
             h += "<h3>Paired differences (first − second, paired by prompt)</h3>\n"

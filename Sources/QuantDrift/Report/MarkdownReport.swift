@@ -27,6 +27,13 @@ enum MarkdownReport {
             md += "\n"
         }
 
+        let distribution = ReportReading.distributionRows(report)
+        if !distribution.isEmpty {
+            md += "### KLD distribution\n\n"
+            md += table(ReportReading.distributionHeader, distribution)
+            md += "\n" + ReportReading.distributionNote + "\n\n"
+        }
+
         let pairs = ReportReading.pairs(report)
         if !pairs.isEmpty {
             md += "## Paired differences\n\nMean KLD of the first scheme minus the second, paired by prompt.\n\n"

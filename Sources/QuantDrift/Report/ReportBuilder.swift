@@ -104,6 +104,12 @@ public struct ReportBuilder {
                 .p99KLD: Self.num(LlamaCppStatistics.percentile(sorted, 0.99)),
                 .maxKLD: Self.num(sorted.last),
                 .kldPercentiles: .object(ClusteredStatistics.percentiles(sorted: sorted).map { ($0.0, Self.num($0.1)) }),
+                .kldTailShare: Self.num(Self.tailShare(sorted: sorted, fraction: 0.01)),
+                .meanKLDLowEntropy: Self.num(meanOrNil(c, \.kld, reference: { $0 < 0.5 })),
+                .meanKLDMidEntropy: Self.num(meanOrNil(c, \.kld, reference: { $0 >= 0.5 && $0 < 2 })),
+                .meanKLDHighEntropy: Self.num(meanOrNil(c, \.kld, reference: { $0 >= 2 })),
+                .referenceTop1InCandidateTop5: Self.num(mean(c, { $0.referenceTopInCandidateTop5 ? 1 : 0 })),
+                .candidateTop1InReferenceTop5: Self.num(mean(c, { $0.candidateTopInReferenceTop5 ? 1 : 0 })),
                 .meanReverseKLD: Self.num(mean(c, \.reverseKLD)), .meanTV: Self.num(mean(c, \.tv)),
                 .top1Agreement: Self.num(mean(c, { $0.sameTop ? 1 : 0 })),
                 .top1AgreementCI: interval(c, { $0.sameTop ? 1 : 0 }),
@@ -114,6 +120,26 @@ public struct ReportBuilder {
                 .meanEntropyCandidate: Self.num(mean(c, \.entropyCandidate)),
                 .growthExponent: Self.num(growthExponent(c)),
                 .lateEarlyRatio: Self.num(lateEarlyRatio(c))]
+    }
+
+    /// Share of Σ KLD carried by the largest `fraction` of positions (at least one); nil when Σ is 0.
+    static func tailShare(sorted: [Double], fraction: Double) -> Double? {
+        let total = sorted.reduce(0, +)
+        guard !sorted.isEmpty, total > 0 else { return nil }
+        let k = max(1, Int((Double(sorted.count) * fraction).rounded(.up)))
+        return sorted.suffix(k).reduce(0, +) / total
+    }
+
+    /// Mean of `value` over positions whose reference entropy passes `reference`; nil when none does.
+    func meanOrNil(_ c: Int, _ value: (TokenDivergence) -> Double, reference: (Double) -> Bool) -> Double? {
+        var s = 0.0, n = 0
+        for r in results[c] {
+            for d in r.positions where reference(d.entropyReference) {
+                s += value(d)
+                n += 1
+            }
+        }
+        return n > 0 ? s / Double(n) : nil
     }
 
     func growthExponent(_ c: Int) -> Double? {

@@ -27,10 +27,19 @@ public enum SummaryKey: String, CaseIterable, Sendable {
     case p99KLD = "p99_kld"
     case maxKLD = "max_kld"
     case kldPercentiles = "kld_percentiles"
+    /// Share of the total KLD carried by the 1% of positions with the largest KLD.
+    case kldTailShare = "kld_tail_share"
+    /// Mean KLD of positions whose reference entropy (nats) is below 0.5, in [0.5, 2), and 2 or more.
+    case meanKLDLowEntropy = "mean_kld_low_entropy"
+    case meanKLDMidEntropy = "mean_kld_mid_entropy"
+    case meanKLDHighEntropy = "mean_kld_high_entropy"
     case meanReverseKLD = "mean_reverse_kld"
     case meanTV = "mean_tv"
     case top1Agreement = "top1_agreement"
     case top1AgreementCI = "top1_agreement_ci"
+    /// Top-k containment: the reference's top-1 among the candidate's top 5, and the reverse.
+    case referenceTop1InCandidateTop5 = "reference_top1_in_candidate_top5"
+    case candidateTop1InReferenceTop5 = "candidate_top1_in_reference_top5"
     case meanDp = "mean_dp"
     case rmsDp = "rms_dp"
     case meanDNLL = "mean_dnll"

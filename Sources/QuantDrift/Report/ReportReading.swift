@@ -27,6 +27,21 @@ enum ReportReading {
         },
     ]
 
+    /// The KLD distribution table: the median, how much of the total the worst 1% of positions
+    /// carry, KLD by the reference's entropy, and top-k containment both ways.
+    static let distributionHeader = ["Scheme", "Median KLD", "Top 1% of positions: share of KLD", "KLD, H below 0.5",
+                                     "H 0.5–2", "H 2 and above", "Ref. top-1 in cand. top 5", "Cand. top-1 in ref. top 5"]
+    static let distributionNote = "H: the reference's entropy in nats at the position (low: it is sure of the next token). Teacher-forced positions."
+
+    /// One row per scheme with teacher-forced positions.
+    static func distributionRows(_ report: ReportDocument) -> [[String]] {
+        report.schemes.filter { $0.value(.medianKLD) != nil }.map { s in
+            [s.name, F.sig(s.value(.medianKLD)), F.percent(s.value(.kldTailShare)), F.sig(s.value(.meanKLDLowEntropy)),
+             F.sig(s.value(.meanKLDMidEntropy)), F.sig(s.value(.meanKLDHighEntropy)),
+             F.percent(s.value(.referenceTop1InCandidateTop5)), F.percent(s.value(.candidateTop1InReferenceTop5))]
+        }
+    }
+
     /// The cells of the scheme × metric table, one row per scheme.
     static func metricsRows(_ report: ReportDocument) -> [[String]] {
         report.schemes.map { s in columns.map { $0.cell(s) } }

@@ -52,7 +52,7 @@ public final class TrackerCheckpoint: @unchecked Sendable {
 
 /// A compact binary form of PromptResult: doubles as exact bit patterns, every length checked.
 enum PromptResultCodec {
-    static let magic: [UInt8] = Array("QDPR0001".utf8)
+    static let magic: [UInt8] = Array("QDPR0002".utf8)
 
     static func encode(_ r: PromptResult) -> Data {
         var w = BinaryWriter()
@@ -61,7 +61,8 @@ enum PromptResultCodec {
         w.int(r.positions.count)
         for d in r.positions {
             for x in [d.kld, d.reverseKLD, d.tv, d.dp, d.nllReference, d.nllCandidate, d.entropyReference, d.entropyCandidate] { w.double(x) }
-            w.int(d.sameTop ? 1 : 0)
+            // Flags: same top-1, reference top-1 in the candidate's top 5, and the reverse.
+            w.int((d.sameTop ? 1 : 0) | (d.referenceTopInCandidateTop5 ? 2 : 0) | (d.candidateTopInReferenceTop5 ? 4 : 0))
         }
         w.doubles(r.samplingTV)
         w.int(r.freeTokens == nil ? -1 : r.freeTokens!.count)
@@ -88,8 +89,10 @@ enum PromptResultCodec {
         let n = try r.count(perItem: 9 * 8)
         out.positions = try (0..<n).map { _ in
             let x = try (0..<8).map { _ in try r.double() }
-            return TokenDivergence(kld: x[0], reverseKLD: x[1], tv: x[2], sameTop: try r.int() == 1, dp: x[3],
-                                   nllReference: x[4], nllCandidate: x[5], entropyReference: x[6], entropyCandidate: x[7])
+            let flags = try r.int()
+            return TokenDivergence(kld: x[0], reverseKLD: x[1], tv: x[2], sameTop: flags & 1 != 0, dp: x[3],
+                                   nllReference: x[4], nllCandidate: x[5], entropyReference: x[6], entropyCandidate: x[7],
+                                   referenceTopInCandidateTop5: flags & 2 != 0, candidateTopInReferenceTop5: flags & 4 != 0)
         }
         out.samplingTV = try r.doubles()
         let f = try r.int()

@@ -20,6 +20,10 @@ public struct TokenDivergence: Sendable, Equatable {
     /// Entropies H(P), H(Q).
     public var entropyReference: Double
     public var entropyCandidate: Double
+    /// Top-k containment: the reference's top-1 is among the candidate's 5 most likely tokens
+    /// (fewer than 5 candidate logits above it), and the reverse.
+    public var referenceTopInCandidateTop5: Bool = true
+    public var candidateTopInReferenceTop5: Bool = true
 
     /// ΔNLL = log P(y) − log Q(y).
     public var dNLL: Double { nllCandidate - nllReference }
@@ -63,8 +67,16 @@ public struct TokenDivergence: Sendable, Equatable {
             hq -= qb * b
         }
         let nllP = lp - Double(p[target]), nllQ = lq - Double(q[target])
+        // Ranks of each top-1 in the other distribution: how many logits lie strictly above it.
+        let qAtTopP = q[argP], pAtTopQ = p[argQ]
+        var aboveInQ = 0, aboveInP = 0
+        for i in 0..<n {
+            if q[i] > qAtTopP { aboveInQ += 1 }
+            if p[i] > pAtTopQ { aboveInP += 1 }
+        }
         return TokenDivergence(kld: kld, reverseKLD: rkld, tv: tv / 2, sameTop: argP == argQ,
                                dp: exp(-nllQ) - exp(-nllP), nllReference: nllP, nllCandidate: nllQ,
-                               entropyReference: hp, entropyCandidate: hq)
+                               entropyReference: hp, entropyCandidate: hq,
+                               referenceTopInCandidateTop5: aboveInQ < 5, candidateTopInReferenceTop5: aboveInP < 5)
     }
 }
