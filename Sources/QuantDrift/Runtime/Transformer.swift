@@ -79,6 +79,7 @@ public final class Transformer: @unchecked Sendable {
     public init(model: Model, contextLength: Int? = nil, maxBatch: Int = 512, allLogits: Bool = false,
                 weights: RuntimeWeights? = nil, sequences: Int = 1,
                 makeCache: ((KVCacheShape) throws -> (any KVCache)?)? = nil) throws {
+        BLAS.ensureConfigured()
         let c = model.config
         let ctx = contextLength ?? c.contextLength
         guard ctx >= 1 else { throw QuantDriftError.invalidInput("context length must be at least 1") }
