@@ -90,25 +90,9 @@ struct NVFP4HQQTests {
     /// all of eval.txt at ctx 512: int4 g64 0.289 vs 0.429, int2 12.2 vs 14.1, but int3 2.46 vs
     /// 1.95: HQQ's l0.7 objective is not the model's.)
     @Test func hqqBeatsRoundToNearestOnTheModel() throws {
-        let tokens = Array(CalibrationFixtures.evalTokens.prefix(96))
-        let model = try Golden.defaultModel()
-        let ref = try CalibrationFixtures.logits(RuntimeWeights(fp32: model.weights, config: model.config), tokens: tokens)
-        let vocab = model.config.vocabSize
-        func meanKLD(_ scheme: String) throws -> Double {
-            let got = try CalibrationFixtures.logits(scheme: scheme, tokens: tokens)
-            var total = 0.0
-            ref.withUnsafeBufferPointer { p in
-                got.withUnsafeBufferPointer { q in
-                    for r in 0..<tokens.count {
-                        total += TokenDivergence.compare(reference: UnsafeBufferPointer(rebasing: p[(r * vocab)..<((r + 1) * vocab)]),
-                                                         candidate: UnsafeBufferPointer(rebasing: q[(r * vocab)..<((r + 1) * vocab)]), target: 0).kld
-                    }
-                }
-            }
-            return total / Double(tokens.count)
-        }
+        func meanKLD(_ scheme: String) throws -> Double { try CalibrationFixtures.meanKLD(scheme: scheme, count: 96) }
         let rtn = try meanKLD("w=int4,g64,asym"), hqq = try meanKLD("w=int4,g64,hqq")
-        print("int4 g64 mean KLD over \(tokens.count) positions: RTN \(rtn), HQQ \(hqq)")
+        print("int4 g64 mean KLD over 96 positions: RTN \(rtn), HQQ \(hqq)")
         #expect(hqq < rtn, "HQQ \(hqq) vs RTN \(rtn)")
     }
 

@@ -154,19 +154,7 @@ public func hadamardInPlace(_ x: UnsafeMutablePointer<Float>, count: Int, order 
     var base = 0
     while base < count {
         let v = x + base
-        var h = 1
-        while h < n {
-            var i = 0
-            while i < n {
-                for j in i..<(i + h) {
-                    let a = v[j], b = v[j + h]
-                    v[j] = a + b
-                    v[j + h] = a - b
-                }
-                i += 2 * h
-            }
-            h *= 2
-        }
+        Rotation.walshHadamard(v, n)
         for j in 0..<n { v[j] *= scale }
         base += n
     }
