@@ -90,8 +90,10 @@ struct NVFP4HQQTests {
     /// all of eval.txt at ctx 512: int4 g64 0.289 vs 0.429, int2 12.2 vs 14.1, but int3 2.46 vs
     /// 1.95: HQQ's l0.7 objective is not the model's.)
     @Test func hqqBeatsRoundToNearestOnTheModel() throws {
-        func meanKLD(_ scheme: String) throws -> Double { try CalibrationFixtures.meanKLD(scheme: scheme, count: 96) }
-        let rtn = try meanKLD("w=int4,g64,asym"), hqq = try meanKLD("w=int4,g64,hqq")
+        let model = try Golden.defaultModel()
+        let runtimes = try ["w=int4,g64,asym", "w=int4,g64,hqq"].map { try SchemeRuntime(model: model, scheme: try Scheme(parsing: $0)) }
+        let k = try HeldOut.meanKLD(model: model, runtimes: runtimes, chunks: [Array(CalibrationFixtures.evalTokens.prefix(96))])
+        let rtn = k[0], hqq = k[1]
         print("int4 g64 mean KLD over 96 positions: RTN \(rtn), HQQ \(hqq)")
         #expect(hqq < rtn, "HQQ \(hqq) vs RTN \(rtn)")
     }

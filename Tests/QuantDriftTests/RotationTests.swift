@@ -121,8 +121,10 @@ struct RotationTests {
     /// weights, so only the activations differ). On all of eval.txt at ctx 512: mean KLD 6.59
     /// unrotated, 2.13 with the residual rotation alone, 0.726 with QuaRot's both.
     @Test func rotationRescuesInt4Activations() throws {
-        func meanKLD(_ scheme: String) throws -> Double { try CalibrationFixtures.meanKLD(scheme: scheme, count: 96) }
-        let plain = try meanKLD("a=int4,token"), rotated = try meanKLD("a=int4,token;rot=quarot")
+        let model = try Golden.defaultModel()
+        let runtimes = try ["a=int4,token", "a=int4,token;rot=quarot"].map { try SchemeRuntime(model: model, scheme: try Scheme(parsing: $0)) }
+        let k = try HeldOut.meanKLD(model: model, runtimes: runtimes, chunks: [Array(CalibrationFixtures.evalTokens.prefix(96))])
+        let plain = k[0], rotated = k[1]
         print("int4 activations per token, mean KLD over 96 positions: \(plain) unrotated, \(rotated) with rot=quarot")
         #expect(rotated < plain / 4, "rotation should cut int4 activations' KLD at least 4×: \(rotated) vs \(plain)")
     }

@@ -21,8 +21,8 @@ public enum SchemeBuilder {
         // Calibration: SmoothQuant factors folded into the FP32 weights, outlier channels, static scales.
         var source = calibrated?.weights ?? model.weights
         // QuaRot: rotations folded into the FP32 weights (the parser refuses calibrated methods with them).
-        if let r = scheme.rotation { source = try QuaRot.apply(r, to: source, config: c) }
-        let downRotation = scheme.rotation?.down == true ? Rotation(order: c.hiddenDim) : nil
+        let rotations = scheme.rotation.map { QuaRot.rotations($0, config: c) }
+        if let r = rotations { source = try QuaRot.apply(residual: r.residual, down: r.down, to: source, config: c) }
         var plan = ActivationPlan.none
         var staticScales: [SiteID: SiteCalibration] = [:]
         if let a = scheme.activations, a.needsCalibration {
@@ -96,6 +96,8 @@ public enum SchemeBuilder {
         for (i, l) in source.layers.enumerated() {
             let ain = SiteID(i, .attentionInput), aout = SiteID(i, .attentionOutput)
             let fin = SiteID(i, .feedForwardInput), down = SiteID(i, .feedForwardDownInput)
+            // With rot=down, ffn_down's input is rotated online by the matrix folded into its columns.
+            let wDown = try linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws, site: down)
             layers.append(RuntimeLayer(
                 attnNorm: l.attnNorm,
                 wq: try linear(l.wq, rows: c.qDim, cols: c.dim, kind: "attn_q", layer: i, spec: ws, site: ain),
@@ -106,8 +108,7 @@ public enum SchemeBuilder {
                 ffnNorm: l.ffnNorm,
                 wGate: try linear(l.wGate, rows: c.hiddenDim, cols: c.dim, kind: "ffn_gate", layer: i, spec: ws, site: fin),
                 wUp: try linear(l.wUp, rows: c.hiddenDim, cols: c.dim, kind: "ffn_up", layer: i, spec: ws, site: fin),
-                wDown: try downRotation.map { RotatedInputLinear(rotation: $0, inner: try linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws, site: down)) }
-                    ?? linear(l.wDown, rows: c.dim, cols: c.hiddenDim, kind: "ffn_down", layer: i, spec: ws, site: down),
+                wDown: rotations?.down.map { RotatedInputLinear(rotation: $0, inner: wDown) } ?? wDown,
                 extraNorms: l.extraNorms))
         }
         let head = try linear(source.head, rows: c.vocabSize, cols: c.dim, kind: "lm_head", layer: nil, spec: headSpec,

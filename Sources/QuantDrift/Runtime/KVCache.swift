@@ -1,3 +1,4 @@
+import CKernels
 /// Where attention keeps the keys and values of past positions. The FP32 cache hands out its
 /// storage directly; a quantized cache stores packed codes and dequantizes what attention reads.
 public protocol KVCache: AnyObject {
@@ -161,13 +162,16 @@ public func hadamardInPlace(_ x: UnsafeMutablePointer<Float>, count: Int, order 
 }
 
 /// `x` rounded through ggml's q8_0 blocks of 32 in place (`count` a multiple of 32): d = max|x|/127
-/// stored as fp16, codes round(x/d), values d·code.
+/// stored as fp16, codes round(x/d), values d·code; with the C routines `ActivationQuantizer`'s
+/// q8_0 mode codes with.
 public func q8_0RoundTripInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
     precondition(count % 32 == 0)
-    for b in stride(from: 0, to: count, by: 32) {
-        var amax: Float = 0
-        for i in b..<(b + 32) { amax = max(amax, abs(x[i])) }
-        let d = amax / 127, id: Float = d != 0 ? 1 / d : 0, dh = Float(Float16(d))
-        for i in b..<(b + 32) { x[i] = dh * (x[i] * id).rounded(.toNearestOrAwayFromZero) }
+    withUnsafeTemporaryAllocation(of: Int8.self, capacity: 32) { codes in
+        let q = codes.baseAddress!
+        for b in stride(from: 0, to: count, by: 32) {
+            let d = qd_absmax_f32(x + b, 32) / 127, dh = qd_round_f16(d)
+            qd_quantize_i8(x + b, 32, d != 0 ? 1 / d : 0, q)
+            for i in 0..<32 { x[b + i] = dh * Float(q[i]) }
+        }
     }
 }

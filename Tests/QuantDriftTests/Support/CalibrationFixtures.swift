@@ -43,26 +43,6 @@ enum CalibrationFixtures {
         try logits(RuntimeWeights(fp32: try Golden.defaultModel().weights, config: try Golden.defaultModel().config))
     }
 
-    /// Mean KLD of `scheme` against the FP32 model over the first `count` tokens of `evalTokens`
-    /// (all positions scored, teacher-forced in one pass).
-    static func meanKLD(scheme: String, count: Int) throws -> Double {
-        let model = try Golden.defaultModel()
-        let tokens = Array(evalTokens.prefix(count))
-        let ref = try logits(RuntimeWeights(fp32: model.weights, config: model.config), tokens: tokens)
-        let got = try logits(scheme: scheme, tokens: tokens)
-        let vocab = model.config.vocabSize
-        var total = 0.0
-        ref.withUnsafeBufferPointer { p in
-            got.withUnsafeBufferPointer { q in
-                for r in 0..<tokens.count {
-                    total += TokenDivergence.compare(reference: UnsafeBufferPointer(rebasing: p[(r * vocab)..<((r + 1) * vocab)]),
-                                                     candidate: UnsafeBufferPointer(rebasing: q[(r * vocab)..<((r + 1) * vocab)]), target: 0).kld
-                }
-            }
-        }
-        return total / Double(tokens.count)
-    }
-
     /// Largest |a − b| relative to the largest |b|.
     static func relativeDifference(_ a: [Float], _ b: [Float]) -> Double {
         var worst = 0.0, scale = 0.0

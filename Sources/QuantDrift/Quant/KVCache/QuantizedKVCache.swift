@@ -83,9 +83,8 @@ struct GGMLVectorQuantizer {
             case .q5_0: r = (WeightQuantizer.ggmlSymmetricBlock(x, q, half: 16), 0)
             case .q4_1: r = WeightQuantizer.ggmlRangeBlock(x, q, top: 15)
             case .iq4_nl:
-                var block = (UInt64(0), UInt64(0), UInt64(0))  // 24 bytes ≥ one 18-byte block
-                r = withUnsafeMutableBytes(of: &block) { b in
-                    let p = b.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                r = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: GGMLType.iq4_nl.typeSize) { block in
+                    let p = block.baseAddress!
                     _ = qd_quantize_iq4_nl_row_ref(x, 32, p)
                     for j in 0..<16 { q[j] = p[2 + j] & 15; q[16 + j] = p[2 + j] >> 4 }
                     return (halfToFloat(UInt16(p[0]) | UInt16(p[1]) << 8), 0)

@@ -64,7 +64,6 @@ public enum HQQ {
                 let current = errorSum / Double(w.count)
                 if current < best { best = current } else { break }
             }
-            _ = best
         }
         var codes = [Int](repeating: 0, count: rows * cols)
         var cells = [UniformCell](repeating: UniformCell(scale: 0, inv: 0, zero: 0, min: 0), count: rows * ng)

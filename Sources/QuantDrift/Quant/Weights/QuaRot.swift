@@ -23,11 +23,15 @@ public enum QuaRot {
         }
     }
 
-    /// The weights with `spec`'s rotations folded in (norm gains set to 1 where folded).
-    public static func apply(_ spec: WeightRotation, to weights: ModelWeights, config c: ModelConfig) throws -> ModelWeights {
+    /// The matrices `spec` asks for: of the model width for the residual, of the FFN width for the
+    /// down projection's input (the same one is folded into ffn_down and applied online).
+    public static func rotations(_ spec: WeightRotation, config c: ModelConfig) -> (residual: Rotation?, down: Rotation?) {
+        (spec.residual ? Rotation(order: c.dim) : nil, spec.down ? Rotation(order: c.hiddenDim) : nil)
+    }
+
+    /// The weights with the rotations folded in (norm gains set to 1 where folded).
+    public static func apply(residual: Rotation?, down: Rotation?, to weights: ModelWeights, config c: ModelConfig) throws -> ModelWeights {
         var out = weights
-        let residual = spec.residual ? Rotation(order: c.dim) : nil
-        let down = spec.down ? Rotation(order: c.hiddenDim) : nil
         if residual != nil { try check(config: c, weights: weights) }
         var scratch = [Double](repeating: 0, count: max(c.dim, c.hiddenDim, c.qDim))
         /// R·diag(gain) applied to `rows` contiguous vectors of `values`, in Double, rounded once to Float.
