@@ -202,6 +202,14 @@ ATTR_AVX2 static inline void store_scaled(__m256i codes, __m256 d, const __m256 
     _mm256_storeu_ps(dst, v);
 }
 
+// dst[0..<32] from 32 signed byte codes: `first` holds elements 0..<16, `second` 16..<32.
+ATTR_AVX2 static inline void store_32_scaled(__m128i first, __m128i second, __m256 d, const __m256 *m, float *dst) {
+    store_scaled(_mm256_cvtepi8_epi32(first), d, m, dst);
+    store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(first, 8)), d, m, dst + 8);
+    store_scaled(_mm256_cvtepi8_epi32(second), d, m, dst + 16);
+    store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(second, 8)), d, m, dst + 24);
+}
+
 ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, float *dst) {
     const size_t blocks = count / 32;
     switch (type) {
@@ -245,12 +253,7 @@ ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, fl
                 lo = _mm_sub_epi8(lo, eight);
                 hi = _mm_sub_epi8(hi, eight);
             }
-            const __m256 *mp = hasMin ? &m : NULL;
-            float *y = dst + b * 32;
-            store_scaled(_mm256_cvtepi8_epi32(lo), d, mp, y);
-            store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)), d, mp, y + 8);
-            store_scaled(_mm256_cvtepi8_epi32(hi), d, mp, y + 16);
-            store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)), d, mp, y + 24);
+            store_32_scaled(lo, hi, d, hasMin ? &m : NULL, dst + b * 32);
         }
         break;
     }
@@ -271,12 +274,7 @@ ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, fl
             // Bytes 0..15: low nibbles (elements 0..15), 16..31: high nibbles (elements 16..31).
             __m256i x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
             x = _mm256_sub_epi8(_mm256_or_si256(x, h), sixteen);
-            const __m128i x0 = _mm256_castsi256_si128(x), x1 = _mm256_extracti128_si256(x, 1);
-            float *y = dst + b * 32;
-            store_scaled(_mm256_cvtepi8_epi32(x0), d, NULL, y);
-            store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(x0, 8)), d, NULL, y + 8);
-            store_scaled(_mm256_cvtepi8_epi32(x1), d, NULL, y + 16);
-            store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(x1, 8)), d, NULL, y + 24);
+            store_32_scaled(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1), d, NULL, dst + b * 32);
         }
         break;
     }
@@ -289,11 +287,7 @@ ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, fl
             const __m128i q = _mm_loadu_si128((const __m128i *)(p + 2));
             const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(q, low));
             const __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(q, 4), low));
-            float *y = dst + b * 32;
-            store_scaled(_mm256_cvtepi8_epi32(lo), d, NULL, y);
-            store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)), d, NULL, y + 8);
-            store_scaled(_mm256_cvtepi8_epi32(hi), d, NULL, y + 16);
-            store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)), d, NULL, y + 24);
+            store_32_scaled(lo, hi, d, NULL, dst + b * 32);
         }
         break;
     }
