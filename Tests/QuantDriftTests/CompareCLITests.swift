@@ -68,6 +68,12 @@ struct CompareCLITests {
         let html = try String(contentsOf: a.appendingPathComponent("report.html"), encoding: .utf8)
         #expect(md.contains("### KLD distribution") && md.contains("Ref. top-1 in cand. top 5"))
         #expect(html.contains("<h3>KLD distribution</h3>"))
+        // The noise floor: measured (not 0), with its tie margin, and the tie-flip view of each scheme.
+        let floor = try #require(report["noise_floor"] as? [String: Any])
+        #expect((floor["mean_kld"] as? Double ?? 0) > 0 && (floor["tie_margin"] as? Double ?? 0) > 0)
+        #expect(floor["diverged_prompts"] is Int && floor["tie_flips"] is Int)
+        #expect(w8a8["tie_flips"] is Int && w8a8["survival_real"] is [Double] && (w8a8["kld_over_noise_floor"] as? Double ?? 0) > 1)
+        #expect(md.contains("### Noise floor and tie flips") && html.contains("<h3>Noise floor and tie flips</h3>"))
         // w8a8 splits into its weight and activation parts, plus the whole.
         let parts = try #require(schemes[1]["attribution"] as? [[String: Any]])
         #expect(parts.map { $0["part"] as? String } == ["weights", "activations", "all"])

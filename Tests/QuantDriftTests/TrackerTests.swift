@@ -287,10 +287,12 @@ struct CheckpointTests {
     @Test func promptResultRoundTripsExactlyAndCorruptionIsRejected() throws {
         var r = PromptResult(promptIndex: 3)
         r.positions = [TokenDivergence(kld: 0.1, reverseKLD: .leastNonzeroMagnitude, tv: 1.0 / 3, sameTop: true, dp: -0.25,
-                                       nllReference: 2, nllCandidate: 2.5, entropyReference: 1, entropyCandidate: .pi)]
+                                       nllReference: 2, nllCandidate: 2.5, entropyReference: 1, entropyCandidate: .pi,
+                                       referenceMargin: 0.125, marginChange: 3e-6)]
         r.samplingTV = [0, 1]
         r.freeTokens = [5, 6, 7]
         r.firstDivergence = 2
+        r.firstDivergenceMargin = 0.0625
         r.reconverged = false
         r.candidateTextNLL = 1.75
         r.kvErrorByAge = [(0.5, 2), (0, 1)]
@@ -298,6 +300,7 @@ struct CheckpointTests {
         let back = try PromptResultCodec.decode(data)
         #expect(PromptResultCodec.encode(back) == data)
         #expect(back.positions == r.positions && back.freeTokens == r.freeTokens && back.firstDivergence == 2)
+        #expect(back.firstDivergenceMargin == 0.0625 && back.positions[0].marginChange == 3e-6)
         for cut in [0, 7, 8, 20, data.count - 1] {
             #expect(throws: QuantDriftError.self) { try PromptResultCodec.decode(data.prefix(cut)) }
         }

@@ -26,6 +26,12 @@ enum HTMLReport {
             h += table(ReportReading.distributionHeader, distribution)
             h += "<p class=\"note\">\(F.html(ReportReading.distributionNote))</p>\n"
         }
+        let floorRows = ReportReading.noiseFloorRows(report)
+        if !floorRows.isEmpty {
+            h += "<h3>Noise floor and tie flips</h3>\n"
+            h += table(ReportReading.noiseFloorHeader, floorRows)
+            h += "<p class=\"note\">\(F.html(ReportReading.noiseFloorNote(report)))</p>\n"
+        }
         let pairs = ReportReading.pairs(report)
         if !pairs.isEmpty {
             h += "<h3>Paired differences (first − second, paired by prompt)</h3>\n"
@@ -37,7 +43,7 @@ enum HTMLReport {
         h += figure(kldPlot(report), caption: "Mean KL(P‖Q) per log-spaced position bin, shaded: 95% bootstrap interval over prompts.")
         h += figure(top1Plot(report), caption: "Share of positions where the candidate's most likely token is the reference's.")
         if let survival = survivalPlot(report) {
-            h += figure(survival, caption: "Free-running: share of prompts whose continuation is still identical to the reference's after t tokens (solid), and the survival predicted from teacher-forced TV, Π(1 − TV) (dashed).")
+            h += figure(survival, caption: "Free-running: share of prompts whose continuation is still identical to the reference's after t tokens (solid), the survival predicted from teacher-forced TV, Π(1 − TV) (dashed), and, where some flips are ties, the survival to the first real flip (dotted, Kaplan–Meier).")
         } else {
             h += "<p class=\"note\">No survival curves: this report has no free-running results (mode teacher).</p>\n"
         }
@@ -63,9 +69,10 @@ enum HTMLReport {
         h += "<section id=\"prompts\">\n<h2>Per prompt</h2>\n"
         for s in report.schemes where !s.prompts.isEmpty {
             h += "<details><summary>\(F.html(s.name)): \(s.prompts.count) prompts</summary>\n"
-            h += table(["Prompt", "Generated", "Mean KLD", "Max KLD", "Top-1", "First divergence", "Re-converged"], s.prompts.map {
-                [$0.id, $0.generatedTokens.map(String.init) ?? F.none, F.sig($0.meanKLD), F.sig($0.maxKLD), F.percent($0.top1),
-                 $0.firstDivergence.map(String.init) ?? "none", $0.reconverged.map { $0 ? "yes" : "no" } ?? F.none]
+            h += table(["Prompt", "Generated", "Mean KLD", "Max KLD", "Top-1", "First divergence", "Re-converged"], s.prompts.map { p in
+                [p.id, p.generatedTokens.map(String.init) ?? F.none, F.sig(p.meanKLD), F.sig(p.maxKLD), F.percent(p.top1),
+                 p.firstDivergence.map { "\($0)" + (p.tieFlip == true ? " (tie flip)" : "") } ?? "none",
+                 p.reconverged.map { $0 ? "yes" : "no" } ?? F.none]
             })
             h += "</details>\n"
         }
@@ -122,6 +129,7 @@ enum HTMLReport {
     static func survivalPlot(_ report: ReportDocument) -> String? {
         var series: [SVGPlot.Series] = []
         var legend: [SVGPlot.LegendEntry] = []
+        var anyTies = false
         for (i, s) in report.schemes.enumerated() {
             guard let obs = s.survival, !obs.isEmpty else { continue }
             let colour = SVGPlot.colour(i)
@@ -130,11 +138,17 @@ enum HTMLReport {
                 series.append(.init(name: s.name + " predicted", colour: colour,
                                     points: pred.enumerated().map { (Double($0), $1) }, dashed: true))
             }
+            if let real = s.survivalReal, (s.value(.tieFlips) ?? 0) > 0 {
+                series.append(.init(name: s.name + " real flips", colour: colour,
+                                    points: real.enumerated().map { (Double($0), $1) }, dotted: true))
+                anyTies = true
+            }
             legend.append(.init(name: s.name, colour: colour))
         }
         guard !series.isEmpty else { return nil }
         legend.append(.init(name: "observed", colour: "#333333"))
         legend.append(.init(name: "predicted from TV", colour: "#333333", dashed: true))
+        if anyTies { legend.append(.init(name: "real flips only", colour: "#333333", dotted: true)) }
         let maxT = series.map { Double($0.points.count - 1) }.max() ?? 1
         return SVGPlot.line(.init(title: "Survival: prompts still identical after t tokens", xLabel: "t (generated tokens)",
                                   yLabel: "share of prompts", yRange: (0, 1), xRange: (0, max(maxT, 1)), yPercent: true,

@@ -34,6 +34,13 @@ enum MarkdownReport {
             md += "\n" + ReportReading.distributionNote + "\n\n"
         }
 
+        let floorRows = ReportReading.noiseFloorRows(report)
+        if !floorRows.isEmpty {
+            md += "### Noise floor and tie flips\n\n"
+            md += table(ReportReading.noiseFloorHeader, floorRows)
+            md += "\n" + F.markdown(ReportReading.noiseFloorNote(report)) + "\n\n"
+        }
+
         let pairs = ReportReading.pairs(report)
         if !pairs.isEmpty {
             md += "## Paired differences\n\nMean KLD of the first scheme minus the second, paired by prompt.\n\n"

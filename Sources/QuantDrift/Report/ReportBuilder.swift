@@ -39,6 +39,12 @@ public struct ReportBuilder {
     let maxTokens: Int
     /// The reference's mean NLL of its own continuation, per prompt (the same for every scheme).
     let referenceNLLs: [Double]
+    /// The noise floor's candidate (`TrackerCandidate.Role.noiseFloor`), when the run has one.
+    let noiseFloor: Int?
+    /// The tie margin (nats): the largest change the noise floor made to any reference top-1/top-2
+    /// logit gap. A free-running flip at a reference gap no larger is a tie flip: rounding alone
+    /// could have made it. Nil without a floor.
+    let tieMargin: Double?
 
     public init(candidates: [TrackerCandidate], references: [ReferenceRun], results: [[PromptResult]],
                 options: TrackerOptions, calibration: [String: JSON] = [:]) {
@@ -50,6 +56,8 @@ public struct ReportBuilder {
         stats = ClusteredStatistics(clusters: references.count, seed: options.sampling.seed)
         maxTokens = references.map(\.maxTokens).max() ?? 0
         referenceNLLs = references.map { $0.textNLL() }
+        noiseFloor = candidates.firstIndex { $0.role == .noiseFloor }
+        tieMargin = noiseFloor.flatMap { f in results[f].flatMap(\.positions).map(\.marginChange).max() }
     }
 
     var mainIndices: [Int] { candidates.indices.filter { candidates[$0].role == .main } }
@@ -119,6 +127,9 @@ public struct ReportBuilder {
                 .meanEntropyReference: Self.num(mean(c, \.entropyReference)),
                 .meanEntropyCandidate: Self.num(mean(c, \.entropyCandidate)),
                 .growthExponent: Self.num(growthExponent(c)),
+                .kldOverNoiseFloor: Self.num(noiseFloor.flatMap { f in
+                    let floor = mean(f, \.kld)
+                    return floor > 0 && m.isFinite ? m / floor : nil }),
                 .lateEarlyRatio: Self.num(lateEarlyRatio(c))]
     }
 
@@ -194,13 +205,49 @@ public struct ReportBuilder {
         }
         let repRef = references.map { repeatedNGramShare($0.continuation) }.reduce(0, +) / Double(references.count)
         let repCand = rs.map { repeatedNGramShare($0.freeTokens ?? []) }.reduce(0, +) / Double(rs.count)
-        return [.medianFirstDivergence: Self.num(LlamaCppStatistics.percentile(sortedFirsts, 0.5)),
+        let median = LlamaCppStatistics.percentile(sortedFirsts, 0.5)
+        // Tie flips: only greedy runs with a noise floor classify them (`tieFlip` is nil otherwise).
+        var real: [SummaryKey: JSON] = [.tieFlips: .null, .medianFirstRealDivergence: .null, .survivalReal: .null]
+        if tieMargin != nil && options.sampling.isGreedy {
+            let tieCount = rs.filter { tieFlip($0) == true }.count
+            let realSurvival = tieCount == 0 ? survival : Self.survivalExcludingTies(
+                rs.map { r in (r.firstDivergence.map { $0 + 1 }, tieFlip(r) == true) }, maxTokens: maxTokens)
+            let realMedian = tieCount == 0 ? median
+                : Double(realSurvival.firstIndex { $0 <= 0.5 } ?? (maxTokens + 1))
+            real = [.tieFlips: .int(tieCount), .medianFirstRealDivergence: Self.num(realMedian), .survivalReal: .doubles(realSurvival)]
+        }
+        return real.merging([.medianFirstDivergence: Self.num(median),
                 .divergedPrompts: .int(rs.filter { $0.firstDivergence != nil }.count),
                 .reconvergedPrompts: .int(rs.filter { $0.reconverged == true }.count),
                 .survival: .doubles(survival), .survivalPredicted: predicted,
                 .referenceTextNLL: Self.num(refCount > 0 ? refNLL / Double(refCount) : nil),
                 .candidateTextNLL: Self.num(candCount > 0 ? candNLL / Double(candCount) : nil),
-                .repetitionReference: .double(repRef), .repetitionCandidate: .double(repCand)]
+                .repetitionReference: .double(repRef), .repetitionCandidate: .double(repCand)]) { a, _ in a }
+    }
+
+    /// Whether a prompt's first divergence is a tie flip: the reference's gap between its token and
+    /// the candidate's there is within the tie margin. Nil when it cannot be told (no divergence
+    /// margin: no divergence, parted by length, or sampled; or no noise floor).
+    func tieFlip(_ r: PromptResult) -> Bool? {
+        guard r.firstDivergence != nil else { return false }
+        guard let tau = tieMargin, let m = r.firstDivergenceMargin else { return nil }
+        return m <= tau
+    }
+
+    /// Kaplan–Meier survival to the first *real* flip, t = 0 … maxTokens: each prompt's first
+    /// divergence is at token `time` (nil: never); a tie flip there is not an event but censors
+    /// the prompt (its text left the reference's for a reason rounding alone could cause, so when
+    /// it would have really diverged is unknown). A prompt censored at d is still at risk at d.
+    static func survivalExcludingTies(_ prompts: [(time: Int?, tie: Bool)], maxTokens: Int) -> [Double] {
+        var s = 1.0
+        var out = [s]
+        for t in stride(from: 1, through: maxTokens, by: 1) {
+            let atRisk = prompts.filter { $0.time.map { $0 >= t } ?? true }.count
+            let events = prompts.filter { $0.time == t && !$0.tie }.count
+            if atRisk > 0 { s *= 1 - Double(events) / Double(atRisk) }
+            out.append(s)
+        }
+        return out
     }
 
     // MARK: - Curves
@@ -291,9 +338,40 @@ public struct ReportBuilder {
                             ("mean_kld", Self.num(klds.isEmpty ? nil : klds.reduce(0, +) / Double(klds.count))),
                             ("max_kld", Self.num(klds.max())), ("top1_agreement", Self.num(top1)),
                             ("first_divergence", r.firstDivergence.map { .int($0 + 1) } ?? .null),
+                            ("first_divergence_margin", Self.num(r.firstDivergenceMargin)),
+                            ("tie_flip", r.firstDivergence == nil ? .null : tieFlip(r).map { .bool($0) } ?? .null),
                             ("reconverged", r.reconverged.map { .bool($0) } ?? .null)])
         })
     }
+
+    // MARK: - Noise floor
+
+    /// How the run's FP32 reference differs from itself when only the summation order changes: the
+    /// KLD floor below which a scheme cannot be told from rounding, and the tie margin. Null when
+    /// the run had no noise-floor candidate.
+    func noiseFloorSection() -> JSON {
+        guard let f = noiseFloor else { return .null }
+        let teacher = results[f].flatMap(\.positions)
+        let sortedKLD = teacher.map(\.kld).sorted()
+        let (s, n) = sums(f, \.kld)
+        let changes = teacher.map(\.marginChange).sorted()
+        let free = results[f].contains { $0.freeTokens != nil }
+        return .object([
+            ("method", .string(Self.noiseFloorMethod)),
+            ("positions", .int(teacher.count)),
+            ("mean_kld", Self.num(stats.mean(sums: s, counts: n).mean)), ("mean_kld_ci", interval(f, \.kld)),
+            ("median_kld", Self.num(LlamaCppStatistics.percentile(sortedKLD, 0.5))),
+            ("max_kld", Self.num(sortedKLD.last)),
+            ("top1_agreement", Self.num(mean(f, { $0.sameTop ? 1 : 0 }))),
+            ("tie_margin", Self.num(tieMargin)),
+            ("margin_change_median", Self.num(LlamaCppStatistics.percentile(changes, 0.5))),
+            ("margin_change_p99", Self.num(LlamaCppStatistics.percentile(changes, 0.99))),
+            ("diverged_prompts", free ? .int(results[f].filter { $0.firstDivergence != nil }.count) : .null),
+            ("tie_flips", free && options.sampling.isGreedy ? .int(results[f].filter { tieFlip($0) == true }.count) : .null),
+        ])
+    }
+
+    static let noiseFloorMethod = "the FP32 reference again with every matrix product on the row kernel (qd_gemm_f32_rows) instead of OpenBLAS: the same weights and arithmetic in another summation order"
 
     // MARK: - Documents
 
@@ -309,6 +387,7 @@ public struct ReportBuilder {
                                     ("runtime", RunConditions.runtime(version: context.version, threads: options.threads)),
                                     ("reference", reference)])),
             ("schemes", schemes()),
+            ("noise_floor", noiseFloorSection()),
             ("timing", .object([("reference_seconds", .double(context.referenceSeconds)),
                                 ("candidates_seconds", .double(context.candidatesSeconds))])),
         ])

@@ -8,6 +8,21 @@ struct ReportDocument {
     let file: String
     let conditions: Conditions
     let schemes: [SchemeResult]
+    /// The FP32-vs-FP32 comparison (`noise_floor`); nil when the run had none.
+    let noiseFloor: NoiseFloor?
+
+    struct NoiseFloor {
+        var method: String?
+        var positions: Int?
+        var meanKLD: Double?
+        var meanKLDCI: (Double, Double)?
+        var maxKLD: Double?
+        var top1: Double?
+        var tieMargin: Double?
+        var marginChangeP99: Double?
+        var divergedPrompts: Int?
+        var tieFlips: Int?
+    }
 
     /// Conditions in display order: each section's known keys first, then any others sorted.
     struct Conditions {
@@ -70,6 +85,7 @@ struct ReportDocument {
         var maxKLD: Double?
         var top1: Double?
         var firstDivergence: Int?
+        var tieFlip: Bool?
         var reconverged: Bool?
     }
 
@@ -84,6 +100,7 @@ struct ReportDocument {
         var kldPercentiles: [(String, Double)]
         var survival: [Double]?
         var survivalPredicted: [Double]?
+        var survivalReal: [Double]?
         var logBins: [Bin]
         var bins64: [Bin]
         var kvErrorByAge: [AgeBin]?
@@ -116,6 +133,13 @@ struct ReportDocument {
         }
         conditions = try Self.readConditions(try root["conditions"])
         schemes = try root["schemes"].array().map(Self.readScheme)
+        noiseFloor = try root["noise_floor"].optional.map { f in
+            NoiseFloor(method: try f["method"].optional?.string(), positions: try Self.integer(try f["positions"]),
+                       meanKLD: try Self.number(try f["mean_kld"]), meanKLDCI: try Self.interval(try f["mean_kld_ci"]),
+                       maxKLD: try Self.number(try f["max_kld"]), top1: try Self.number(try f["top1_agreement"]),
+                       tieMargin: try Self.number(try f["tie_margin"]), marginChangeP99: try Self.number(try f["margin_change_p99"]),
+                       divergedPrompts: try Self.integer(try f["diverged_prompts"]), tieFlips: try Self.integer(try f["tie_flips"]))
+        }
         var seen = Set<String>()
         for s in schemes where !seen.insert(s.name).inserted {
             throw QuantDriftError.invalidInput("\(root.file): scheme '\(s.name)' appears twice")
@@ -235,6 +259,7 @@ struct ReportDocument {
             kldPercentiles: percentiles,
             survival: try numbers(try summary[SummaryKey.survival.rawValue]),
             survivalPredicted: try numbers(try summary[SummaryKey.survivalPredicted.rawValue]),
+            survivalReal: try numbers(try summary[SummaryKey.survivalReal.rawValue]),
             logBins: try curves["log_bins"].optional?.array().map(readBin) ?? [],
             bins64: try curves["bins_64"].optional?.array().map(readBin) ?? [],
             kvErrorByAge: try curves["kv_error_by_age"].optional?.array().map {
@@ -259,6 +284,7 @@ struct ReportDocument {
                              meanKLD: try number(try $0["mean_kld"]), maxKLD: try number(try $0["max_kld"]),
                              top1: try number(try $0["top1_agreement"]),
                              firstDivergence: try integer(try $0["first_divergence"]),
+                             tieFlip: try $0["tie_flip"].optional?.bool(),
                              reconverged: try $0["reconverged"].optional?.bool())
             } ?? [])
     }

@@ -47,6 +47,8 @@ public enum SummaryKey: String, CaseIterable, Sendable {
     case meanEntropyCandidate = "mean_entropy_candidate"
     case growthExponent = "growth_exponent"
     case lateEarlyRatio = "late_early_ratio"
+    /// Mean KLD over the noise floor's (the FP32-vs-FP32 comparison's) mean KLD.
+    case kldOverNoiseFloor = "kld_over_noise_floor"
 
     // MARK: Free-running (null when mode = teacher)
 
@@ -55,6 +57,12 @@ public enum SummaryKey: String, CaseIterable, Sendable {
     case reconvergedPrompts = "reconverged_prompts"
     case survival
     case survivalPredicted = "survival_predicted"
+    /// Prompts whose first divergence is a tie flip (the reference's margin there within the noise
+    /// floor's tie margin); the median first divergence and survival counting real flips only
+    /// (Kaplan–Meier, a tie flip censoring its prompt). Greedy runs with a noise floor.
+    case tieFlips = "tie_flips"
+    case medianFirstRealDivergence = "median_first_real_divergence"
+    case survivalReal = "survival_real"
     case referenceTextNLL = "reference_text_nll"
     case candidateTextNLL = "candidate_text_nll"
     case repetitionReference = "repetition_reference"
@@ -79,6 +87,7 @@ public enum SummaryKey: String, CaseIterable, Sendable {
         switch self {
         case .positions: .always
         case .medianFirstDivergence, .divergedPrompts, .reconvergedPrompts, .survival, .survivalPredicted,
+             .tieFlips, .medianFirstRealDivergence, .survivalReal,
              .referenceTextNLL, .candidateTextNLL, .repetitionReference, .repetitionCandidate: .freeRunning
         default: .teacherForced
         }
@@ -88,7 +97,7 @@ public enum SummaryKey: String, CaseIterable, Sendable {
         switch self {
         case .meanKLDCI, .top1AgreementCI: .interval
         case .kldPercentiles: .percentiles
-        case .survival, .survivalPredicted: .series
+        case .survival, .survivalPredicted, .survivalReal: .series
         default: .number
         }
     }

@@ -48,8 +48,9 @@ enum ReportReading {
     }
 
     /// "57", or "none (> 256)" when the median prompt never diverged.
-    static func firstDivergenceText(_ s: ReportDocument.SchemeResult, maxTokens: Int? = nil) -> String {
-        guard let m = s.value(.medianFirstDivergence) else { return F.none }
+    static func firstDivergenceText(_ s: ReportDocument.SchemeResult, maxTokens: Int? = nil,
+                                    key: SummaryKey = .medianFirstDivergence) -> String {
+        guard let m = s.value(key) else { return F.none }
         let limit = maxTokens ?? s.prompts.compactMap(\.generatedTokens).max()
         if let limit, m > Double(limit) { return "none (> \(limit))" }
         return F.count(m)
@@ -66,6 +67,13 @@ enum ReportReading {
             out += cell(s.name, 16) + "  " + cell(d(s.value(.meanKLD)), 10) + "  " + cell(ci, 22) + " "
                 + cell(d(s.value(.top1Agreement)), 8) + " " + firstDivergenceText(s) + "\n"
         }
+        if let f = report.noiseFloor, let kld = f.meanKLD {
+            out += "noise floor (fp32 summed in another order): mean KLD \(F.sig(kld)), tie margin \(F.sig(f.tieMargin)) nats"
+            if let ties = report.schemes.compactMap({ $0.value(.tieFlips) }).reduce(nil, { ($0 ?? 0) + $1 }), ties > 0 {
+                out += ", \(F.count(ties)) tie flips"
+            }
+            out += "\n"
+        }
         return out
     }
 
@@ -73,8 +81,9 @@ enum ReportReading {
     static func sentences(_ report: ReportDocument) -> [String] {
         var out: [String] = []
         let maxTokens = report.conditions.maxTokens
+        if let floor = noiseFloorSentence(report) { out.append(floor) }
         for s in report.schemes {
-            out.append(sentence(s, maxTokens: maxTokens))
+            out.append(sentence(s, maxTokens: maxTokens, floor: report.noiseFloor))
         }
         let ranked = report.schemes.filter { $0.value(.meanKLD) != nil }
             .sorted { ($0.value(.meanKLD)!, $0.name) < ($1.value(.meanKLD)!, $1.name) }
@@ -93,7 +102,39 @@ enum ReportReading {
         return out
     }
 
-    static func sentence(_ s: ReportDocument.SchemeResult, maxTokens: Int?) -> String {
+    /// What the FP32 reference changes against itself, and the tie margin that follows from it.
+    static func noiseFloorSentence(_ report: ReportDocument) -> String? {
+        guard let f = report.noiseFloor, let kld = f.meanKLD else { return nil }
+        var t = "Noise floor: the FP32 reference against itself with every product summed in another order gives mean KLD \(F.sig(kld))"
+        if let m = f.maxKLD { t += " (max \(F.sig(m)))" }
+        if let top1 = f.top1 { t += " and top-1 agreement \(F.percent(top1, 2))" }
+        if let tau = f.tieMargin {
+            t += "; a free-running flip where the reference prefers its own token by at most \(F.sig(tau, 2)) nats (the largest change rounding made to a top-1/top-2 gap) counts as a tie flip, not a real one"
+        }
+        if let d = f.divergedPrompts {
+            t += d == 0 ? "; its own free-running text never diverged" : "; its own free-running text diverged on \(d) prompts (\(f.tieFlips.map(String.init) ?? F.none) of them tie flips)"
+        }
+        return t + "."
+    }
+
+    /// The noise-floor table: per scheme, its flips split into real and tie flips, and its KLD over the floor's.
+    static let noiseFloorHeader = ["Scheme", "Diverged prompts", "Tie flips", "Median first divergence, all flips",
+                                   "Median first divergence, real flips", "Mean KLD ÷ noise floor"]
+
+    static func noiseFloorNote(_ report: ReportDocument) -> String {
+        let tau = report.noiseFloor?.tieMargin.map { F.sig($0, 2) + " nats" } ?? "the tie margin"
+        return "Noise floor: \(report.noiseFloor?.method ?? "an FP32-vs-FP32 comparison"). A tie flip is a free-running first divergence where the reference prefers its own token over the candidate's by at most \(tau). Real flips only: Kaplan–Meier, a tie flip censoring its prompt. Tie flips are told in greedy runs only."
+    }
+
+    static func noiseFloorRows(_ report: ReportDocument) -> [[String]] {
+        guard report.noiseFloor != nil else { return [] }
+        return report.schemes.map { s in
+            [s.name, F.count(s.value(.divergedPrompts)), F.count(s.value(.tieFlips)), firstDivergenceText(s),
+             firstDivergenceText(s, key: .medianFirstRealDivergence), F.sig(s.value(.kldOverNoiseFloor))]
+        }
+    }
+
+    static func sentence(_ s: ReportDocument.SchemeResult, maxTokens: Int?, floor: ReportDocument.NoiseFloor? = nil) -> String {
         let kld = s.value(.meanKLD), top1 = s.value(.top1Agreement)
         if kld == 0, top1 == 1, s.value(.divergedPrompts) ?? 0 == 0 {
             return "\(s.name): identical to the reference (KLD 0, top-1 100%, no divergence)."
@@ -101,6 +142,14 @@ enum ReportReading {
         var parts: [String] = []
         var head = "mean KLD \(F.sig(kld))"
         if let ci = s.meanKLDCI { head += " (95% CI \(F.sig(ci.0))–\(F.sig(ci.1)))" }
+        if let r = s.value(.kldOverNoiseFloor), r > 0 {
+            // Within the floor's own interval, the scheme cannot be told from rounding.
+            if let ci = s.meanKLDCI, let fci = floor?.meanKLDCI, ci.0 <= fci.1 {
+                head += ", no more than the FP32 noise floor"
+            } else {
+                head += ", \(F.sig(r, 2))× the FP32 noise floor"
+            }
+        }
         if let top1 { head += ", top-1 agreement \(F.percent(top1))" }
         parts.append(head)
         if let m = s.value(.medianFirstDivergence) {
@@ -114,6 +163,9 @@ enum ReportReading {
                 let total = s.prompts.isEmpty ? nil : s.prompts.count
                 t += " (\(F.count(d))\(total.map { " of \($0)" } ?? "") prompts diverged"
                 if let r = s.value(.reconvergedPrompts), r > 0 { t += ", \(F.count(r)) re-converged" }
+                if let ties = s.value(.tieFlips), ties > 0 {
+                    t += "; \(F.count(ties)) of the flips \(ties == 1 ? "is a tie" : "are ties"), and counting real flips only the median first divergence is \(firstDivergenceText(s, maxTokens: maxTokens, key: .medianFirstRealDivergence))"
+                }
                 t += ")"
             }
             parts.append(t)

@@ -19,12 +19,15 @@ enum SVGPlot {
         var band: [(x: Double, lo: Double, hi: Double)] = []
         var dashed = false
         var markers = false
+        /// Dotted instead (a third line style, after solid and dashed).
+        var dotted = false
     }
 
     struct LegendEntry {
         var name: String
         var colour: String
         var dashed = false
+        var dotted = false
     }
 
     // Geometry of every chart (SVG user units; the SVG scales to the page width).
@@ -125,7 +128,7 @@ enum SVGPlot {
                 let ok = pt.x.isFinite && pt.y.isFinite && (!logY || pt.y > 0) && (!p.logX || pt.x > 0)
                 if ok { runs[runs.count - 1].append((sx(pt.x), sy(pt.y))) } else if !runs[runs.count - 1].isEmpty { runs.append([]) }
             }
-            let dash = s.dashed ? " stroke-dasharray=\"7 5\"" : ""
+            let dash = s.dotted ? " stroke-dasharray=\"2 4\"" : s.dashed ? " stroke-dasharray=\"7 5\"" : ""
             for run in runs where run.count >= 2 {
                 svg += "<polyline points=\"\(run.map { "\(c($0.0)),\(c($0.1))" }.joined(separator: " "))\" fill=\"none\" stroke=\"\(s.colour)\" stroke-width=\"2\"\(dash)/>"
             }
@@ -135,7 +138,7 @@ enum SVGPlot {
         }
         let legend = p.legend ?? p.series.map { s in
             let visible = s.points.contains { $0.y.isFinite && (!logY || $0.y > 0) }
-            return LegendEntry(name: s.name + (visible ? "" : logY ? " (zero: not shown)" : " (no data)"), colour: s.colour, dashed: s.dashed)
+            return LegendEntry(name: s.name + (visible ? "" : logY ? " (zero: not shown)" : " (no data)"), colour: s.colour, dashed: s.dashed, dotted: s.dotted)
         }
         svg += legendBlock(legend)
         if let note = p.note {
@@ -261,7 +264,7 @@ enum SVGPlot {
         var s = ""
         for (i, e) in entries.enumerated() {
             let y = top + 8 + Double(i) * 20
-            let dash = e.dashed ? " stroke-dasharray=\"7 5\"" : ""
+            let dash = e.dotted ? " stroke-dasharray=\"2 4\"" : e.dashed ? " stroke-dasharray=\"7 5\"" : ""
             s += "<line x1=\"\(c(x))\" y1=\"\(c(y))\" x2=\"\(c(x + 26))\" y2=\"\(c(y))\" stroke=\"\(e.colour)\" stroke-width=\"3\"\(dash)/>"
             s += "<text class=\"legend\" x=\"\(c(x + 32))\" y=\"\(c(y + 4))\">\(F.html(F.truncated(e.name, 24)))</text>"
         }

@@ -45,6 +45,13 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
+    /// Every product on the row kernels (`LinearScratch.rowStable`), prefill included, instead of
+    /// OpenBLAS for several rows: the same weights and arithmetic in a different summation order.
+    /// The noise floor's FP32 twin of the reference (`TrackerCandidate.Role.noiseFloor`).
+    public var rowKernelsOnly = false {
+        didSet { scratch.rowStable = rowKernelsOnly }
+    }
+
     // Run state, (maxBatch, …) rows.
     let x: FloatBuffer        // (maxBatch, dim) residual stream
     let xb: FloatBuffer       // (maxBatch, dim) normed input of a block
@@ -193,7 +200,7 @@ public final class Transformer: @unchecked Sendable {
             segments.append(Segment(slot: s, firstRow: r, rows: 1))
         }
         scratch.rowStable = true
-        defer { scratch.rowStable = false }
+        defer { scratch.rowStable = rowKernelsOnly }
         runChunk(tokens, logits: n == 1 ? .last : .all)
         return UnsafeBufferPointer(start: logitsBuffer.pointer, count: n * config.vocabSize)
     }

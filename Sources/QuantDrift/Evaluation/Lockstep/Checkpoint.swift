@@ -52,7 +52,7 @@ public final class TrackerCheckpoint: @unchecked Sendable {
 
 /// A compact binary form of PromptResult: doubles as exact bit patterns, every length checked.
 enum PromptResultCodec {
-    static let magic: [UInt8] = Array("QDPR0002".utf8)
+    static let magic: [UInt8] = Array("QDPR0003".utf8)
 
     static func encode(_ r: PromptResult) -> Data {
         var w = BinaryWriter()
@@ -60,7 +60,8 @@ enum PromptResultCodec {
         w.int(r.promptIndex)
         w.int(r.positions.count)
         for d in r.positions {
-            for x in [d.kld, d.reverseKLD, d.tv, d.dp, d.nllReference, d.nllCandidate, d.entropyReference, d.entropyCandidate] { w.double(x) }
+            for x in [d.kld, d.reverseKLD, d.tv, d.dp, d.nllReference, d.nllCandidate, d.entropyReference, d.entropyCandidate,
+                      d.referenceMargin, d.marginChange] { w.double(x) }
             // Flags: same top-1, reference top-1 in the candidate's top 5, and the reverse.
             w.int((d.sameTop ? 1 : 0) | (d.referenceTopInCandidateTop5 ? 2 : 0) | (d.candidateTopInReferenceTop5 ? 4 : 0))
         }
@@ -68,6 +69,8 @@ enum PromptResultCodec {
         w.int(r.freeTokens == nil ? -1 : r.freeTokens!.count)
         for t in r.freeTokens ?? [] { w.int(t) }
         w.int(r.firstDivergence ?? -1)
+        w.int(r.firstDivergenceMargin == nil ? 0 : 1)
+        w.double(r.firstDivergenceMargin ?? 0)
         w.int(r.reconverged.map { $0 ? 1 : 0 } ?? -1)
         w.int(r.candidateTextNLL == nil ? 0 : 1)
         w.double(r.candidateTextNLL ?? 0)
@@ -86,13 +89,14 @@ enum PromptResultCodec {
         var r = reader
         guard Array(try r.take(magic.count)) == magic else { throw QuantDriftError.invalidInput("not a result file") }
         var out = PromptResult(promptIndex: try r.int())
-        let n = try r.count(perItem: 9 * 8)
+        let n = try r.count(perItem: 11 * 8)
         out.positions = try (0..<n).map { _ in
-            let x = try (0..<8).map { _ in try r.double() }
+            let x = try (0..<10).map { _ in try r.double() }
             let flags = try r.int()
             return TokenDivergence(kld: x[0], reverseKLD: x[1], tv: x[2], sameTop: flags & 1 != 0, dp: x[3],
                                    nllReference: x[4], nllCandidate: x[5], entropyReference: x[6], entropyCandidate: x[7],
-                                   referenceTopInCandidateTop5: flags & 2 != 0, candidateTopInReferenceTop5: flags & 4 != 0)
+                                   referenceTopInCandidateTop5: flags & 2 != 0, candidateTopInReferenceTop5: flags & 4 != 0,
+                                   referenceMargin: x[8], marginChange: x[9])
         }
         out.samplingTV = try r.doubles()
         let f = try r.int()
@@ -102,6 +106,9 @@ enum PromptResultCodec {
         }
         let first = try r.int()
         out.firstDivergence = first >= 0 ? first : nil
+        let hasMargin = try r.int()
+        let margin = try r.double()
+        out.firstDivergenceMargin = hasMargin == 1 ? margin : nil
         let re = try r.int()
         out.reconverged = re < 0 ? nil : re == 1
         let hasNLL = try r.int()

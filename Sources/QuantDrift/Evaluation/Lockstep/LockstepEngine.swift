@@ -283,7 +283,7 @@ public final class LockstepEngine: @unchecked Sendable {
                 }
                 return
             }
-            let free = options.mode.freeRunning && cand.role == .main
+            let free = options.mode.freeRunning && (cand.role == .main || cand.role == .noiseFloor)
             if state.candidate != c {
                 state.transformer = nil
                 let runtime = try cand.runtime ?? SchemeRuntime(model: model, scheme: cand.scheme, calibration: calibration)
@@ -292,6 +292,7 @@ public final class LockstepEngine: @unchecked Sendable {
                                                             maxBatch: options.chunk, allLogits: true,
                                                             sequences: free ? sequences : 1)
                 state.transformer!.cores = cores
+                state.transformer!.rowKernelsOnly = cand.role == .noiseFloor
                 state.candidate = c
             }
             if free && state.reference == nil {
@@ -414,6 +415,11 @@ public final class LockstepEngine: @unchecked Sendable {
             if identical[i] && (t >= ref.continuation.count || token != ref.continuation[t]) {
                 identical[i] = false
                 results[i].firstDivergence = t
+                if distP == nil && t < ref.continuation.count {
+                    // The prefixes agree up to here, so the reference's row at t saw this context.
+                    ref.teacherRows.copyRow(t, into: refRow)
+                    results[i].firstDivergenceMargin = Double(refRow[ref.continuation[t]]) - Double(refRow[token])
+                }
             }
             if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { return nil }
             return t == ref.maxTokens - 1 ? nil : token

@@ -9,6 +9,10 @@ public struct PromptResult: Sendable {
     public var freeTokens: [Int]?
     /// 0-based index of the first token that differs from the reference's; nil = never.
     public var firstDivergence: Int?
+    /// Greedy runs: the reference's logit of its own token minus that of the candidate's at the
+    /// first divergence (nats; ≤ the noise floor's tie margin: a tie flip). Nil when the texts
+    /// part by length or the run samples.
+    public var firstDivergenceMargin: Double?
     public var reconverged: Bool?
     /// Mean −log P(y) of the candidate's free-running tokens under the reference.
     public var candidateTextNLL: Double?

@@ -7,6 +7,18 @@ public struct TrackerCandidate: Sendable {
         case part(String, parent: Int)
         /// Scheme `parent` applied to one layer only (teacher-forced only).
         case layer(Int, parent: Int)
+        /// The FP32 model again with every product in another summation order
+        /// (`Transformer.rowKernelsOnly`): what rounding alone changes, the report's noise floor
+        /// (teacher-forced always, free-running when the run is).
+        case noiseFloor
+    }
+
+    /// The name of the noise-floor candidate (not a scheme name: those never hold a space and a parenthesis).
+    public static let noiseFloorName = "fp32 (row kernels)"
+
+    /// The noise floor's candidate: the FP32 scheme, run with `rowKernelsOnly`.
+    public static var noiseFloor: TrackerCandidate {
+        TrackerCandidate(name: noiseFloorName, scheme: Scheme(preset: "fp32"), role: .noiseFloor)
     }
 
     public var name: String
@@ -28,7 +40,9 @@ extension TrackerCandidate {
     /// before each), then, when asked, each scheme's weight, activation and KV parts alone
     /// (`attribute`) and the scheme on one layer at a time (`perLayer`), built by the worker
     /// that runs them.
+    /// The noise floor's candidate comes last (`noiseFloor`, on by default: every report has one).
     public static func plan(_ schemes: [Scheme], model: Model, calibration: CalibrationSet?, attribute: Bool, perLayer: Bool,
+                            noiseFloor: Bool = true,
                             preparing: (Scheme) -> Void = { _ in }) throws -> [TrackerCandidate] {
         var candidates: [TrackerCandidate] = []
         for s in schemes {
@@ -50,6 +64,7 @@ extension TrackerCandidate {
                 }
             }
         }
+        if noiseFloor { candidates.append(.noiseFloor) }
         return candidates
     }
 }

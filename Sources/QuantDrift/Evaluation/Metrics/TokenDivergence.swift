@@ -24,6 +24,12 @@ public struct TokenDivergence: Sendable, Equatable {
     /// (fewer than 5 candidate logits above it), and the reverse.
     public var referenceTopInCandidateTop5: Bool = true
     public var candidateTopInReferenceTop5: Bool = true
+    /// The reference's top-1 − top-2 logit gap (nats: the same gap in log-probabilities), and how
+    /// much the candidate moved that gap, |(q[a] − q[b]) − (p[a] − p[b])| for the reference's
+    /// top two a, b. Over an FP32-vs-FP32 comparison the largest such move is the noise floor's
+    /// tie margin: a flip at a smaller reference gap is one rounding alone could cause.
+    public var referenceMargin: Double = .infinity
+    public var marginChange: Double = 0
 
     /// ΔNLL = log P(y) − log Q(y).
     public var dNLL: Double { nllCandidate - nllReference }
@@ -42,10 +48,15 @@ public struct TokenDivergence: Sendable, Equatable {
                                target: Int, scratch: UnsafeMutableBufferPointer<Double>) -> TokenDivergence {
         let n = p.count
         precondition(q.count == n && target >= 0 && target < n && scratch.count >= 2 * n)
-        var argP = 0, argQ = 0
-        var maxP = -Float.infinity, maxQ = -Float.infinity
+        var argP = 0, argQ = 0, secondP = -1
+        var maxP = -Float.infinity, maxQ = -Float.infinity, nextP = -Float.infinity
         for i in 0..<n {
-            if p[i] > maxP { maxP = p[i]; argP = i }
+            if p[i] > maxP {
+                (nextP, secondP) = (maxP, maxP == -Float.infinity ? -1 : argP)
+                (maxP, argP) = (p[i], i)
+            } else if p[i] > nextP {
+                nextP = p[i]; secondP = i
+            }
             if q[i] > maxQ { maxQ = q[i]; argQ = i }
         }
         let eP = scratch.baseAddress!, eQ = scratch.baseAddress! + n
@@ -74,9 +85,15 @@ public struct TokenDivergence: Sendable, Equatable {
             if q[i] > qAtTopP { aboveInQ += 1 }
             if p[i] > pAtTopQ { aboveInP += 1 }
         }
+        var margin = Double.infinity, change = 0.0
+        if secondP >= 0 {
+            margin = Double(p[argP]) - Double(p[secondP])
+            change = abs((Double(q[argP]) - Double(q[secondP])) - margin)
+        }
         return TokenDivergence(kld: kld, reverseKLD: rkld, tv: tv / 2, sameTop: argP == argQ,
                                dp: exp(-nllQ) - exp(-nllP), nllReference: nllP, nllCandidate: nllQ,
                                entropyReference: hp, entropyCandidate: hq,
-                               referenceTopInCandidateTop5: aboveInQ < 5, candidateTopInReferenceTop5: aboveInP < 5)
+                               referenceTopInCandidateTop5: aboveInQ < 5, candidateTopInReferenceTop5: aboveInP < 5,
+                               referenceMargin: margin, marginChange: change)
     }
 }
