@@ -36,7 +36,8 @@ struct RegressionGateTests {
             // max_kld_at reads the bins_64 bin holding the position (193–256).
             #expect(r.checks[2].measured == w8.bins64.first { $0.start == 193 }!.meanKLD)
             #expect(r.checks[4].line.hasPrefix("FAIL w4g32 min_top1: 0.8"))
-            #expect(r.checks[4].line.hasSuffix("(limit >= 0.95)"))
+            #expect(r.checks[4].line.hasSuffix("(limit >= 0.95; judged on the 95% CI)"))
+            #expect(r.checks[3].line.hasSuffix("(limit <= 1)"), "p99 has no interval: judged on the point estimate")
         }
     }
 
@@ -109,7 +110,8 @@ struct RegressionGateTests {
             #expect(same.checks.count == 12)
             #expect(same.failedCount == 0)
             let strict = try RegressionGate.check(reportPath: new.path, baselinePath: old.path, tolerance: 0.1)
-            #expect(strict.checks.filter { $0.name == "mean_kld vs baseline" }.allSatisfy { !$0.passed })
+            #expect(strict.checks.filter { $0.name == "mean_kld vs baseline (paired difference)" }.count == 3)
+            #expect(strict.checks.filter { $0.name == "mean_kld vs baseline (paired difference)" }.allSatisfy { !$0.passed })
             #expect(strict.checks.filter { $0.name == "p99_kld vs baseline" }.allSatisfy { !$0.passed })
             let loose = try RegressionGate.check(reportPath: new.path, baselinePath: old.path, tolerance: 0.25)
             #expect(loose.failedCount == 0, "\(loose.checks.filter { !$0.passed }.map(\.line))")
@@ -126,6 +128,62 @@ struct RegressionGateTests {
         }
     }
 
+    /// The same excess judged two ways: w8's point estimate is above the limit, its interval is not.
+    @Test func ciJudgementPassesWhatOnlyThePointEstimateExceeds() throws {
+        try withFiles { dir in
+            let path = dir.appendingPathComponent("report.json").path
+            let w8 = try #require(try ReportDocument.read(path: path).scheme(named: "w8"))
+            let m = try #require(w8.value(.meanKLD)), ci = try #require(w8.meanKLDCI)
+            let limit = 0.95 * m  // between the interval's low end (0.88 m) and the point estimate
+            try Data(#"{"w8": {"max_mean_kld": \#(limit)}}"#.utf8).write(to: dir.appendingPathComponent("t.json"))
+            let t = dir.appendingPathComponent("t.json").path
+            let byCI = try RegressionGate.check(reportPath: path, thresholdsPath: t, judgement: .ci)
+            let byPoint = try RegressionGate.check(reportPath: path, thresholdsPath: t, judgement: .point)
+            #expect(byCI.checks.map(\.passed) == [true] && byPoint.checks.map(\.passed) == [false])
+            #expect(byCI.checks[0].line.contains("the point estimate is beyond the limit, the interval is not"))
+            #expect(byCI.checks[0].interval == [ci.0, ci.1])
+            // The smallest regression this workload catches four times in five: 1.43 lower half-widths past the limit.
+            let detectable = limit + RegressionGate.detectableHalfWidths * (m - ci.0)
+            #expect(byCI.sensitivity.count == 1)
+            #expect(byCI.sensitivity[0].contains("sensitivity w8 max_mean_kld") && byCI.sensitivity[0].contains(ReportFormat.short(detectable, 3)),
+                    "\(byCI.sensitivity)")
+            #expect(byPoint.sensitivity.isEmpty)
+        }
+    }
+
+    /// Against a baseline, the mean KLD is judged on the paired difference by prompt: an 10.8% rise
+    /// against a 10% tolerance is beyond it by the point estimate, not by the interval.
+    @Test func baselineUsesThePairedDifference() throws {
+        var worse = SyntheticReport.Options()
+        worse.kldScale = 1.108
+        try withTemporaryDirectory { dir in
+            let old = dir.appendingPathComponent("old.json"), new = dir.appendingPathComponent("new.json")
+            try SyntheticReport.data().write(to: old)
+            try SyntheticReport.data(worse).write(to: new)
+            let name = "mean_kld vs baseline (paired difference)"
+            let byCI = try RegressionGate.check(reportPath: new.path, baselinePath: old.path, tolerance: 0.1, judgement: .ci)
+            let byPoint = try RegressionGate.check(reportPath: new.path, baselinePath: old.path, tolerance: 0.1, judgement: .point)
+            let ci = byCI.checks.filter { $0.name == name }, point = byPoint.checks.filter { $0.name == name }
+            #expect(ci.count == 3 && point.count == 3)
+            #expect(ci.allSatisfy { $0.passed }, "\(ci.map(\.line))")
+            #expect(point.allSatisfy { !$0.passed }, "\(point.map(\.line))")
+            // The difference is new − old over the same positions: 0.108 × the baseline's per-prompt mean.
+            let base = try ReportDocument.read(path: old.path).scheme(named: "w8")!
+            let sums = base.prompts.map { $0.meanKLD! * Double($0.generatedTokens!) }.reduce(0, +)
+            let n = base.prompts.map { Double($0.generatedTokens!) }.reduce(0, +)
+            #expect(abs(ci[0].measured! - 0.108 * sums / n) < 1e-12 * sums / n + 1e-15)
+            #expect(ci[0].limit == 0.1 * base.value(.meanKLD)!)
+            #expect(byCI.sensitivity.contains { $0.hasPrefix("sensitivity w8 mean_kld vs baseline") })
+            // Other prompts cannot be paired: the point estimates are compared, with a note.
+            var other = worse
+            other.promptIDs = other.promptIDs.map { $0 + "-b" }
+            try SyntheticReport.data(other).write(to: new)
+            let unpaired = try RegressionGate.check(reportPath: new.path, baselinePath: old.path, tolerance: 0.1)
+            #expect(unpaired.checks.contains { $0.name == "mean_kld vs baseline" })
+            #expect(unpaired.notes.contains { $0.contains("do not hold the same prompts") })
+        }
+    }
+
     @Test func junitIsWellFormed() throws {
         try withFiles(["t.json": Self.mixed]) { dir in
             let r = try RegressionGate.check(reportPath: dir.appendingPathComponent("report.json").path,
@@ -136,7 +194,7 @@ struct RegressionGateTests {
             #expect(MarkupCheck.count("<failure ", in: xml) == 2)
             #expect(xml.contains("tests=\"6\" failures=\"2\""))
             // The comparison sign is escaped inside the message.
-            #expect(xml.contains("(limit &gt;= 0.95)"))
+            #expect(xml.contains("(limit &gt;= 0.95; judged on the 95% CI)"))
         }
     }
 
@@ -154,7 +212,9 @@ struct RegressionGateTests {
             let fail = try CLIRunner.run(["check", report, "--thresholds", dir.appendingPathComponent("t.json").path, "--junit", junit])
             #expect(fail.status == 1, "\(fail.stderr)")
             let lines = fail.stdout.split(separator: "\n")
-            #expect(lines.count == 7)
+            // 6 checks, a sensitivity line for each interval-judged mean KLD and top-1 limit (3), the summary.
+            #expect(lines.count == 10)
+            #expect(lines.filter { $0.hasPrefix("sensitivity ") }.count == 3)
             #expect(lines.last == "4 passed, 2 failed")
             #expect(lines.filter { $0.hasPrefix("FAIL ") }.count == 2)
             let xml = try String(contentsOfFile: junit, encoding: .utf8)
@@ -177,6 +237,10 @@ struct RegressionGateTests {
             let baseline = try CLIRunner.run(["check", report, "--baseline", report, "--tolerance", "0"])
             #expect(baseline.status == 0, "\(baseline.stderr)")
             #expect(baseline.stdout.hasSuffix("12 passed, 0 failed\n"))
+            let point = try CLIRunner.run(["check", report, "--thresholds", dir.appendingPathComponent("t.json").path, "--judge", "point"])
+            #expect(point.status == 1 && !point.stdout.contains("sensitivity "), "\(point.stdout)")
+            let badJudge = try CLIRunner.run(["check", report, "--baseline", report, "--judge", "median"])
+            #expect(badJudge.status == 2)
         }
     }
 
