@@ -67,7 +67,8 @@ public enum SchemeBuilder {
                     site: SiteID) throws -> any LinearLayer {
             let dense = DenseLinear(weight: w, outDim: rows, inDim: cols)
             if skippedTensors.contains(kind) || layer.map(skippedLayers.contains) == true { return dense }
-            let spec = spec.map { Self.tensorSpec($0, kind: kind, layer: layer, cols: cols, config: c) }
+            let upgraded = scheme.upgrade?.covers(kind: kind, layer: layer) == true
+            let spec = (upgraded ? scheme.upgrade?.weights : spec).map { Self.tensorSpec($0, kind: kind, layer: layer, cols: cols, config: c) }
             let act = try quantizer(site, weights: spec)
             func build(_ w: [Float]) throws -> any LinearLayer {
                 guard let spec else {
@@ -75,7 +76,7 @@ public enum SchemeBuilder {
                     if let act { return ActivationOnlyLinear(base: d, activations: act) }
                     return d
                 }
-                if let m = try calibrated?.quantize(w, rows: rows, cols: cols, kind: kind, layer: layer, spec: spec) {
+                if !upgraded, let m = try calibrated?.quantize(w, rows: rows, cols: cols, kind: kind, layer: layer, spec: spec) {
                     return try QuantizedLinear(m, activations: act)
                 }
                 return try WeightQuantizer.layer(w, rows: rows, cols: cols, spec: spec, activations: act)
@@ -123,8 +124,9 @@ public enum SchemeBuilder {
             if tied, let q = head as? any DequantizableLinear {
                 embedding = q
             } else {
+                let embedSpec = scheme.upgrade.flatMap { $0.covers(kind: "embed", layer: nil) ? $0.weights : nil } ?? spec
                 embedding = try WeightQuantizer.layer(source.tokenEmbedding, rows: c.vocabSize, cols: c.dim,
-                                                      spec: tensorSpec(spec, kind: "embed", layer: nil, cols: c.dim, config: c))
+                                                      spec: tensorSpec(embedSpec, kind: "embed", layer: nil, cols: c.dim, config: c))
             }
         }
         return RuntimeWeights(tokenEmbedding: embedding, layers: layers, outputNorm: source.outputNorm, head: head)
@@ -143,7 +145,8 @@ public enum SchemeBuilder {
         let skippedLayers = Set(scheme.skip.compactMap { if case .layer(let i) = $0 { return i } else { return nil } })
         let skippedTensors = Set(scheme.skip.compactMap { if case .tensor(let s) = $0 { return s } else { return nil } })
         func format(_ spec: WeightQuant?, kind: String, layer: Int?, cols: Int, skipped: Bool) -> String {
-            guard let spec, !skipped else { return "F32" }
+            guard var spec, !skipped else { return "F32" }
+            if let up = scheme.upgrade, up.covers(kind: kind, layer: layer) { spec = up.weights }
             let t = tensorSpec(spec, kind: kind, layer: layer, cols: cols, config: c)
             if let g = t.format.ggmlType { return g.name }
             if t.format.isBlockFormat { return t.format.rawValue.uppercased() }

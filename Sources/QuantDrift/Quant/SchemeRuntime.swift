@@ -15,6 +15,16 @@ public struct SchemeRuntime: Sendable {
         }
     }
 
+    /// Weights put together elsewhere (`MixedPrecisionSearch` swaps matrices between two builds).
+    init(scheme: Scheme, weights: RuntimeWeights) {
+        self.scheme = scheme
+        self.weights = weights
+    }
+
+    /// Bytes of the weight matrices: every layer's seven and the head (a tied embedding is the
+    /// head's matrix; a separate embedding table is not counted).
+    public var weightBytes: Int { weights.layers.reduce(weights.head.storageBytes) { $0 + $1.linears.reduce(0) { $0 + $1.storageBytes } } }
+
     public func transformer(model: Model, contextLength: Int? = nil, maxBatch: Int = 512,
                             allLogits: Bool = false, sequences: Int = 1) throws -> Transformer {
         let kv = scheme.kv

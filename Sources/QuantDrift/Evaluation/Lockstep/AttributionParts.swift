@@ -4,7 +4,9 @@ public enum AttributionParts {
     public static func split(_ s: Scheme) -> [(String, Scheme)] {
         var parts: [(String, Scheme)] = []
         if let w = s.weights {
-            parts.append(("weights", Scheme(weights: w, calibration: s.calibration, calibrationFile: s.calibrationFile, skip: s.skip)))
+            var part = Scheme(weights: w, calibration: s.calibration, calibrationFile: s.calibrationFile, skip: s.skip)
+            part.upgrade = s.upgrade
+            parts.append(("weights", part))
         }
         if let a = s.activations {
             parts.append(("activations", Scheme(activations: a, calibration: s.calibration, calibrationFile: s.calibrationFile, skip: s.skip)))

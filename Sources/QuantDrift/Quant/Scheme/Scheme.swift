@@ -105,6 +105,29 @@ public struct KVQuant: Sendable, Hashable, Codable {
     public var roundQueries: Bool? = nil
 }
 
+/// Tensors kept in a higher weight format than the scheme's (`hi=FORMAT@TARGETS`): layers (all
+/// their matrices) and tensor kinds (in every layer), as `skip=` names them. `quantdrift advise`
+/// writes these; `skip=` is the FP32 case.
+public struct WeightUpgrade: Sendable, Hashable, Codable {
+    public var weights: WeightQuant
+    public var targets: [SkipItem]
+
+    public init(weights: WeightQuant, targets: [SkipItem]) {
+        self.weights = weights
+        self.targets = targets
+    }
+
+    /// Whether tensor `kind` of `layer` (nil: the embedding or the head) is kept in the higher format.
+    public func covers(kind: String, layer: Int?) -> Bool {
+        targets.contains { t in
+            switch t {
+            case .layer(let l): layer == l
+            case .tensor(let k): k == kind
+            }
+        }
+    }
+}
+
 /// What stays in FP32.
 public enum SkipItem: Sendable, Hashable, Codable, CustomStringConvertible {
     case layer(Int)
@@ -148,6 +171,8 @@ public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
     public var skip: [SkipItem]
     /// Rotations folded into the weights before they are quantized (`rot=`).
     public var rotation: WeightRotation? = nil
+    /// Tensors kept in a higher weight format (`hi=`).
+    public var upgrade: WeightUpgrade? = nil
 
     public init(preset: String? = nil, weights: WeightQuant? = nil, activations: ActivationQuant? = nil, kv: KVQuant? = nil,
                 calibration: CalibrationMethod? = nil, calibrationFile: String? = nil, skip: [SkipItem] = []) {
@@ -169,12 +194,7 @@ public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
     /// Canonical text: components in the order w, a, kv, rot, calib, skip, every option explicit.
     public var spec: String {
         var parts: [String] = []
-        if let w = weights {
-            var s = "w=" + (w.mix.map { "mix:" + $0.rawValue } ?? w.format.rawValue)
-            if !w.format.traits.weights.fixedLayout { s += ",\(w.granularity),\(w.symmetric ? "sym" : "asym")" }
-            if w.method != .rtn { s += ",\(w.method.rawValue)" }
-            parts.append(s)
-        }
+        if let w = weights { parts.append("w=" + Self.weightsText(w)) }
         if let a = activations, a.followsWeights == true {
             parts.append("a=ggml")
         } else if let a = activations {
@@ -201,7 +221,18 @@ public struct Scheme: Sendable, Hashable, Codable, CustomStringConvertible {
         if let c = calibration { parts.append("calib=\(c)") }
         if let f = calibrationFile { parts.append("calib=\(f)") }
         if !skip.isEmpty { parts.append("skip=" + skip.map(\.description).joined(separator: ",")) }
+        if let up = upgrade {
+            parts.append("hi=" + Self.weightsText(up.weights) + "@" + up.targets.map(\.description).joined(separator: ","))
+        }
         return parts.isEmpty ? "fp32" : parts.joined(separator: ";")
+    }
+
+    /// A weight format with every option explicit, as after `w=`.
+    static func weightsText(_ w: WeightQuant) -> String {
+        var s = w.mix.map { "mix:" + $0.rawValue } ?? w.format.rawValue
+        if !w.format.traits.weights.fixedLayout { s += ",\(w.granularity),\(w.symmetric ? "sym" : "asym")" }
+        if w.method != .rtn { s += ",\(w.method.rawValue)" }
+        return s
     }
 
     public var description: String { name == spec ? spec : "\(name) (\(spec))" }

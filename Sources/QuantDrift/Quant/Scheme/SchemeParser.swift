@@ -50,6 +50,7 @@ public extension Scheme {
       kv=[FORMAT][,k=FORMAT|channel|token][,v=FORMAT|channel|token][,gN][,sym|asym][,res=N][,sink=N][,prerope][,rot][,q8q]   KV cache (rot: Hadamard rotation, q8q: queries in q8_0 for the key product; both as llama.cpp)
       calib=minmax|percentile:P|mse|entropy|FILE.json              calibration for static ranges
       skip=lm_head|embed|attn_q|attn_k|attn_v|attn_o|ffn_gate|ffn_up|ffn_down|LAYER,...   left in FP32
+      hi=FORMAT[,channel|gN][,sym|asym]@TARGET,...               these layers / tensor kinds (as skip=) kept in a higher weight format (quantdrift advise)
     formats: \(FormatTraits.names { _ in true }.joined(separator: " "))
     kv formats: \(FormatTraits.names { $0.kv != nil }.joined(separator: " ")) (FP8: one byte per value, symmetric); kv g0 = one group per head
     """
@@ -71,7 +72,7 @@ public extension Scheme {
                 continue
             }
             guard let eq = component.firstIndex(of: "=") else {
-                throw schemeError("unknown scheme or component '\(component)'; presets: \(Scheme.presets.map(\.name).joined(separator: ", ")); components: w=, a=, kv=, rot=, calib=, skip=")
+                throw schemeError("unknown scheme or component '\(component)'; presets: \(Scheme.presets.map(\.name).joined(separator: ", ")); components: w=, a=, kv=, rot=, calib=, skip=, hi=")
             }
             let key = String(component[..<eq]), value = String(component[component.index(after: eq)...])
             switch key {
@@ -87,8 +88,14 @@ public extension Scheme {
                 }
             case "skip":
                 if !value.isEmpty { skip += try Self.parseSkip(value) }
+            case "hi":
+                guard let at = value.firstIndex(of: "@"), value.index(after: at) != value.endIndex else {
+                    throw schemeError("hi= takes FORMAT@TARGETS, like hi=int8,channel,sym@0,29,lm_head")
+                }
+                let w = try Self.parseWeights(String(value[..<at]))
+                try setOnce(&upgrade, WeightUpgrade(weights: w, targets: try Self.parseSkip(String(value[value.index(after: at)...]))), "hi")
             default:
-                throw schemeError("unknown component '\(key)='; known: w=, a=, kv=, rot=, calib=, skip=")
+                throw schemeError("unknown component '\(key)='; known: w=, a=, kv=, rot=, calib=, skip=, hi=")
             }
         }
         try validate()
@@ -124,6 +131,11 @@ public extension Scheme {
             if let w = weights, w.method.needsCalibration {
                 throw schemeError("rot= with \(w.method.rawValue) is not supported: its calibration runs on the unrotated model")
             }
+        }
+        if let up = upgrade {
+            guard weights != nil else { throw schemeError("hi= keeps tensors in a higher weight format: it needs w=") }
+            if up.weights.mix != nil { throw schemeError("hi= takes one weight format, not a mix") }
+            if up.weights.method.needsCalibration { throw schemeError("hi= formats are round-to-nearest (or hqq, mse): \(up.weights.method.rawValue) is not supported there") }
         }
         if activations?.followsWeights == true, !(weights.map { $0.format.isBlockFormat || $0.format.ggmlType != nil } ?? false) {
             throw schemeError("a=ggml needs llama.cpp weights (w=q8_0, q4_0, q4_k, mix:q4_k_m, …)")
