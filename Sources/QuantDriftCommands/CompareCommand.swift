@@ -51,6 +51,14 @@ struct TrackerCommandOptions: ParsableArguments {
     @Option(name: .long, help: "Calibration texts for schemes that need them.")
     var calibration: String = CalibrationOptions.defaultPath
 
+    @Option(name: .long, help: "Calibration × workload matrix: named calibration sets (Prompts/calibration/NAME: prose, code, chat, long) or folders; every calibrated scheme runs once per set.",
+            transform: { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } })
+    var calibrations: [String]?
+
+    @Option(name: .long, help: "Workloads for the matrix: names (Prompts/workloads/NAME.jsonl; long = Prompts/long.jsonl; default) or JSONL files; one report each in OUT/NAME/.",
+            transform: { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } })
+    var workloads: [String]?
+
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating after an end-of-generation token.")
     var ignoreEOS = false
 
@@ -71,6 +79,14 @@ struct TrackerCommandOptions: ParsableArguments {
         guard (1...64).contains(workerCount) else { throw ValidationError("--workers must be in 1...64, got \(workerCount)") }
         guard (1...256).contains(batch) else { throw ValidationError("--batch must be in 1...256, got \(batch)") }
         if let n { guard (1...Workload.maxTokensLimit).contains(n) else { throw ValidationError("-n must be in 1...\(Workload.maxTokensLimit), got \(n)") } }
+        if calibrations != nil || workloads != nil {
+            guard models == nil else { throw ValidationError("--calibrations/--workloads take one model, not --models") }
+            guard !resume, trace.reference == nil, trace.saveReference == nil, !attribute, !perLayer else {
+                throw ValidationError("--calibrations/--workloads do not combine with --resume, reference traces, --attribute or --per-layer")
+            }
+            if let c = calibrations { guard !c.isEmpty, Set(c).count == c.count else { throw ValidationError("--calibrations: give distinct names") } }
+            if let w = workloads { guard !w.isEmpty, Set(w).count == w.count else { throw ValidationError("--workloads: give distinct names") } }
+        }
     }
 
     /// The lockstep settings: continuations of 256 tokens unless the prompt or `-n` says otherwise.
@@ -137,6 +153,10 @@ enum Tracking {
 
     /// One model (`--model`), or each of `--models` into its own folder and then the family report.
     static func executeAll(schemes: [Scheme], options o: TrackerCommandOptions) throws {
+        if o.calibrations != nil || o.workloads != nil {
+            try CalibrationMatrixRun.execute(schemes: schemes, options: o)
+            return
+        }
         guard let models = o.models else {
             try execute(schemes: schemes, options: o)
             return

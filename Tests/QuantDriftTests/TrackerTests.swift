@@ -296,11 +296,16 @@ struct CheckpointTests {
         r.reconverged = false
         r.candidateTextNLL = 1.75
         r.kvErrorByAge = [(0.5, 2), (0, 1)]
+        r.kvErrorByPosition = [(0.25, 3)]
+        var bin = ClippingBin()
+        bin.values = 576; bin.clipped = 3; bin.rowSites = 4; bin.ratioSum = 3.5; bin.maxRatio = 1.25
+        r.clipping = [bin, ClippingBin()]
         let data = PromptResultCodec.encode(r)
         let back = try PromptResultCodec.decode(data)
         #expect(PromptResultCodec.encode(back) == data)
         #expect(back.positions == r.positions && back.freeTokens == r.freeTokens && back.firstDivergence == 2)
         #expect(back.firstDivergenceMargin == 0.0625 && back.positions[0].marginChange == 3e-6)
+        #expect(back.clipping == r.clipping && back.kvErrorByPosition?.first?.count == 3)
         for cut in [0, 7, 8, 20, data.count - 1] {
             #expect(throws: QuantDriftError.self) { try PromptResultCodec.decode(data.prefix(cut)) }
         }

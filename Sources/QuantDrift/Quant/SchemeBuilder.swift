@@ -4,8 +4,15 @@ public enum SchemeBuilder {
     /// - Parameter calibration: data for static activation ranges, SmoothQuant and outlier
     ///   channels when the scheme has no `calib=FILE.json`.
     public static func weights(for model: Model, scheme: Scheme, calibration: CalibrationSet? = nil) throws -> RuntimeWeights {
+        try build(for: model, scheme: scheme, calibration: calibration).weights
+    }
+
+    /// The weights, and the static activation ranges they quantize with (per site; empty unless
+    /// the scheme has static ranges): the clipping recorder compares activations with them.
+    static func build(for model: Model, scheme: Scheme, calibration: CalibrationSet? = nil) throws
+        -> (weights: RuntimeWeights, staticRanges: [SiteID: SiteCalibration]) {
         let c = model.config
-        if scheme.weights == nil && scheme.activations == nil && scheme.rotation == nil { return RuntimeWeights(fp32: model.weights, config: c) }
+        if scheme.weights == nil && scheme.activations == nil && scheme.rotation == nil { return (RuntimeWeights(fp32: model.weights, config: c), [:]) }
         try checkActivations(scheme.activations)
         let skippedLayers = Set(scheme.skip.compactMap { if case .layer(let i) = $0 { return i } else { return nil } })
         let skippedTensors = Set(scheme.skip.compactMap { if case .tensor(let s) = $0 { return s } else { return nil } })
@@ -129,7 +136,7 @@ public enum SchemeBuilder {
                                                       spec: tensorSpec(embedSpec, kind: "embed", layer: nil, cols: c.dim, config: c))
             }
         }
-        return RuntimeWeights(tokenEmbedding: embedding, layers: layers, outputNorm: source.outputNorm, head: head)
+        return (RuntimeWeights(tokenEmbedding: embedding, layers: layers, outputNorm: source.outputNorm, head: head), staticScales)
     }
 
     /// The format each weight matrix gets under `scheme`, in file order and named as in a GGUF

@@ -3,12 +3,14 @@
 public struct SchemeRuntime: Sendable {
     public let scheme: Scheme
     public let weights: RuntimeWeights
+    /// The static activation ranges per site (empty unless the scheme has static ranges).
+    public let staticRanges: [SiteID: SiteCalibration]
 
     /// - Parameter calibration: data for the parts of the scheme that need it (static activation
     ///   ranges, SmoothQuant, GPTQ, AWQ); nil when the scheme needs none.
     public init(model: Model, scheme: Scheme, calibration: CalibrationSet? = nil) throws {
         self.scheme = scheme
-        weights = try SchemeBuilder.weights(for: model, scheme: scheme, calibration: calibration)
+        (weights, staticRanges) = try SchemeBuilder.build(for: model, scheme: scheme, calibration: calibration)
         // Fail early on a KV spec the cache cannot hold.
         if let kv = scheme.kv {
             try QuantizedKVCache.validate(kv, kvDim: model.config.kvDim, headDim: model.config.headDim)
@@ -19,6 +21,7 @@ public struct SchemeRuntime: Sendable {
     init(scheme: Scheme, weights: RuntimeWeights) {
         self.scheme = scheme
         self.weights = weights
+        staticRanges = [:]
     }
 
     /// Bytes of the weight matrices: every layer's seven and the head (a tied embedding is the

@@ -66,6 +66,22 @@ enum HTMLReport {
             h += "</section>\n"
         }
 
+        let clipped = report.schemes.filter { !($0.clipping ?? []).isEmpty }
+        let kvByPosition = report.schemes.filter { !($0.kvErrorByPosition ?? []).isEmpty }
+        if !clipped.isEmpty || !kvByPosition.isEmpty {
+            h += "<section id=\"sequence\">\n<h2>Along the sequence</h2>\n"
+            for s in clipped {
+                h += "<h3>Static activation ranges: \(F.html(s.name))</h3>\n" + table(ReportReading.clippingHeader, ReportReading.clippingRows(s.clipping!))
+            }
+            if !clipped.isEmpty { h += "<p class=\"note\">\(F.html(ReportReading.clippingNote))</p>\n" }
+            for s in kvByPosition {
+                h += "<h3>KV-cache error by position: \(F.html(s.name))</h3>\n" + table(["Position", "Entries", "Relative error"], s.kvErrorByPosition!.map {
+                    [$0.start == $0.end ? String($0.start) : "\($0.start)–\($0.end)", $0.n.map(F.grouped) ?? F.none, F.sig($0.relError)]
+                })
+            }
+            h += "</section>\n"
+        }
+
         h += "<section id=\"prompts\">\n<h2>Per prompt</h2>\n"
         for s in report.schemes where !s.prompts.isEmpty {
             h += "<details><summary>\(F.html(s.name)): \(s.prompts.count) prompts</summary>\n"

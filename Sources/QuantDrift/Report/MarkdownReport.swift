@@ -75,6 +75,22 @@ enum MarkdownReport {
             md += "\n"
         }
 
+        for s in report.schemes {
+            guard let ps = s.kvErrorByPosition, !ps.isEmpty else { continue }
+            md += "## KV-cache error by position: \(F.markdown(s.name))\n\n"
+            md += table(["Position", "Entries", "Relative error"], ps.map {
+                [$0.start == $0.end ? String($0.start) : "\($0.start)–\($0.end)", $0.n.map(F.grouped) ?? F.none, F.sig($0.relError)]
+            })
+            md += "\n"
+        }
+
+        for s in report.schemes {
+            guard let bins = s.clipping, !bins.isEmpty else { continue }
+            md += "## Static activation ranges along the sequence: \(F.markdown(s.name))\n\n"
+            md += table(ReportReading.clippingHeader, ReportReading.clippingRows(bins))
+            md += "\n" + F.markdown(ReportReading.clippingNote) + "\n\n"
+        }
+
         md += "## Conditions\n\n"
         for (title, entries) in report.conditions.sections where !entries.isEmpty {
             md += "- **\(title)**: " + entries.map { "\(F.markdown($0.0)) \(F.markdown($0.1))" }.joined(separator: "; ") + "\n"

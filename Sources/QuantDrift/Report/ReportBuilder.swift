@@ -266,22 +266,50 @@ public struct ReportBuilder {
         })
     }
 
-    func kvErrorCurve(_ c: Int) -> JSON {
-        guard let first = results[c].first?.kvErrorByAge else { return .null }
+    /// The bins the engine used for the KV cache's error and for clipping: log-spaced over
+    /// position + 1 (or age + 1) up to the longest prompt + continuation.
+    var sequenceBins: PositionBins {
+        PositionBins.logSpaced(upTo: references.map { $0.promptTokens.count + $0.maxTokens }.max() ?? 1)
+    }
+
+    /// The KV cache's relative error binned by age (`byPosition` false) or by position in the sequence.
+    func kvErrorCurve(_ c: Int, byPosition: Bool = false) -> JSON {
+        let per = results[c].map { byPosition ? $0.kvErrorByPosition : $0.kvErrorByAge }
+        guard let first = per.first ?? nil else { return .null }
         var sums = [Double](repeating: 0, count: first.count), counts = [Int](repeating: 0, count: first.count)
-        for r in results[c] {
-            for (i, b) in (r.kvErrorByAge ?? []).enumerated() where i < sums.count {
+        for bins in per {
+            for (i, b) in (bins ?? []).enumerated() where i < sums.count {
                 sums[i] += b.sum
                 counts[i] += b.count
             }
         }
-        // The same bins the engine used: log-spaced over age + 1 up to the cache's length.
-        let bins = PositionBins.logSpaced(upTo: references.map { $0.promptTokens.count + $0.maxTokens }.max() ?? 1)
+        let bins = sequenceBins
         return .array(bins.ranges.indices.compactMap { i in
             guard i < counts.count, counts[i] > 0 else { return nil }
             let r = bins.ranges[i]
-            return .object([("start", .int(r.lowerBound - 1)), ("end", .int(r.upperBound - 1)), ("n", .int(counts[i])),
+            // Ages count from 0 (the entry written this step), positions from 1.
+            let shift = byPosition ? 0 : 1
+            return .object([("start", .int(r.lowerBound - shift)), ("end", .int(r.upperBound - shift)), ("n", .int(counts[i])),
                             ("rel_error", .double(sums[i] / Double(counts[i])))])
+        })
+    }
+
+    /// Static activation ranges along the sequence: per position bin, the share of values beyond
+    /// their range, and max |x| ÷ range per row and site (mean and largest). Null without static ranges.
+    func clippingCurve(_ c: Int) -> JSON {
+        guard let first = results[c].first?.clipping else { return .null }
+        var total = [ClippingBin](repeating: ClippingBin(), count: first.count)
+        for r in results[c] {
+            for (i, b) in (r.clipping ?? []).enumerated() where i < total.count { total[i].add(b) }
+        }
+        let bins = sequenceBins
+        return .array(total.indices.compactMap { i in
+            let t = total[i]
+            guard t.values > 0, i < bins.ranges.count else { return nil }
+            return .object([("start", .int(bins.ranges[i].lowerBound)), ("end", .int(bins.ranges[i].upperBound)),
+                            ("values", .int(t.values)), ("clipped_share", .double(Double(t.clipped) / Double(t.values))),
+                            ("mean_max_over_range", .double(t.ratioSum / Double(max(1, t.rowSites)))),
+                            ("max_over_range", .double(t.maxRatio))])
         })
     }
 
@@ -416,7 +444,9 @@ public struct ReportBuilder {
                 ("summary", summary(c)),
                 ("curves", .object([("log_bins", curve(c, .logSpaced(upTo: maxTokens))),
                                     ("bins_64", curve(c, .fixed(64, upTo: maxTokens))),
-                                    ("kv_error_by_age", kvErrorCurve(c))])),
+                                    ("kv_error_by_age", kvErrorCurve(c)),
+                                    ("kv_error_by_position", kvErrorCurve(c, byPosition: true)),
+                                    ("activation_clipping_by_position", clippingCurve(c))])),
                 ("attribution", attribution(c)), ("per_layer", perLayer(c)), ("paired", paired(c)),
                 ("prompts", prompts(c)),
                 ("timing", .object([("teacher_seconds", .double(teacherSeconds)),

@@ -58,6 +58,15 @@ struct ReportDocument {
         var relError: Double?
     }
 
+    struct ClippingBin {
+        var start: Int
+        var end: Int
+        var values: Int?
+        var clippedShare: Double?
+        var meanMaxOverRange: Double?
+        var maxOverRange: Double?
+    }
+
     struct Attribution {
         var part: String
         var spec: String?
@@ -104,6 +113,8 @@ struct ReportDocument {
         var logBins: [Bin]
         var bins64: [Bin]
         var kvErrorByAge: [AgeBin]?
+        var kvErrorByPosition: [AgeBin]?
+        var clipping: [ClippingBin]?
         var attribution: [Attribution]?
         var perLayer: [LayerResult]?
         var paired: [Paired]
@@ -265,6 +276,15 @@ struct ReportDocument {
             kvErrorByAge: try curves["kv_error_by_age"].optional?.array().map {
                 AgeBin(start: try $0["start"].int(), end: try $0["end"].int(), n: try integer(try $0["n"]),
                        relError: try number(try $0["rel_error"]))
+            },
+            kvErrorByPosition: try curves["kv_error_by_position"].optional?.array().map {
+                AgeBin(start: try $0["start"].int(), end: try $0["end"].int(), n: try integer(try $0["n"]),
+                       relError: try number(try $0["rel_error"]))
+            },
+            clipping: try curves["activation_clipping_by_position"].optional?.array().map {
+                ClippingBin(start: try $0["start"].int(), end: try $0["end"].int(), values: try integer(try $0["values"]),
+                            clippedShare: try number(try $0["clipped_share"]), meanMaxOverRange: try number(try $0["mean_max_over_range"]),
+                            maxOverRange: try number(try $0["max_over_range"]))
             },
             attribution: try s["attribution"].optional?.array().map {
                 Attribution(part: try $0["part"].string(), spec: try $0["spec"].optional?.string(),

@@ -85,6 +85,7 @@ enum ReportReading {
         for s in report.schemes {
             out.append(sentence(s, maxTokens: maxTokens, floor: report.noiseFloor))
         }
+        for s in report.schemes { if let c = clippingSentence(s) { out.append(c) } }
         let ranked = report.schemes.filter { $0.value(.meanKLD) != nil }
             .sorted { ($0.value(.meanKLD)!, $0.name) < ($1.value(.meanKLD)!, $1.name) }
         if ranked.count >= 2, let best = ranked.first, let worst = ranked.last {
@@ -188,6 +189,31 @@ enum ReportReading {
                 : "the reference finds the candidate's text \(F.fixed(-d, 3)) nats/token more likely than its own")
         }
         return "\(s.name): " + parts.joined(separator: "; ") + "."
+    }
+
+    /// Static activation ranges along the sequence: one row per position bin.
+    static let clippingHeader = ["Positions", "Values", "Clipped", "Mean max |x| ÷ range", "Largest max |x| ÷ range"]
+    static let clippingNote = "Teacher-forced, every linear input but the head's, against the static range calibrated for its site: values beyond it are clipped by the quantizer; a ratio above 1 means the range no longer covers the row."
+
+    static func clippingRows(_ bins: [ReportDocument.ClippingBin]) -> [[String]] {
+        bins.map { b in
+            [b.start == b.end ? String(b.start) : "\(b.start)–\(b.end)", b.values.map(F.grouped) ?? F.none,
+             b.clippedShare.map { F.sig($0 * 100, 2) + "%" } ?? F.none, F.sig(b.meanMaxOverRange), F.sig(b.maxOverRange)]
+        }
+    }
+
+    /// Where along the sequence the calibrated ranges stop covering: the first bin whose mean max ÷ range passes 1.
+    static func clippingSentence(_ s: ReportDocument.SchemeResult) -> String? {
+        guard let bins = s.clipping, !bins.isEmpty else { return nil }
+        let clipped = bins.compactMap { b in b.clippedShare.map { ($0, b) } }
+        guard let worst = clipped.max(by: { $0.0 < $1.0 }) else { return nil }
+        var t = "\(s.name): static ranges clip \(F.sig(worst.0 * 100, 2))% of activation values at positions \(worst.1.start)–\(worst.1.end) (the most of any position bin)"
+        if let first = bins.first(where: { ($0.meanMaxOverRange ?? 0) > 1 }) {
+            t += "; from position \(first.start) the typical row exceeds its calibrated range"
+        } else {
+            t += "; the typical row stays within its calibrated range at every position"
+        }
+        return t + "."
     }
 
     /// Each paired comparison once: (a, a − b) with a before b in the report's scheme order.

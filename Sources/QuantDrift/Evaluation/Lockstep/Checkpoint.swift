@@ -52,7 +52,7 @@ public final class TrackerCheckpoint: @unchecked Sendable {
 
 /// A compact binary form of PromptResult: doubles as exact bit patterns, every length checked.
 enum PromptResultCodec {
-    static let magic: [UInt8] = Array("QDPR0003".utf8)
+    static let magic: [UInt8] = Array("QDPR0004".utf8)
 
     static func encode(_ r: PromptResult) -> Data {
         var w = BinaryWriter()
@@ -76,6 +76,12 @@ enum PromptResultCodec {
         w.double(r.candidateTextNLL ?? 0)
         w.int(r.kvErrorByAge == nil ? -1 : r.kvErrorByAge!.count)
         for b in r.kvErrorByAge ?? [] { w.double(b.sum); w.int(b.count) }
+        w.int(r.kvErrorByPosition == nil ? -1 : r.kvErrorByPosition!.count)
+        for b in r.kvErrorByPosition ?? [] { w.double(b.sum); w.int(b.count) }
+        w.int(r.clipping == nil ? -1 : r.clipping!.count)
+        for b in r.clipping ?? [] {
+            w.int(b.values); w.int(b.clipped); w.int(b.rowSites); w.double(b.ratioSum); w.double(b.maxRatio)
+        }
         w.double(r.teacherSeconds)
         w.double(r.freeSeconds)
         return w.data
@@ -118,6 +124,21 @@ enum PromptResultCodec {
         if k >= 0 {
             guard k <= r.remaining / 16 else { throw QuantDriftError.invalidInput("bad count") }
             out.kvErrorByAge = try (0..<k).map { _ in (try r.double(), try r.int()) }
+        }
+        let kp = try r.int()
+        if kp >= 0 {
+            guard kp <= r.remaining / 16 else { throw QuantDriftError.invalidInput("bad count") }
+            out.kvErrorByPosition = try (0..<kp).map { _ in (try r.double(), try r.int()) }
+        }
+        let cb = try r.int()
+        if cb >= 0 {
+            guard cb <= r.remaining / 40 else { throw QuantDriftError.invalidInput("bad count") }
+            out.clipping = try (0..<cb).map { _ in
+                var b = ClippingBin()
+                b.values = try r.int(); b.clipped = try r.int(); b.rowSites = try r.int()
+                b.ratioSum = try r.double(); b.maxRatio = try r.double()
+                return b
+            }
         }
         out.teacherSeconds = try r.double()
         out.freeSeconds = try r.double()

@@ -269,6 +269,8 @@ public final class LockstepEngine: @unchecked Sendable {
             var candidate = -1
             var transformer: Transformer?
             var reference: Transformer?
+            /// The candidate's static activation ranges (main candidates), watched during teacher-forced passes.
+            var staticRanges: [SiteID: SiteCalibration] = [:]
         }
         try parallel(jobs, makeState: { WorkerState() }) { state, job in
             let c = job / groups.count, group = groups[job % groups.count]
@@ -287,6 +289,7 @@ public final class LockstepEngine: @unchecked Sendable {
             if state.candidate != c {
                 state.transformer = nil
                 let runtime = try cand.runtime ?? SchemeRuntime(model: model, scheme: cand.scheme, calibration: calibration)
+                state.staticRanges = cand.role == .main && cand.scheme.activations?.outlierThreshold == nil ? runtime.staticRanges : [:]
                 // Only free-running decodes a group together: teacher-forced passes use one slot.
                 state.transformer = try runtime.transformer(model: model, contextLength: contextLength,
                                                             maxBatch: options.chunk, allLogits: true,
@@ -301,7 +304,7 @@ public final class LockstepEngine: @unchecked Sendable {
             }
             let results = try self.compare(state.transformer!, Array(references[group]), firstPromptIndex: firstPrompt + group.lowerBound,
                                            teacher: options.mode.teacherForced || cand.role != .main,
-                                           free: free, scorer: state.reference)
+                                           free: free, scorer: state.reference, staticRanges: state.staticRanges)
             for (j, p) in group.enumerated() {
                 try checkpoint?.save(results[j], cand, prompt: firstPrompt + p)
                 box.set(c * references.count + p, results[j])
@@ -315,7 +318,7 @@ public final class LockstepEngine: @unchecked Sendable {
     /// One candidate on a group of prompts: the teacher-forced comparison prompt by prompt, then
     /// the free-running continuations decoded together, each scored by the reference.
     func compare(_ m: Transformer, _ refs: [ReferenceRun], firstPromptIndex: Int, teacher: Bool, free: Bool,
-                 scorer: Transformer?) throws -> [PromptResult] {
+                 scorer: Transformer?, staticRanges: [SiteID: SiteCalibration] = [:]) throws -> [PromptResult] {
         var results = refs.indices.map { PromptResult(promptIndex: firstPromptIndex + $0) }
         let sampling = options.sampling
         let distP = sampling.isGreedy ? nil : SamplingDistribution(sampling, vocab: vocab)
@@ -327,7 +330,14 @@ public final class LockstepEngine: @unchecked Sendable {
         let refRow = UnsafeMutableBufferPointer<Float>.allocate(capacity: vocab)
         defer { refRow.deallocate() }
         if teacher {
+            // Static ranges: clipping by position, watched along the teacher-forced pass.
+            let recorder = staticRanges.isEmpty ? nil : ClippingRecorder(ranges: staticRanges, contextLength: m.contextLength)
+            recorder?.firstPosition = { [unowned m] in m.position }
+            m.observer = recorder
+            defer { m.observer = nil }
             for (i, ref) in refs.enumerated() {
+                recorder?.reset()
+                defer { if let recorder { results[i].clipping = recorder.totals } }
                 let t0 = monotonicSeconds()
                 results[i].positions.reserveCapacity(ref.continuation.count)
                 try teacherForced(m, prompt: ref.promptTokens, continuation: ref.continuation) { t, row in
@@ -436,15 +446,21 @@ public final class LockstepEngine: @unchecked Sendable {
     /// Free-running steps between two snapshots of the KV cache's error by age.
     static let kvSnapshotEvery = 16
 
-    /// Adds the cache's per-entry reconstruction error, binned by age (log-spaced bins of
+    /// Adds the cache's per-entry reconstruction error, binned by position in the sequence and by age (log-spaced bins of
     /// age + 1), at the current step.
     func recordKVError(_ cache: QuantizedKVCache, count: Int, into result: inout PromptResult) {
         let bins = PositionBins.logSpaced(upTo: cache.contextLength)
         if result.kvErrorByAge == nil { result.kvErrorByAge = Array(repeating: (0, 0), count: bins.ranges.count) }
+        if result.kvErrorByPosition == nil { result.kvErrorByPosition = Array(repeating: (0, 0), count: bins.ranges.count) }
         for (pos, e) in cache.relativeErrors(count: count).enumerated() {
-            guard let b = bins.index(of: count - pos) else { continue }
-            result.kvErrorByAge![b].sum += e
-            result.kvErrorByAge![b].count += 1
+            if let b = bins.index(of: count - pos) {
+                result.kvErrorByAge![b].sum += e
+                result.kvErrorByAge![b].count += 1
+            }
+            if let b = bins.index(of: pos + 1) {
+                result.kvErrorByPosition![b].sum += e
+                result.kvErrorByPosition![b].count += 1
+            }
         }
     }
 }

@@ -18,6 +18,11 @@ public struct PromptResult: Sendable {
     public var candidateTextNLL: Double?
     /// Mean relative error of cached keys/values by age (KV schemes), keyed by age bin.
     public var kvErrorByAge: [(sum: Double, count: Int)]?
+    /// The same errors binned by the entry's position in the sequence (log-spaced bins of position + 1).
+    public var kvErrorByPosition: [(sum: Double, count: Int)]?
+    /// Static activation ranges: clipping per log-spaced bin of the sequence position, teacher-forced
+    /// (`ClippingRecorder`; schemes with static ranges only).
+    public var clipping: [ClippingBin]?
     /// Wall time of the teacher-forced and free-running parts.
     public var teacherSeconds = 0.0
     public var freeSeconds = 0.0
