@@ -91,9 +91,15 @@ struct CompareCLITests {
         let base = w.deletingLastPathComponent()
         let whole = base.appendingPathComponent("whole"), cut = base.appendingPathComponent("cut")
         try? FileManager.default.removeItem(at: cut)
-        let args = ["compare", "--schemes", "w8,kv4,w4g32", "--prompts", w.path, "--workers", "1"]
+        // Resume covers every kind of kept result: KV error by age and position (kv4), static ranges'
+        // clipping by position (w8a8-static), the noise floor (every run).
+        let args = ["compare", "--schemes", "w8,kv4,w4g32,w8a8-static", "--prompts", w.path, "--workers", "1"]
         let full = try CLIRunner.run(args + ["--out", whole.path])
         #expect(full.status == 0, "\(full.stderr)")
+        let schemes = try #require(Self.report(whole)["schemes"] as? [[String: Any]])
+        let curves = schemes.map { $0["curves"] as? [String: Any] ?? [:] }
+        #expect(curves[1]["kv_error_by_position"] is [Any] && curves[3]["activation_clipping_by_position"] is [Any])
+        #expect(curves[0]["activation_clipping_by_position"] is NSNull)
 
         let p = Process()
         p.executableURL = CLIRunner.executable

@@ -202,16 +202,22 @@ enum ReportReading {
         }
     }
 
-    /// Where along the sequence the calibrated ranges stop covering: the first bin whose mean max ÷ range passes 1.
+    /// Where along the sequence the calibrated ranges stop covering: the bin that clips most, and
+    /// whether clipping rises again towards the end after its lowest point.
     static func clippingSentence(_ s: ReportDocument.SchemeResult) -> String? {
-        guard let bins = s.clipping, !bins.isEmpty else { return nil }
-        let clipped = bins.compactMap { b in b.clippedShare.map { ($0, b) } }
-        guard let worst = clipped.max(by: { $0.0 < $1.0 }) else { return nil }
-        var t = "\(s.name): static ranges clip \(F.sig(worst.0 * 100, 2))% of activation values at positions \(worst.1.start)–\(worst.1.end) (the most of any position bin)"
-        if let first = bins.first(where: { ($0.meanMaxOverRange ?? 0) > 1 }) {
-            t += "; from position \(first.start) the typical row exceeds its calibrated range"
+        guard let bins = s.clipping?.filter({ $0.clippedShare != nil }), !bins.isEmpty else { return nil }
+        func span(_ b: ReportDocument.ClippingBin) -> String { b.start == b.end ? "position \(b.start)" : "positions \(b.start)–\(b.end)" }
+        func pct(_ b: ReportDocument.ClippingBin) -> String { F.sig(b.clippedShare! * 100, 2) + "%" }
+        let worst = bins.max { $0.clippedShare! < $1.clippedShare! }!
+        var t = "\(s.name): static ranges clip \(pct(worst)) of activation values at \(span(worst)), the most of any position bin"
+        if let low = bins.indices.min(by: { bins[$0].clippedShare! < bins[$1].clippedShare! }), low < bins.count - 1,
+           let last = bins.last, last.clippedShare! > 1.2 * bins[low].clippedShare! {
+            t += "; after its lowest, \(pct(bins[low])) at \(span(bins[low])), clipping rises again to \(pct(last)) at \(span(last)) (\(F.fixed(last.clippedShare! / bins[low].clippedShare!, 1))×): the calibration covers late positions less"
+        }
+        if let within = bins.firstIndex(where: { ($0.meanMaxOverRange ?? 0) <= 1 }) {
+            t += within == 0 ? "; the typical row stays within its range" : "; the typical row is within its range from \(span(bins[within])) on"
         } else {
-            t += "; the typical row stays within its calibrated range at every position"
+            t += "; the typical row exceeds its range at every position"
         }
         return t + "."
     }
