@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-LAYERS = ["Support", "Model", "Runtime", "Kernels", "Quant", "Trace", "Evaluation", "Report", "Gate"]
+LAYERS = ["Support", "Model", "Runtime", "Kernels", "Quant", "Trace", "Evaluation", "Report", "Gate", "Sweep"]
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Sources", "QuantDrift")
 
 DECL = re.compile(r"^(?:@\w+(?:\([^)]*\))?\s+)*(?:(?:public|internal|private|fileprivate|package|final|indirect)\s+)*"

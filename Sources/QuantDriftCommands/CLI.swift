@@ -9,7 +9,7 @@ struct QuantDriftCLI: ParsableCommand {
         version: QuantDriftVersion.string,
         subcommands: [RunCommand.self, CompareCommand.self, CheckCommand.self, RenderCommand.self, GenerateCommand.self,
                       TokenizeCommand.self, LogitsCommand.self, PerplexityCommand.self, KLDCommand.self, InspectCommand.self,
-                      CalibrateCommand.self, BenchCommand.self, SchemesCommand.self, AdviseCommand.self])
+                      CalibrateCommand.self, BenchCommand.self, SchemesCommand.self, AdviseCommand.self, SweepCommand.self])
 }
 
 /// The executable's entry point: parse, run, and turn every error into one line on stderr with
