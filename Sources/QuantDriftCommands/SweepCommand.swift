@@ -139,12 +139,28 @@ struct SweepPlanCommand: ParsableCommand {
     @Option(name: .long, help: "Candidate shards.")
     var shards: Int = 4
 
+    @Flag(name: .long, help: "Print the counts as JSON (for scripts: references, shards, largest model in MB).")
+    var json = false
+
     func run() throws {
         guard shards >= 1 else { throw QuantDriftError.invalidInput("--shards must be ≥ 1") }
         let spec = try SweepFile.load(sweep).spec
         let plan = try SweepFile.plan(spec)
         let candidates = try plan.candidates { try Scheme(parsing: $0).needsCalibrationSet }
         let refs = plan.referenceUnits
+        if json {
+            let units = plan.candidateUnits(candidateCount: candidates.count)
+            let largest = try spec.models.map { (try FileManager.default.attributesOfItem(atPath: $0.path)[.size] as? Int) ?? 0 }.max() ?? 0
+            CLI.printJSON(.object([
+                ("references", .int(refs.count)), ("candidates", .array(candidates.map { .string($0.name) })),
+                ("candidate_units", .int(units.count)),
+                ("shards", .array(plan.shards(units, count: shards).map { s in
+                    .object([("units", .int(s.count)), ("cost", .double(s.map(plan.cost).reduce(0, +)))])
+                })),
+                ("largest_model_mb", .int((largest + (1 << 20) - 1) >> 20)),
+            ]))
+            return
+        }
         print("references (run first: sweep run --references --shard I/\(refs.count)):")
         for (i, u) in refs.enumerated() { print(String(format: "  %d  %@  cost %.3g", i, SweepFile.describe(u, spec, candidates), plan.cost(u))) }
         let units = plan.candidateUnits(candidateCount: candidates.count)

@@ -99,6 +99,36 @@ struct SweepTests {
         }
     }
 
+    /// The Kubernetes manifest (not run here: no cluster): each Indexed Job's completions equal the
+    /// shard count its pods read (QUANTDRIFT_SHARDS), they run `--shard auto`, and the references Job
+    /// has as many completions as `sweep plan` has reference units for the example sweep.
+    @Test func kubernetesManifestWiresTheIndex() throws {
+        let text = try String(contentsOf: Golden.packageRoot.appendingPathComponent("scripts/k8s/sweep.yaml"), encoding: .utf8)
+        let docs = text.components(separatedBy: "\n---\n")
+        #expect(docs.count == 3)
+        func value(_ doc: String, _ key: String) -> String? {
+            doc.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix(key + ":") }
+                .map { $0.split(separator: ":", maxSplits: 1)[1].split(separator: "#")[0].trimmingCharacters(in: .whitespaces) }
+        }
+        let plan = try CLIRunner.run(["sweep", "plan", "scripts/k8s/sweep.json", "--shards", "4", "--json"])
+        #expect(plan.status == 0, "\(plan.stderr)")
+        let counts = try #require(try JSONSerialization.jsonObject(with: Data(plan.stdout.utf8)) as? [String: Any])
+        for (doc, name) in zip(docs.prefix(2), ["quantdrift-references", "quantdrift-shards"]) {
+            #expect(value(doc, "name") == name)
+            #expect(value(doc, "completionMode") == "Indexed")
+            let completions = try #require(value(doc, "completions").flatMap(Int.init))
+            let shards = try #require(doc.components(separatedBy: "name: QUANTDRIFT_SHARDS").last!.split(separator: "\"")[1...].first.flatMap { Int($0) })
+            #expect(completions == shards, "\(name)")
+            #expect(doc.contains("\"--shard\", \"auto\""))
+            if name == "quantdrift-references" {
+                #expect(doc.contains("\"--references\"") && completions == counts["references"] as? Int)
+            } else {
+                #expect((counts["shards"] as? [Any])?.count == completions)
+            }
+        }
+        #expect(docs[2].contains("\"sweep\", \"merge\""))
+    }
+
     @Test func badSweepFilesAreOneLineErrors() throws {
         try withTemporaryDirectory { dir in
             for (text, words) in [(#"{"models": ["smollm2"], "schemes": ["w8"]}"#, "'workloads' is missing"),
