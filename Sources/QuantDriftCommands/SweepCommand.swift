@@ -225,6 +225,7 @@ struct SweepMergeCommand: ParsableCommand {
         let runner = SweepFile.runner(plan, dir: URL(fileURLWithPath: dir))
         let outcome = try runner.merge()
         for r in outcome.reports { print("report \(r.model) × \(r.workload): \(r.path)") }
+        if let g = outcome.grid { print("grid: \(g) (and grid.json, grid.md)") }
         if !outcome.missing.isEmpty {
             let candidates = try runner.candidates()
             let units = plan.candidateUnits(candidateCount: candidates.count)

@@ -59,6 +59,19 @@ struct SweepTests {
             let merged = try CLIRunner.run(["sweep", "merge", out.path])
             #expect(merged.status == 0, "\(merged.stderr)")
             #expect(merged.stdout.split(separator: "\n").filter { $0.hasPrefix("report ") }.count == 4)
+            // The grid: every scheme × pair, each cell the pair report's number; sentences from the intervals.
+            let grid = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("grid.json"))) as? [String: Any])
+            #expect(grid["schema"] as? String == GridReport.schema)
+            let rows = try #require(grid["rows"] as? [[String: Any]])
+            #expect(rows.map { $0["scheme"] as? String } == ["w8", "kv4", "w4g32"])
+            let cells = try #require(rows[2]["cells"] as? [[String: Any]])
+            #expect(cells.count == 4)
+            let gemmaX = try ReportDocument.read(path: out.appendingPathComponent("gemma3-270m/x/report/report.json").path)
+            #expect(cells.first { $0["model"] as? String == "gemma3-270m" && $0["workload"] as? String == "x" }?["mean_kld"] as? Double
+                    == gemmaX.scheme(named: "w4g32")?.value(.meanKLD))
+            #expect(!(grid["reading"] as? [String] ?? []).isEmpty)
+            let gridHTML = try String(contentsOf: out.appendingPathComponent("grid.html"), encoding: .utf8)
+            #expect(MarkupCheck.problem(gridHTML) == nil, "\(MarkupCheck.problem(gridHTML) ?? "")")
             for model in ["smollm2", "gemma3-270m"] {
                 for wl in ["x", "y"] {
                     let pair = out.appendingPathComponent(model).appendingPathComponent(wl)
@@ -88,6 +101,8 @@ struct SweepTests {
             try FileManager.default.removeItem(at: results.appendingPathComponent(lost))
             let incomplete = try CLIRunner.run(["sweep", "merge", out.path])
             #expect(incomplete.status == 1)
+            #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("grid.json").path), "no grid while a pair is incomplete")
+            #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("smollm2/x/report/report.json").path), "nor the pair's old report")
             #expect(incomplete.stdout.contains("incomplete: 1 units missing") && incomplete.stdout.contains("quantdrift sweep run"), "\(incomplete.stdout)")
             for i in 0..<3 { _ = try CLIRunner.run(["sweep", "run", sweep.path, "--shard", "\(i)/3", "--out", out.path]) }
             #expect(try CLIRunner.run(["sweep", "merge", out.path]).status == 0)

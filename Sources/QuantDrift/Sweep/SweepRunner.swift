@@ -134,6 +134,8 @@ public final class SweepRunner {
     public struct MergeOutcome: Sendable {
         public var reports: [(model: String, workload: String, path: String)] = []
         public var missing: [SweepPlan.Unit] = []
+        /// grid.{json,md,html} in `dir`, written only when every pair is complete.
+        public var grid: String?
     }
 
     /// Writes `MODEL/WORKLOAD/report/` for every pair whose reference and results are all there —
@@ -141,6 +143,7 @@ public final class SweepRunner {
     /// for byte apart from timings — and lists the units still missing for the others.
     public func merge() throws -> MergeOutcome {
         var out = MergeOutcome()
+        var pairs: [(model: String, architecture: String, workload: String, reportJSON: String)] = []
         let specs = try candidates()
         let units = plan.candidateUnits(candidateCount: specs.count)
         for m in plan.spec.models.indices {
@@ -151,7 +154,11 @@ public final class SweepRunner {
                 }
                 if !FileManager.default.fileExists(atPath: tracePath(m, w).path) { out.missing.append(.reference(model: m, workload: w)) }
                 out.missing += missing
-                guard missing.isEmpty, FileManager.default.fileExists(atPath: tracePath(m, w).path) else { continue }
+                guard missing.isEmpty, FileManager.default.fileExists(atPath: tracePath(m, w).path) else {
+                    // An incomplete pair shows no report, not an older one.
+                    try? FileManager.default.removeItem(at: pairDir(m, w).appendingPathComponent("report"))
+                    continue
+                }
                 progress("merge \(plan.spec.models[m].label) × \(plan.spec.workloads[w].label)")
                 let wl = try workload(w)
                 let mdl = try model(m)
@@ -180,7 +187,19 @@ public final class SweepRunner {
                     model: try RunConditions.model(mdl, sha256: try digest(m)), workload: wl, version: version,
                     referenceTrace: tracePath(m, w).path, referenceSeconds: 0, candidatesSeconds: 0))
                 out.reports.append((plan.spec.models[m].label, plan.spec.workloads[w].label, target.path))
+                pairs.append((plan.spec.models[m].label, mdl.config.architecture.rawValue, plan.spec.workloads[w].label,
+                              "\(plan.spec.models[m].label)/\(plan.spec.workloads[w].label)/report/report.json"))
             }
+        }
+        // The grid only when nothing is missing: nothing partial is presented as complete.
+        if out.missing.isEmpty {
+            let rows = try specs.filter { !$0.noiseFloor }.map {
+                GridReport.Row(scheme: try Scheme(parsing: $0.scheme).name, calibration: $0.calibration, candidate: $0.name)
+            }
+            try GridReport(directory: dir, pairs: pairs, rows: rows).write(to: dir)
+            out.grid = dir.appendingPathComponent("grid.html").path
+        } else {
+            for f in ["grid.json", "grid.md", "grid.html"] { try? FileManager.default.removeItem(at: dir.appendingPathComponent(f)) }
         }
         return out
     }
