@@ -63,10 +63,16 @@ echo "test-sweep: merged report = one-process compare" >&2
 
 # 2. Again, one shard task cancelled: the merge cannot run; resubmitting that task and merging restores the report.
 read -r _ ref cand merge < <(SHARDS=4 TIME=00:10:00 QUANTDRIFT=$qd scripts/slurm/sweep.sh "$work/sweep.json" "$work/b" | grep '^JOBS')
-until squeue -h -j "${cand}_1" -o %T 2>/dev/null | grep -qE 'RUNNING|PENDING'; do
+# Cancel shard 1 mid-run: once it is running and has had a second to load the model.
+state=""
+for _ in $(seq 1 1200); do
+    state=$(squeue -h -j "${cand}_1" -o %T 2>/dev/null || true)
+    [ "$state" = RUNNING ] && break
     [ -n "$(squeue -h -j "$cand" 2>/dev/null)" ] || break
-    sleep 0.2
+    sleep 0.1
 done
+[ "$state" = RUNNING ] && sleep 1
+echo "test-sweep: cancelling shard 1 (state ${state:-finished})" >&2
 scancel "${cand}_1"
 wait_jobs "$ref,$cand,$merge" 240
 [ ! -f "$work/b/SmolLM2-135M-Instruct.Q4_1/w/report/report.json" ] || { echo "test-sweep: merged despite a cancelled shard" >&2; exit 1; }

@@ -194,8 +194,6 @@ public struct CalibrationMatrix {
 
     /// Writes matrix.json, matrix.md and matrix.html into `dir`, each atomically.
     public func write(to dir: URL) throws {
-        try AtomicFile.write(Data((json().serialized(pretty: true) + "\n").utf8), to: dir.appendingPathComponent("matrix.json"))
-        try AtomicFile.write(Data(markdown().utf8), to: dir.appendingPathComponent("matrix.md"))
-        try AtomicFile.write(Data(html().utf8), to: dir.appendingPathComponent("matrix.html"))
+        try ReportWriter.writeSet(base: "matrix", json: json(), markdown: markdown(), html: html(), to: dir)
     }
 }

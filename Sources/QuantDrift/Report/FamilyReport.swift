@@ -229,8 +229,6 @@ public struct FamilyReport {
 
     /// Writes families.json, families.md and families.html into `dir`, each atomically.
     public func write(to dir: URL) throws {
-        try AtomicFile.write(Data((json().serialized(pretty: true) + "\n").utf8), to: dir.appendingPathComponent("families.json"))
-        try AtomicFile.write(Data(markdown().utf8), to: dir.appendingPathComponent("families.md"))
-        try AtomicFile.write(Data(html().utf8), to: dir.appendingPathComponent("families.html"))
+        try ReportWriter.writeSet(base: "families", json: json(), markdown: markdown(), html: html(), to: dir)
     }
 }

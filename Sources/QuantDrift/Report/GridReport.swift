@@ -176,8 +176,6 @@ public struct GridReport {
 
     /// Writes grid.json, grid.md and grid.html into `dir`, each atomically.
     public func write(to dir: URL) throws {
-        try AtomicFile.write(Data((json().serialized(pretty: true) + "\n").utf8), to: dir.appendingPathComponent("grid.json"))
-        try AtomicFile.write(Data(markdown().utf8), to: dir.appendingPathComponent("grid.md"))
-        try AtomicFile.write(Data(html().utf8), to: dir.appendingPathComponent("grid.html"))
+        try ReportWriter.writeSet(base: "grid", json: json(), markdown: markdown(), html: html(), to: dir)
     }
 }

@@ -75,9 +75,8 @@ enum HTMLReport {
             }
             if !clipped.isEmpty { h += "<p class=\"note\">\(F.html(ReportReading.clippingNote))</p>\n" }
             for s in kvByPosition {
-                h += "<h3>KV-cache error by position: \(F.html(s.name))</h3>\n" + table(["Position", "Entries", "Relative error"], s.kvErrorByPosition!.map {
-                    [$0.start == $0.end ? String($0.start) : "\($0.start)–\($0.end)", $0.n.map(F.grouped) ?? F.none, F.sig($0.relError)]
-                })
+                h += "<h3>KV-cache error by position: \(F.html(s.name))</h3>\n" + table(["Position", "Entries", "Relative error"],
+                                                                                       ReportReading.kvErrorRows(s.kvErrorByPosition!))
             }
             h += "</section>\n"
         }

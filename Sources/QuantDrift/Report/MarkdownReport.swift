@@ -66,22 +66,14 @@ enum MarkdownReport {
             md += "\n"
         }
 
-        for s in report.schemes {
-            guard let ages = s.kvErrorByAge, !ages.isEmpty else { continue }
-            md += "## KV-cache error by age: \(F.markdown(s.name))\n\n"
-            md += table(["Age (tokens)", "Entries", "Relative error"], ages.map {
-                [$0.start == $0.end ? String($0.start) : "\($0.start)–\($0.end)", $0.n.map(F.grouped) ?? F.none, F.sig($0.relError)]
-            })
-            md += "\n"
-        }
-
-        for s in report.schemes {
-            guard let ps = s.kvErrorByPosition, !ps.isEmpty else { continue }
-            md += "## KV-cache error by position: \(F.markdown(s.name))\n\n"
-            md += table(["Position", "Entries", "Relative error"], ps.map {
-                [$0.start == $0.end ? String($0.start) : "\($0.start)–\($0.end)", $0.n.map(F.grouped) ?? F.none, F.sig($0.relError)]
-            })
-            md += "\n"
+        for (title, column, bins) in [("age", "Age (tokens)", \ReportDocument.SchemeResult.kvErrorByAge),
+                                      ("position", "Position", \ReportDocument.SchemeResult.kvErrorByPosition)] {
+            for s in report.schemes {
+                guard let rows = s[keyPath: bins], !rows.isEmpty else { continue }
+                md += "## KV-cache error by \(title): \(F.markdown(s.name))\n\n"
+                md += table([column, "Entries", "Relative error"], ReportReading.kvErrorRows(rows))
+                md += "\n"
+            }
         }
 
         for s in report.schemes {

@@ -191,6 +191,11 @@ enum ReportReading {
         return "\(s.name): " + parts.joined(separator: "; ") + "."
     }
 
+    /// The KV cache's error per age or position bin: range, entries, relative error.
+    static func kvErrorRows(_ bins: [ReportDocument.AgeBin]) -> [[String]] {
+        bins.map { [$0.start == $0.end ? String($0.start) : "\($0.start)–\($0.end)", $0.n.map(F.grouped) ?? F.none, F.sig($0.relError)] }
+    }
+
     /// Static activation ranges along the sequence: one row per position bin.
     static let clippingHeader = ["Positions", "Values", "Clipped", "Mean max |x| ÷ range", "Largest max |x| ÷ range"]
     static let clippingNote = "Teacher-forced, every linear input but the head's, against the static range calibrated for its site: values beyond it are clipped by the quantizer; a ratio above 1 means the range no longer covers the row."

@@ -25,6 +25,13 @@ public enum ReportRenderer {
 /// Writes the renderings beside report.json, each atomically (temporary file + rename), so an
 /// interrupted run never leaves a half-written file.
 public enum ReportWriter {
+    /// Writes BASE.json, BASE.md and BASE.html into `dir`, each atomically (the family, matrix and grid reports).
+    static func writeSet(base: String, json: JSON, markdown: String, html: String, to dir: URL) throws {
+        try AtomicFile.write(Data((json.serialized(pretty: true) + "\n").utf8), to: dir.appendingPathComponent(base + ".json"))
+        try AtomicFile.write(Data(markdown.utf8), to: dir.appendingPathComponent(base + ".md"))
+        try AtomicFile.write(Data(html.utf8), to: dir.appendingPathComponent(base + ".html"))
+    }
+
     public static let reportName = "report.json"
     public static let tokensName = "tokens.csv"
     public static let markdownName = "summary.md"
