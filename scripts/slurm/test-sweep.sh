@@ -52,7 +52,10 @@ PY
 }
 
 # 1. The whole sweep through Slurm, against one local process.
-read -r _ ref cand merge < <(SHARDS=4 TIME=00:10:00 QUANTDRIFT=$qd scripts/slurm/sweep.sh "$work/sweep.json" "$work/a" | tee /dev/stderr | grep '^JOBS')
+# (Its lines go to stderr by echo, not `tee /dev/stderr`: reopening /dev/stderr would truncate a log file it points to.)
+submitted=$(SHARDS=4 TIME=00:10:00 QUANTDRIFT=$qd scripts/slurm/sweep.sh "$work/sweep.json" "$work/a")
+echo "$submitted" >&2
+read -r _ ref cand merge < <(grep '^JOBS' <<<"$submitted")
 wait_jobs "$ref,$cand,$merge" 240
 report="$work/a/SmolLM2-135M-Instruct.Q4_1/w/report/report.json"
 [ -f "$report" ] || { echo "test-sweep: no merged report; logs:" >&2; tail -n 5 "$work"/a/logs/*.log >&2; exit 1; }
