@@ -90,11 +90,9 @@ enum SweepFile {
     }
 
     static func runner(_ plan: SweepPlan, dir: URL) -> SweepRunner {
-        let r = SweepRunner(plan: plan, dir: dir, version: QuantDriftVersion.string) { name in
-            guard let name else {
-                return try CalibrationOptions.load(CalibrationOptions.defaultPath, tokenizer: try Model.load(path: plan.spec.models[0].path).tokenizer)
-            }
-            return try CalibrationMatrixRun.calibrationSet(name, tokenizer: try Model.load(path: plan.spec.models[0].path).tokenizer)
+        let r = SweepRunner(plan: plan, dir: dir, version: QuantDriftVersion.string) { name, tokenizer in
+            guard let name else { return try CalibrationOptions.load(CalibrationOptions.defaultPath, tokenizer: tokenizer) }
+            return try CalibrationMatrixRun.calibrationSet(name, tokenizer: tokenizer)
         }
         r.progress = { CLI.note($0) }
         return r

@@ -12,17 +12,18 @@ public final class SweepRunner {
     public let plan: SweepPlan
     public let dir: URL
     public let version: String
-    /// The calibration set of a named set (nil: the default set).
-    let calibrationSet: (String?) throws -> CalibrationSet
+    /// A named calibration set (nil: the default set), tokenized by the model that uses it.
+    let calibrationSet: (String?, Tokenizer) throws -> CalibrationSet
     public var progress: (String) -> Void = { _ in }
 
     private var models: [Int: Model] = [:]
     private var digests: [Int: String] = [:]
+    /// Calibration sets by model and set name (their tokens depend on the model's tokenizer).
     private var calibrations: [String: CalibrationSet] = [:]
-    /// Built candidates, by model and candidate index (a shard's units of one candidate share it).
-    private var built: [String: (TrackerCandidate, CalibrationSet?)] = [:]
+    /// The candidate built last (a shard's units are in candidate order, so consecutive units share it).
+    private var built: (model: Int, candidate: Int, runtime: TrackerCandidate, data: CalibrationSet?)?
 
-    public init(plan: SweepPlan, dir: URL, version: String, calibrationSet: @escaping (String?) throws -> CalibrationSet) {
+    public init(plan: SweepPlan, dir: URL, version: String, calibrationSet: @escaping (String?, Tokenizer) throws -> CalibrationSet) {
         self.plan = plan
         self.dir = dir
         self.version = version
@@ -59,10 +60,11 @@ public final class SweepRunner {
         return d
     }
 
-    func calibration(_ name: String?) throws -> CalibrationSet {
-        if let c = calibrations[name ?? ""] { return c }
-        let c = try calibrationSet(name)
-        calibrations[name ?? ""] = c
+    func calibration(_ name: String?, model m: Int) throws -> CalibrationSet {
+        let key = "\(m)/\(name ?? "")"
+        if let c = calibrations[key] { return c }
+        let c = try calibrationSet(name, try model(m).tokenizer)
+        calibrations[key] = c
         return c
     }
 
@@ -70,11 +72,11 @@ public final class SweepRunner {
         try plan.candidates { try Scheme(parsing: $0).needsCalibrationSet }
     }
 
-    func trackerCandidate(_ c: SweepPlan.CandidateSpec, model: Model) throws -> (TrackerCandidate, CalibrationSet?) {
+    func trackerCandidate(_ c: SweepPlan.CandidateSpec, model m: Int) throws -> (TrackerCandidate, CalibrationSet?) {
         if c.noiseFloor { return (.noiseFloor, nil) }
         let s = try Scheme(parsing: c.scheme)
-        let data = s.needsCalibrationSet ? try calibration(c.calibration) : nil
-        return (TrackerCandidate(name: c.name, scheme: s, runtime: try SchemeRuntime(model: model, scheme: s, calibration: data)), data)
+        let data = s.needsCalibrationSet ? try calibration(c.calibration, model: m) : nil
+        return (TrackerCandidate(name: c.name, scheme: s, runtime: try SchemeRuntime(model: try model(m), scheme: s, calibration: data)), data)
     }
 
     func workload(_ w: Int) throws -> Workload { try Workload.load(path: plan.spec.workloads[w].path) }
@@ -107,9 +109,12 @@ public final class SweepRunner {
         progress("\(spec.name) on \(plan.spec.models[m].label) × \(plan.spec.workloads[w].label), prompts \(first)…\(last)")
         let wl = try workload(w)
         let mdl = try model(m)
-        let key = "\(m)-\(c)"
-        let (cand, data) = try built[key] ?? trackerCandidate(spec, model: mdl)
-        built = [key: (cand, data)]  // one at a time: a shard's units are in candidate order
+        if built?.model != m || built?.candidate != c {
+            built = nil  // release the previous candidate's weights before building the next
+            let (runtime, data) = try trackerCandidate(spec, model: m)
+            built = (m, c, runtime, data)
+        }
+        let (cand, data) = (built!.runtime, built!.data)
         let e = try LockstepEngine(model: mdl, options: plan.spec.options, calibration: data)
         let reader = try ReferenceTraceReader(url: tracePath(m, w), expecting: e.traceHeader(modelSHA256: try digest(m), workload: wl, version: version))
         let range = first..<(last + 1)
@@ -172,7 +177,7 @@ public final class SweepRunner {
                     } else {
                         let s = try Scheme(parsing: spec.scheme)
                         candidates.append(TrackerCandidate(name: spec.name, scheme: s))
-                        calibrationInfo[spec.name] = RunConditions.calibration(of: s, data: s.needsCalibrationSet ? try calibration(spec.calibration) : nil)
+                        calibrationInfo[spec.name] = RunConditions.calibration(of: s, data: s.needsCalibrationSet ? try calibration(spec.calibration, model: m) : nil)
                     }
                     results.append(try refs.indices.map { p in
                         let data = try Data(contentsOf: resultURL(m, w, spec, prompt: p))
