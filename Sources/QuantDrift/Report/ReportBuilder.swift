@@ -226,8 +226,8 @@ public struct ReportBuilder {
     }
 
     /// Whether a prompt's first divergence is a tie flip: the reference's gap between its token and
-    /// the candidate's there is within the tie margin. Nil when it cannot be told (no divergence
-    /// margin: no divergence, parted by length, or sampled; or no noise floor).
+    /// the candidate's there is within the tie margin. False without a divergence; nil when it
+    /// cannot be told (no margin: the texts parted by length, or sampled; or no noise floor).
     func tieFlip(_ r: PromptResult) -> Bool? {
         guard r.firstDivergence != nil else { return false }
         guard let tau = tieMargin, let m = r.firstDivergenceMargin else { return nil }
