@@ -8,6 +8,7 @@
 //   panels.c        int8 activations on weights repacked into 8-row panels (prefill)
 //   actquant.c      activation quantization: absmax, codes, 32-block sums
 //   decode.c        weight rows decoded to FP32
+//   kv_decode.c     quantized KV-cache entries decoded to FP32 (attention reads)
 //   ggml_decode.c   GGUF tensor data (F16 … Q6_K) decoded to FP32 (FP32 reference tiles)
 //   pool.c          persistent worker threads that split one product across cores
 //   expf.c, divergence.c, half.c  exponentials and binary16 conversions

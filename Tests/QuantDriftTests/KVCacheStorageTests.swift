@@ -69,6 +69,46 @@ struct KVCacheStorageTests {
         #expect(cache.quantizedPositions(layer: 1) == (keys: 0, values: 0))
     }
 
+    /// The entry decoder (`qd_kv_decode`): both paths give, bit for bit, scale·level (then + min)
+    /// for 8-, 4- and 2-bit codes, converted or looked-up levels, token groups (a group of 12 is
+    /// no multiple of 8: the scalar tail takes it) and per-channel scales, on awkward lengths.
+    @Test(arguments: [8, 4, 2])
+    func entryDecoderMatchesTheFormula(bits: Int) {
+        var rng = SplitMix64(seed: UInt64(bits))
+        let levelsTable = (0..<256).map { _ in Float(Double(rng.next() % 2001) / 100 - 10) }
+        let identity = (0..<256).map(Float.init)
+        for n in [1, 7, 31, 33, 192, 577] {
+            let codes = (0..<((n * bits + 7) / 8 + 8)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            for group in [0, 32, 12, 8] {
+                let scaleCount = group == 0 ? n : (n + group - 1) / group
+                let scales = (0..<scaleCount).map { _ in Float(Double(rng.next() % 1000) / 997 + 0.001) }
+                let mins = (0..<scaleCount).map { _ in Float(Double(rng.next() % 1000) / 313 - 1.6) }
+                for useTable in [false, true] {
+                    let levels = useTable ? levelsTable : identity
+                    for withMins in [false, true] {
+                        var want = [Float](repeating: 0, count: n)
+                        for c in 0..<n {
+                            let bit = c * bits, u = (Int(codes[bit / 8]) >> (bit % 8)) & ((1 << bits) - 1)
+                            let g = group == 0 ? c : c / group
+                            let v = scales[g] * levels[u]
+                            want[c] = withMins ? v + mins[g] : v
+                        }
+                        for path in KernelPath.allCases {
+                            var got = [Float](repeating: .nan, count: n)
+                            path.run {
+                                withOptionalPointer(withMins ? mins : nil) { mn in
+                                    qd_kv_decode(codes, Int32(bits), levels, useTable ? 0 : 1, scales, mn, Int32(group), Int32(n), &got)
+                                }
+                            }
+                            #expect(got.map(\.bitPattern) == want.map(\.bitPattern),
+                                    "\(path) bits \(bits) n \(n) group \(group) table \(useTable) mins \(withMins)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// llama.cpp's cache types (`-ctk/-ctv`) read back exactly the values ggml's blocks of the
     /// same 32 numbers decode to, from the weight quantizers (Q5_0/Q5_1: byte for byte
     /// llama-quantize's; Q8_0/Q4_0/Q4_1: the presets checked against llama.cpp's KLD). IQ4_NL

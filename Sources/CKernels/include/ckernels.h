@@ -78,6 +78,14 @@ void qd_gemm_u4_i8(const uint8_t *packed, const float *scales, const float *mins
                    int out, int in, int rows, const int8_t *xq, const float *xscales, const int32_t *xsum32,
                    int xgroup, float *y);
 
+// One quantized KV-cache entry of n elements decoded to FP32: out[c] = scales[g]·levels[code c]
+// (+ mins[g]), multiply then add, g = c / group (token axis) or c (group 0: one scale per element,
+// the channel axis). Codes: 8 bits per byte, or 4 / 2 bits packed from the low bits of each byte
+// (element c in byte c·bits/8 at bit (c mod (8/bits))·bits). `levels` holds 1 << bits floats;
+// `identity` promises levels[u] == u, so the AVX2 path converts codes instead of looking them up.
+void qd_kv_decode(const uint8_t *codes, int bits, const float *levels, int identity, const float *scales,
+                  const float *mins, int group, int n, float *out);
+
 // Activation quantization: max |x| over n floats (NaN ignored); codes q = x·inv rounded half away
 // from zero, clamped to [-127, 127], NaN coded 0; code sums per 32-element block.
 float qd_absmax_f32(const float *x, int n);

@@ -160,6 +160,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         /// Decoded value of every code before scaling: the table's values, or the integer itself
         /// (less the offset of a llama.cpp block type).
         let levels: [Float]
+        let identityLevels: Bool    // levels[u] == u (uniform codes), so the decoder converts instead of looking up
         /// Decoding adds a min: integer parts other than llama.cpp's symmetric blocks, which
         /// decode as ggml does, scale·level alone (so a zero keeps its sign).
         let addsMins: Bool
@@ -203,6 +204,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
             addsMins = table == nil && !(ggml != nil && q!.symmetric)
             levels = table.map { t in (0..<256).map { t.values[$0].isFinite ? t.values[$0] : 0 } }
                 ?? ggml.map(GGMLVectorQuantizer.levels) ?? (0..<256).map(Float.init)
+            identityLevels = table == nil && ggml == nil
             entryBytes = q == nil ? 0 : kvDim * bits / 8
             var slot = [Int](repeating: -1, count: layers), fullSlot = [Int](repeating: -1, count: layers)
             var quantized = 0, fp32 = 0
@@ -502,22 +504,16 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         let r = p.row(s, pos)
         let hasMins = p.addsMins
         let scales = p.scales.pointer, mins = p.mins.pointer
+        let mn: UnsafePointer<Float>? = hasMins ? UnsafePointer(mins) : nil
         p.levels.withUnsafeBufferPointer { levels in
             if p.q?.axis == .token {
                 let sBase = r * (kvDim / p.group)
-                for c in 0..<kvDim {
-                    let g = sBase + c / p.group
-                    let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, row: r, index: c)
-                    let v = scales[g] * levels[Int(u)]
-                    out[c] = hasMins ? v + mins[g] : v
-                }
+                qd_kv_decode(codes + r * entryBytes, Int32(p.bits), levels.baseAddress, p.identityLevels ? 1 : 0, scales + sBase,
+                             mn.map { $0 + sBase }, Int32(p.group), Int32(kvDim), out)
             } else {
                 let sBase = p.groupRow(s, (pos - spec.sinks) / p.group) * kvDim
-                for c in 0..<kvDim {
-                    let u = Self.get(codes, entryBytes: entryBytes, bits: p.bits, row: r, index: c)
-                    let v = scales[sBase + c] * levels[Int(u)]
-                    out[c] = hasMins ? v + mins[sBase + c] : v
-                }
+                qd_kv_decode(codes + r * entryBytes, Int32(p.bits), levels.baseAddress, p.identityLevels ? 1 : 0, scales + sBase,
+                             mn.map { $0 + sBase }, 0, Int32(kvDim), out)
             }
         }
     }

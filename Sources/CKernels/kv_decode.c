@@ -1,0 +1,62 @@
+// Quantized KV-cache entries decoded to FP32 (QuantizedKVCache's reads: every attention over a
+// quantized cache decodes every held position, so at 2,048 tokens this is most of a KV scheme's
+// decode step). The value of element c is scale·level[code] (+ min), one multiply and one add,
+// never fused: the same values as the Swift decoder it replaced.
+#include "kernels_internal.h"
+
+static inline int kv_code(const uint8_t *codes, int bits, int c) {
+    switch (bits) {
+    case 8: return codes[c];
+    case 4: return (codes[c >> 1] >> ((c & 1) * 4)) & 15;
+    default: return (codes[c >> 2] >> ((c & 3) * 2)) & 3;
+    }
+}
+
+static void kv_decode_c(const uint8_t *codes, int bits, const float *levels, const float *scales, const float *mins,
+                        int group, int n, float *out) {
+    for (int c = 0; c < n; c++) {
+        const int g = group > 0 ? c / group : c;
+        const float v = scales[g] * levels[kv_code(codes, bits, c)];
+        out[c] = mins ? v + mins[g] : v;
+    }
+}
+
+// Eight codes from element c (a multiple of 8) as 32-bit lanes.
+ALWAYS_INLINE ATTR_AVX2 static inline __m256i kv_codes8(const uint8_t *codes, int bits, int c) {
+    if (bits == 8) return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + c)));
+    if (bits == 4) {
+        uint32_t w;
+        memcpy(&w, codes + c / 2, 4);
+        return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                                _mm256_set1_epi32(15));
+    }
+    uint16_t w;
+    memcpy(&w, codes + c / 4, 2);
+    return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                            _mm256_set1_epi32(3));
+}
+
+ATTR_AVX2 static void kv_decode_avx2(const uint8_t *codes, int bits, const float *levels, int identity,
+                                     const float *scales, const float *mins, int group, int n, float *out) {
+    // Whole steps of 8 stay in one scale group when groups are multiples of 8.
+    const int fast = (group <= 0 || group % 8 == 0) ? n - n % 8 : 0;
+    for (int c = 0; c < fast; c += 8) {
+        const __m256i u = kv_codes8(codes, bits, c);
+        const __m256 level = identity ? _mm256_cvtepi32_ps(u) : _mm256_i32gather_ps(levels, u, 4);
+        const __m256 s = group > 0 ? _mm256_set1_ps(scales[c / group]) : _mm256_loadu_ps(scales + c);
+        __m256 v = _mm256_mul_ps(s, level);
+        if (mins) v = _mm256_add_ps(v, group > 0 ? _mm256_set1_ps(mins[c / group]) : _mm256_loadu_ps(mins + c));
+        _mm256_storeu_ps(out + c, v);
+    }
+    for (int c = fast; c < n; c++) {
+        const int g = group > 0 ? c / group : c;
+        const float v = scales[g] * levels[kv_code(codes, bits, c)];
+        out[c] = mins ? v + mins[g] : v;
+    }
+}
+
+void qd_kv_decode(const uint8_t *codes, int bits, const float *levels, int identity, const float *scales,
+                  const float *mins, int group, int n, float *out) {
+    if (qd_has_avx2()) kv_decode_avx2(codes, bits, levels, identity, scales, mins, group, n, out);
+    else kv_decode_c(codes, bits, levels, scales, mins, group, n, out);
+}
