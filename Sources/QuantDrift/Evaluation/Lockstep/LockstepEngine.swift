@@ -106,12 +106,16 @@ public final class LockstepEngine: @unchecked Sendable {
     /// (a lone group would leave a core idle). Results do not depend on it.
     func coresPerWorker(items: Int) -> Int { options.threads >= 2 && items < options.threads ? 2 : 1 }
 
-    /// Runs the FP32 reference on the prompts `range` (all by default), decoding each group of
-    /// `options.decodeBatch` prompts together.
+    /// Runs the FP32 reference on the prompts `range` (all by default): each group of
+    /// `options.decodeBatch` prompts decoded together, then every prompt's teacher-forced rows, a
+    /// prompt per worker (a lone decode group would leave the other core idle through them; the
+    /// rows do not depend on which worker or transformer computes them).
     public func referenceRuns(_ workload: Workload, prompts range: Range<Int>? = nil, contextLength: Int,
                               progress: @Sendable (String) -> Void = { _ in }) throws -> [ReferenceRun] {
         let range = range ?? 0..<workload.prompts.count
-        let box = ResultBox<ReferenceRun>(count: range.count)
+        let ps = range.map { workload.prompts[$0] }
+        let prompts = try ps.map { try Self.promptTokens($0, tokenizer: model.tokenizer) }
+        let decoded = ResultBox<Decoded>(count: range.count)
         let groups = decodeGroups(range.count)
         let sequences = groups.map(\.count).max() ?? 1
         let cores = coresPerWorker(items: groups.count)
@@ -121,20 +125,38 @@ public final class LockstepEngine: @unchecked Sendable {
             t.cores = cores
             return t
         }) { reference, g in
-            let indices = groups[g].map { range.lowerBound + $0 }
-            let runs = try self.reference(indices.map { workload.prompts[$0] }, indices: indices, transformer: reference)
-            for (j, run) in runs.enumerated() {
-                box.set(groups[g].lowerBound + j, run)
-                progress(run.id)
-            }
+            let runs = try self.decodeReference(groups[g].map { ps[$0] }, prompts: groups[g].map { prompts[$0] },
+                                                indices: groups[g].map { range.lowerBound + $0 }, transformer: reference)
+            for (j, run) in runs.enumerated() { decoded.set(groups[g].lowerBound + j, run) }
         }
-        return box.values()
+        let continuations = decoded.values()
+        let runs = ResultBox<ReferenceRun>(count: range.count)
+        let teacherCores = coresPerWorker(items: range.count)
+        try parallel(range.count, makeState: {
+            let t = try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
+            t.cores = teacherCores
+            return t
+        }) { reference, i in
+            let rows = try LogitRows(spillingRowsOf: self.vocab)
+            let d = continuations[i]
+            try self.teacherForced(reference, prompt: prompts[i], continuation: d.continuation) { _, row in try rows.append(row) }
+            runs.set(i, ReferenceRun(id: ps[i].id, promptTokens: prompts[i], continuation: d.continuation, maxTokens: d.maxTokens,
+                                     rows: rows, decodeRows: d.decodeRows))
+            progress(ps[i].id)
+        }
+        return runs.values()
     }
 
-    /// The reference runs of prompts decoded together (`indices`: their workload numbers, which
-    /// pick their random streams): free-running continuations, then teacher-forced rows.
-    func reference(_ ps: [WorkloadPrompt], indices: [Int], transformer r: Transformer) throws -> [ReferenceRun] {
-        let prompts = try ps.map { try Self.promptTokens($0, tokenizer: model.tokenizer) }
+    /// A reference continuation before its teacher-forced rows.
+    struct Decoded: Sendable {
+        var continuation: [Int]
+        var maxTokens: Int
+        var decodeRows: LogitRows?
+    }
+
+    /// The reference's free-running continuations of prompts decoded together (`indices`: their
+    /// workload numbers, which pick their random streams), with their decode logits when sampling.
+    func decodeReference(_ ps: [WorkloadPrompt], prompts: [[Int]], indices: [Int], transformer r: Transformer) throws -> [Decoded] {
         let limits = ps.map { options.maxTokens(for: $0) }
         let sampling = options.sampling
         let distribution = sampling.isGreedy ? nil : SamplingDistribution(sampling, vocab: vocab)
@@ -157,12 +179,7 @@ public final class LockstepEngine: @unchecked Sendable {
             if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { return nil }
             return t == limits[i] - 1 ? nil : token
         }
-        return try ps.indices.map { i in
-            let rows = try LogitRows(spillingRowsOf: vocab)
-            try teacherForced(r, prompt: prompts[i], continuation: continuations[i]) { _, row in try rows.append(row) }
-            return ReferenceRun(id: ps[i].id, promptTokens: prompts[i], continuation: continuations[i], maxTokens: limits[i],
-                                rows: rows, decodeRows: decodeLogits[i])
-        }
+        return ps.indices.map { Decoded(continuation: continuations[$0], maxTokens: limits[$0], decodeRows: decodeLogits[$0]) }
     }
 
     /// Decodes the sequences of `prompts` together, sequence i in slot i of `m`: each prompt is
