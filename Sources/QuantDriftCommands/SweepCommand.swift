@@ -44,16 +44,16 @@ enum SweepFile {
             guard let n = v as? Double, n.isFinite else { throw QuantDriftError.invalidInput("\(path): '\(key)' must be a number") }
             return n
         }
-        let models = try strings("models").map { name -> SweepSpec.ModelEntry in
+        let models = try strings("models").map { name -> SweepSpec.Entry in
             let p = try DefaultModel.resolve(name)
             let label = name.contains("/") || name.hasSuffix(".gguf") ? ((p as NSString).lastPathComponent as NSString).deletingPathExtension : name
-            return SweepSpec.ModelEntry(label: label, path: p)
+            return SweepSpec.Entry(label: label, path: p)
         }
         let schemes = try strings("schemes")
         for s in schemes { _ = try SchemeArgument.parse(s) }
-        let workloads = try strings("workloads").map { w -> SweepSpec.WorkloadEntry in
+        let workloads = try strings("workloads").map { w -> SweepSpec.Entry in
             let (label, p) = CalibrationMatrixRun.workloadPath(w)
-            return SweepSpec.WorkloadEntry(label: label, path: p)
+            return SweepSpec.Entry(label: label, path: p)
         }
         guard Set(models.map(\.label)).count == models.count, Set(workloads.map(\.label)).count == workloads.count else {
             throw QuantDriftError.invalidInput("\(path): two models or two workloads share a name")

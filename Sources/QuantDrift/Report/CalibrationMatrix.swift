@@ -20,11 +20,7 @@ public struct CalibrationMatrix {
         }
     }
 
-    public struct Cell {
-        public var meanKLD: Double?
-        public var ci: (Double, Double)?
-        public var top1: Double?
-    }
+    typealias Cell = ReportDocument.Headline
 
     let workloads: [(name: String, reportPath: String, document: ReportDocument)]
     let calibrations: [(name: String, conditions: JSON)]
@@ -53,7 +49,7 @@ public struct CalibrationMatrix {
     func cell(_ scheme: String, calibration: String?, workload: Int) -> Cell? {
         guard let e = entries.first(where: { $0.scheme == scheme && $0.calibration == calibration }),
               let s = workloads[workload].document.scheme(named: e.candidate) else { return nil }
-        return Cell(meanKLD: s.value(.meanKLD), ci: s.meanKLDCI, top1: s.value(.top1Agreement))
+        return s.headline
     }
 
     /// The diagonal: the calibration set named as the workload.

@@ -37,19 +37,11 @@ public struct FamilyReport {
 
     // MARK: - Comparisons
 
-    /// One family's numbers for one scheme.
-    struct Cell {
-        var meanKLD: Double?
-        var ci: (Double, Double)?
-        var top1: Double?
-        var medianFirstDivergence: Double?
-        var growth: Double?
-    }
+    typealias Cell = ReportDocument.Headline
 
     func cell(_ f: Family, _ scheme: String) -> Cell? {
         guard let s = f.document.scheme(named: scheme) else { return nil }
-        return Cell(meanKLD: s.value(.meanKLD), ci: s.meanKLDCI, top1: s.value(.top1Agreement),
-                    medianFirstDivergence: s.value(.medianFirstDivergence), growth: s.value(.growthExponent))
+        return s.headline
     }
 
     /// The sentence for one scheme: the families with the largest and smallest mean KLD, their

@@ -29,13 +29,7 @@ public struct GridReport {
         var label: String { calibration.map { "\(scheme) (calibrated on \($0))" } ?? scheme }
     }
 
-    struct Cell {
-        var meanKLD: Double?
-        var ci: (Double, Double)?
-        var top1: Double?
-        var medianFirstDivergence: Double?
-        var growth: Double?
-    }
+    typealias Cell = ReportDocument.Headline
 
     public let pairs: [Pair]
     public let rows: [Row]
@@ -55,8 +49,7 @@ public struct GridReport {
     func cell(_ row: Row, model: String, workload: String) -> Cell? {
         guard let p = pairs.first(where: { $0.model == model && $0.workload == workload }),
               let s = p.document.scheme(named: row.candidate) else { return nil }
-        return Cell(meanKLD: s.value(.meanKLD), ci: s.meanKLDCI, top1: s.value(.top1Agreement),
-                    medianFirstDivergence: s.value(.medianFirstDivergence), growth: s.value(.growthExponent))
+        return s.headline
     }
 
     // MARK: - Transfer

@@ -121,6 +121,21 @@ struct ReportDocument {
         var prompts: [PromptResult]
 
         func value(_ key: SummaryKey) -> Double? { summary[key] }
+
+        /// The numbers the side-by-side reports (families, calibration matrix, sweep grid) put in a cell.
+        var headline: Headline {
+            Headline(meanKLD: value(.meanKLD), ci: meanKLDCI, top1: value(.top1Agreement),
+                     medianFirstDivergence: value(.medianFirstDivergence), growth: value(.growthExponent))
+        }
+    }
+
+    /// One scheme's headline numbers in one report.
+    struct Headline {
+        var meanKLD: Double?
+        var ci: (Double, Double)?
+        var top1: Double?
+        var medianFirstDivergence: Double?
+        var growth: Double?
     }
 
     // MARK: - Reading

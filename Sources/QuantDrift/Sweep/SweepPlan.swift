@@ -3,8 +3,9 @@ import Foundation
 /// A sweep: the model × scheme × calibration × workload grid of `sweep.json` (see sweep-schema.md),
 /// resolved to files, cut into independent units and those into shards.
 public struct SweepSpec: Sendable {
-    public struct ModelEntry: Sendable {
-        /// The label used in folder names and reports (manifest name, or the file's name).
+    /// A model or a workload: its file, and the label used in folder names and reports (the
+    /// manifest or workload name, or the file's name).
+    public struct Entry: Sendable {
         public var label: String
         public var path: String
         public init(label: String, path: String) {
@@ -13,26 +14,17 @@ public struct SweepSpec: Sendable {
         }
     }
 
-    public struct WorkloadEntry: Sendable {
-        public var label: String
-        public var path: String
-        public init(label: String, path: String) {
-            self.label = label
-            self.path = path
-        }
-    }
-
-    public var models: [ModelEntry]
+    public var models: [Entry]
     /// Scheme texts as `compare --schemes` takes them (presets or specs).
     public var schemes: [String]
     /// Named calibration sets (`compare --calibrations`); empty: calibrated schemes use the default set.
     public var calibrations: [String]
-    public var workloads: [WorkloadEntry]
+    public var workloads: [Entry]
     public var options: TrackerOptions
     /// Prompts per candidate unit.
     public var promptsPerUnit: Int
 
-    public init(models: [ModelEntry], schemes: [String], calibrations: [String], workloads: [WorkloadEntry],
+    public init(models: [Entry], schemes: [String], calibrations: [String], workloads: [Entry],
                 options: TrackerOptions, promptsPerUnit: Int) {
         self.models = models
         self.schemes = schemes
