@@ -408,34 +408,31 @@ ATTR_AVX2 static void add_min_terms(const float *mw, float offset, int group, in
     }
 }
 
-// The loops of the int8 row kernel: weight rows in chunks of ROWS_CHUNK that stay in cache while
-// every activation row passes, activation rows three at a time and weight rows in pairs (then
-// what is left), BLOCK(NO, NR) on weight row `o` and activation rows from `r`.
-#define FOR_ROW_PAIRS(BLOCK)                                                                       \
-    for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {                                                 \
-        const int o1 = min_int(out, o0 + ROWS_CHUNK);                                              \
-        for (int r = 0; r < rows; r += 3) {                                                        \
-            const float *xr = x + (size_t)r * in;                                                  \
-            float *yr = y + (size_t)r * ldy;                                                       \
-            const int nr = min_int(3, rows - r);                                                   \
-            for (int o = o0; o < o1; o += 2) {                                                     \
-                const float *s = scales + (size_t)o * ng;                                          \
-                if (o + 2 <= o1) {                                                                 \
-                    if (nr == 3) BLOCK(2, 3); else if (nr == 2) BLOCK(2, 2); else BLOCK(2, 1);     \
-                } else {                                                                           \
-                    if (nr == 3) BLOCK(1, 3); else if (nr == 2) BLOCK(1, 2); else BLOCK(1, 1);     \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }
-
+// int8: weight rows in chunks of ROWS_CHUNK that stay in cache while every activation row
+// passes, activation rows three at a time and weight rows in pairs (then what is left).
 ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *scales, const float *mins, int group,
                                             int out, int in, const float *x, int rows, float *y, int ldy) {
     const int ng = groups_of(in, group);
     const int fast = (group % 16 == 0 || group >= in) ? in - in % 16 : 0;
-#define I8_BLOCK(NO, NR) i8_rows_block(codes + (size_t)o * in, s, ng, group, fast, in, xr, NO, NR, yr + o, ldy)
-    FOR_ROW_PAIRS(I8_BLOCK)
+    for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {
+        const int o1 = min_int(out, o0 + ROWS_CHUNK);
+        for (int r = 0; r < rows; r += 3) {
+            const float *xr = x + (size_t)r * in;
+            float *yr = y + (size_t)r * ldy;
+            const int nr = min_int(3, rows - r);
+            for (int o = o0; o < o1; o += 2) {
+                const int8_t *w = codes + (size_t)o * in;
+                const float *s = scales + (size_t)o * ng;
+#define I8_BLOCK(NO, NR) i8_rows_block(w, s, ng, group, fast, in, xr, NO, NR, yr + o, ldy)
+                if (o + 2 <= o1) {
+                    if (nr == 3) I8_BLOCK(2, 3); else if (nr == 2) I8_BLOCK(2, 2); else I8_BLOCK(2, 1);
+                } else {
+                    if (nr == 3) I8_BLOCK(1, 3); else if (nr == 2) I8_BLOCK(1, 2); else I8_BLOCK(1, 1);
+                }
 #undef I8_BLOCK
+            }
+        }
+    }
     if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
 }
 

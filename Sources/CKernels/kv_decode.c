@@ -12,13 +12,17 @@ static inline int kv_code(const uint8_t *codes, int bits, int c) {
     }
 }
 
+// Element c, one at a time (two statements: the multiply and the add are never fused).
+static inline float kv_value(const uint8_t *codes, int bits, const float *levels, const float *scales, const float *mins,
+                             int group, int c) {
+    const int g = group > 0 ? c / group : c;
+    const float v = scales[g] * levels[kv_code(codes, bits, c)];
+    return mins ? v + mins[g] : v;
+}
+
 static void kv_decode_c(const uint8_t *codes, int bits, const float *levels, const float *scales, const float *mins,
                         int group, int n, float *out) {
-    for (int c = 0; c < n; c++) {
-        const int g = group > 0 ? c / group : c;
-        const float v = scales[g] * levels[kv_code(codes, bits, c)];
-        out[c] = mins ? v + mins[g] : v;
-    }
+    for (int c = 0; c < n; c++) out[c] = kv_value(codes, bits, levels, scales, mins, group, c);
 }
 
 // Eight codes from element c (a multiple of 8) as 32-bit lanes.
@@ -48,11 +52,7 @@ ATTR_AVX2 static void kv_decode_avx2(const uint8_t *codes, int bits, const float
         if (mins) v = _mm256_add_ps(v, group > 0 ? _mm256_set1_ps(mins[c / group]) : _mm256_loadu_ps(mins + c));
         _mm256_storeu_ps(out + c, v);
     }
-    for (int c = fast; c < n; c++) {
-        const int g = group > 0 ? c / group : c;
-        const float v = scales[g] * levels[kv_code(codes, bits, c)];
-        out[c] = mins ? v + mins[g] : v;
-    }
+    for (int c = fast; c < n; c++) out[c] = kv_value(codes, bits, levels, scales, mins, group, c);
 }
 
 void qd_kv_decode(const uint8_t *codes, int bits, const float *levels, int identity, const float *scales,
