@@ -140,8 +140,8 @@ public final class LockstepEngine: @unchecked Sendable {
             let rows = try LogitRows(spillingRowsOf: self.vocab)
             let d = continuations[i]
             try self.teacherForced(reference, prompt: prompts[i], continuation: d.continuation) { _, row in try rows.append(row) }
-            runs.set(i, ReferenceRun(id: ps[i].id, promptTokens: prompts[i], continuation: d.continuation, maxTokens: d.maxTokens,
-                                     rows: rows, decodeRows: d.decodeRows))
+            runs.set(i, ReferenceRun(id: ps[i].id, promptTokens: prompts[i], continuation: d.continuation,
+                                     maxTokens: self.options.maxTokens(for: ps[i]), rows: rows, decodeRows: d.decodeRows))
             progress(ps[i].id)
         }
         return runs.values()
@@ -150,7 +150,6 @@ public final class LockstepEngine: @unchecked Sendable {
     /// A reference continuation before its teacher-forced rows.
     struct Decoded: Sendable {
         var continuation: [Int]
-        var maxTokens: Int
         var decodeRows: LogitRows?
     }
 
@@ -179,7 +178,7 @@ public final class LockstepEngine: @unchecked Sendable {
             if options.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) { return nil }
             return t == limits[i] - 1 ? nil : token
         }
-        return ps.indices.map { Decoded(continuation: continuations[$0], maxTokens: limits[$0], decodeRows: decodeLogits[$0]) }
+        return ps.indices.map { Decoded(continuation: continuations[$0], decodeRows: decodeLogits[$0]) }
     }
 
     /// Decodes the sequences of `prompts` together, sequence i in slot i of `m`: each prompt is
