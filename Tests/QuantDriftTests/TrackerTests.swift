@@ -43,6 +43,32 @@ struct WorkloadTests {
         #expect(throws: QuantDriftError.self) { try Workload.parse(Data([0x7B, 0xFF, 0xFE, 0x7D]), file: "w.jsonl") }
     }
 
+    /// A candidate that runs both comparisons is two jobs; every free-running part is queued
+    /// before any teacher-forced one (they are the long ones), so the queue ends on short pieces.
+    /// Teacher-only candidates (a scheme's parts, its layers) are one job.
+    @Test func jobsQueueFreeRunningPartsFirst() {
+        let main = TrackerCandidate(name: "w8", scheme: Scheme(preset: "w8"))
+        let part = TrackerCandidate(name: "w8/kv", scheme: Scheme(preset: "fp32"), role: .part("kv", parent: 0))
+        func job(_ c: Int, _ g: Int, free: Bool, parts: Int, first: Bool) -> LockstepEngine.Job {
+            LockstepEngine.Job(candidate: c, group: g, teacher: !free, free: free, parts: parts, first: first)
+        }
+        #expect(LockstepEngine.jobs([main, part, .noiseFloor], groups: 2, mode: .both) == [
+            job(0, 0, free: true, parts: 2, first: true), job(0, 1, free: true, parts: 2, first: true),
+            job(2, 0, free: true, parts: 2, first: true), job(2, 1, free: true, parts: 2, first: true),
+            job(0, 0, free: false, parts: 2, first: false), job(0, 1, free: false, parts: 2, first: false),
+            job(1, 0, free: false, parts: 1, first: true), job(1, 1, free: false, parts: 1, first: true),
+            job(2, 0, free: false, parts: 2, first: false), job(2, 1, free: false, parts: 2, first: false),
+        ])
+        #expect(LockstepEngine.jobs([main, part, .noiseFloor], groups: 1, mode: .teacher) == [
+            job(0, 0, free: false, parts: 1, first: true), job(1, 0, free: false, parts: 1, first: true),
+            job(2, 0, free: false, parts: 1, first: true),
+        ])
+        #expect(LockstepEngine.jobs([main, part, .noiseFloor], groups: 1, mode: .free) == [
+            job(0, 0, free: true, parts: 1, first: true), job(2, 0, free: true, parts: 2, first: true),
+            job(1, 0, free: false, parts: 1, first: true), job(2, 0, free: false, parts: 2, first: false),
+        ])
+    }
+
     @Test func defaultWorkloadLoads() throws {
         let w = try Workload.load(path: Golden.packageRoot.appendingPathComponent("Prompts/default.jsonl").path)
         #expect(w.prompts.count >= 8)

@@ -275,52 +275,60 @@ public final class LockstepEngine: @unchecked Sendable {
                     checkpoint: TrackerCheckpoint? = nil,
                     progress: @Sendable (String) -> Void = { _ in }) throws -> [[PromptResult]] {
         let groups = decodeGroups(references.count)
-        let jobs = candidates.count * groups.count
+        let jobs = Self.jobs(candidates, groups: groups.count, mode: options.mode)
         let box = ResultBox<PromptResult>(count: candidates.count * references.count)
+        let halves = HalfResults()
         let sequences = groups.map(\.count).max() ?? 1
-        let cores = coresPerWorker(items: jobs)
-        // Workers keep the transformer of the candidate they ran last (jobs are ordered by
-        // candidate, so a worker usually stays on one), and one reference to score free text.
+        let cores = coresPerWorker(items: jobs.count)
+        // Workers keep the transformer they ran last (a candidate's free-running part decodes a
+        // group together, its teacher-forced part uses one slot), and one reference to score free text.
         struct WorkerState {
-            var candidate = -1
+            var transformerFor: (candidate: Int, free: Bool)?
             var transformer: Transformer?
             var reference: Transformer?
             /// The candidate's static activation ranges (main candidates), watched during teacher-forced passes.
             var staticRanges: [SiteID: SiteCalibration] = [:]
         }
-        try parallel(jobs, makeState: { WorkerState() }) { state, job in
-            let c = job / groups.count, group = groups[job % groups.count]
+        try parallel(jobs.count, makeState: { WorkerState() }) { state, index in
+            let job = jobs[index]
+            let c = job.candidate, group = groups[job.group]
             let cand = candidates[c]
             let kept = group.compactMap { p in
                 checkpoint?.load(cand, prompt: firstPrompt + p).flatMap { $0.promptIndex == firstPrompt + p ? $0 : nil }
             }
             if kept.count == group.count {
+                guard job.first else { return }  // the candidate's other part reports them
                 for (j, p) in group.enumerated() {
                     box.set(c * references.count + p, kept[j])
                     progress("\(cand.name) · \(references[p].id) (kept)")
                 }
                 return
             }
-            let free = options.mode.freeRunning && (cand.role == .main || cand.role == .noiseFloor)
-            if state.candidate != c {
+            if state.transformerFor?.candidate != c || state.transformerFor?.free != job.free {
                 state.transformer = nil
                 let runtime = try cand.runtime ?? SchemeRuntime(model: model, scheme: cand.scheme, calibration: calibration)
                 state.staticRanges = cand.role == .main && cand.scheme.activations?.outlierThreshold == nil ? runtime.staticRanges : [:]
                 // Only free-running decodes a group together: teacher-forced passes use one slot.
                 state.transformer = try runtime.transformer(model: model, contextLength: contextLength,
                                                             maxBatch: options.chunk, allLogits: true,
-                                                            sequences: free ? sequences : 1)
+                                                            sequences: job.free ? sequences : 1)
                 state.transformer!.cores = cores
                 state.transformer!.rowKernelsOnly = cand.role == .noiseFloor
-                state.candidate = c
+                state.transformerFor = (c, job.free)
             }
-            if free && state.reference == nil {
+            if job.free && state.reference == nil {
                 state.reference = try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
                 state.reference!.cores = cores
             }
-            let results = try self.compare(state.transformer!, Array(references[group]), firstPromptIndex: firstPrompt + group.lowerBound,
-                                           teacher: options.mode.teacherForced || cand.role != .main,
-                                           free: free, scorer: state.reference, staticRanges: state.staticRanges)
+            var results = try self.compare(state.transformer!, Array(references[group]), firstPromptIndex: firstPrompt + group.lowerBound,
+                                           teacher: job.teacher, free: job.free, scorer: state.reference,
+                                           staticRanges: state.staticRanges)
+            // A candidate run in two parts is whole when the second of them finishes.
+            if job.parts == 2 {
+                guard let other = halves.exchange(candidate: c, group: job.group, results) else { return }
+                results = job.free ? zip(other, results).map { $0.merged(freeRunning: $1) }
+                    : zip(results, other).map { $0.merged(freeRunning: $1) }
+            }
             for (j, p) in group.enumerated() {
                 try checkpoint?.save(results[j], cand, prompt: firstPrompt + p)
                 box.set(c * references.count + p, results[j])
@@ -329,6 +337,40 @@ public final class LockstepEngine: @unchecked Sendable {
         }
         let flat = box.values()
         return (0..<candidates.count).map { Array(flat[($0 * references.count)..<(($0 + 1) * references.count)]) }
+    }
+
+    /// A candidate's work on a group of prompts: its teacher-forced comparison, its free-running
+    /// one, or both. A candidate that runs both does them as two jobs (`parts` 2), so two workers
+    /// can share a long candidate and the queue ends on short pieces.
+    struct Job: Equatable {
+        let candidate: Int
+        let group: Int
+        let teacher: Bool
+        let free: Bool
+        /// Jobs the candidate's results on this group come from (1 or 2).
+        let parts: Int
+        /// The first of them in the queue (the one that reports results kept from a checkpoint).
+        let first: Bool
+    }
+
+    /// The jobs of a run, in the order workers take them: every free-running part first (they are
+    /// the longest: a batched decode, then the reference's scoring of the texts), then the
+    /// teacher-forced parts, each list in candidate order. Which worker runs what does not change
+    /// any result.
+    static func jobs(_ candidates: [TrackerCandidate], groups: Int, mode: TrackerMode) -> [Job] {
+        var free: [Job] = [], teacher: [Job] = []
+        for (c, cand) in candidates.enumerated() {
+            let runsFree = mode.freeRunning && (cand.role == .main || cand.role == .noiseFloor)
+            let runsTeacher = mode.teacherForced || cand.role != .main
+            let parts = (runsFree ? 1 : 0) + (runsTeacher ? 1 : 0)
+            for g in 0..<groups {
+                if runsFree { free.append(Job(candidate: c, group: g, teacher: false, free: true, parts: parts, first: true)) }
+                if runsTeacher {
+                    teacher.append(Job(candidate: c, group: g, teacher: true, free: false, parts: parts, first: !runsFree))
+                }
+            }
+        }
+        return free + teacher
     }
 
     /// One candidate on a group of prompts: the teacher-forced comparison prompt by prompt, then

@@ -1,3 +1,5 @@
+import Foundation
+
 /// One candidate's results on one prompt.
 public struct PromptResult: Sendable {
     public var promptIndex: Int
@@ -26,4 +28,37 @@ public struct PromptResult: Sendable {
     /// Wall time of the teacher-forced and free-running parts.
     public var teacherSeconds = 0.0
     public var freeSeconds = 0.0
+}
+
+extension PromptResult {
+    /// This teacher-forced result with the free-running results of `free` (the same prompt, run as a separate job).
+    func merged(freeRunning free: PromptResult) -> PromptResult {
+        precondition(free.promptIndex == promptIndex)
+        var r = self
+        r.freeTokens = free.freeTokens
+        r.firstDivergence = free.firstDivergence
+        r.firstDivergenceMargin = free.firstDivergenceMargin
+        r.reconverged = free.reconverged
+        r.candidateTextNLL = free.candidateTextNLL
+        r.kvErrorByAge = free.kvErrorByAge
+        r.kvErrorByPosition = free.kvErrorByPosition
+        r.freeSeconds = free.freeSeconds
+        return r
+    }
+}
+
+/// The results of a candidate's first finished part on a group, until its other part finishes.
+final class HalfResults: @unchecked Sendable {
+    private var waiting: [[Int]: [PromptResult]] = [:]
+    private let lock = NSLock()
+
+    /// The other part's results when it finished first (and forgets them); nil after keeping
+    /// `results` for the other part.
+    func exchange(candidate: Int, group: Int, _ results: [PromptResult]) -> [PromptResult]? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let other = waiting.removeValue(forKey: [candidate, group]) { return other }
+        waiting[[candidate, group]] = results
+        return nil
+    }
 }
