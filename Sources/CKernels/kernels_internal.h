@@ -11,6 +11,7 @@
 //   kv_decode.c     quantized KV-cache entries decoded to FP32 (attention reads)
 //   ggml_decode.c   GGUF tensor data (F16 … Q6_K) decoded to FP32 (FP32 reference tiles)
 //   pool.c          persistent worker threads that split one product across cores
+//   stream.c        the prefetched read loop bench measures memory bandwidth with
 //   expf.c, divergence.c, half.c  exponentials and binary16 conversions
 //
 // Each family (decode.c aside, which is plain C) has portable C functions (`*_c`) and AVX2+FMA

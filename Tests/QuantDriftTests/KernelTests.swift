@@ -55,6 +55,20 @@ struct KernelTests {
         #expect(qd_has_avx2() == before)
     }
 
+    /// bench's read loop sums every whole 32-bit word it streams (both paths, awkward lengths, an
+    /// unaligned start), so what it times is a read of every byte.
+    @Test(arguments: KernelPath.allCases, [1, 4, 7, 128, 131, 1029, 4099])
+    func streamReadSumsEveryWord(path: KernelPath, bytes: Int) {
+        var r = RandomStream(seed: UInt64(bytes))
+        let buf = (0..<(bytes + 3)).map { _ in UInt8(truncatingIfNeeded: r.next()) }
+        var expected: UInt32 = 0
+        for w in 0..<(bytes / 4) {
+            expected &+= (0..<4).reduce(UInt32(0)) { $0 | UInt32(buf[3 + 4 * w + $1]) << (8 * UInt32($1)) }
+        }
+        let sum = path.run { buf.withUnsafeBufferPointer { qd_stream_sum($0.baseAddress! + 3, bytes) } }
+        #expect(sum == expected, "\(path) \(bytes) bytes")
+    }
+
     /// The 8-wide expf gives libm's bits: every 2^32 input was checked once by hand (0 differing);
     /// here 4M random bit patterns, a dense sweep of the softmax/SiLU range and the special values.
     @Test func vectorExpMatchesLibmBitForBit() {

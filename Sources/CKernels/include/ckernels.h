@@ -124,6 +124,10 @@ void qd_pool_run(qd_pool_fn fn, void *ctx, int parts);
 /// Threads the pool can use: 1 + its workers (the online cores, at most 8).
 int qd_pool_size(void);
 
+/// Reads `bytes` from `p` in one prefetched forward stream (bench's memory bandwidth) and returns
+/// the sum of its whole 32-bit words, modulo 2³², so the reads cannot be optimised away.
+uint32_t qd_stream_sum(const uint8_t *p, size_t bytes);
+
 /// Integer dot products over `n` elements (exact), used by tests to check the integer paths.
 int32_t qd_dot_i8_i8(const int8_t *a, const int8_t *b, int n);
 int32_t qd_dot_u4_i8(const uint8_t *packed, const int8_t *b, int n);
