@@ -321,7 +321,7 @@ public final class LockstepEngine: @unchecked Sendable {
                 state.reference!.cores = cores
             }
             var results = try self.compare(state.transformer!, Array(references[group]), firstPromptIndex: firstPrompt + group.lowerBound,
-                                           teacher: job.teacher, free: job.free, scorer: state.reference,
+                                           teacher: !job.free, free: job.free, scorer: state.reference,
                                            staticRanges: state.staticRanges)
             // A candidate run in two parts is whole when the second of them finishes.
             if job.parts == 2 {
@@ -339,13 +339,13 @@ public final class LockstepEngine: @unchecked Sendable {
         return (0..<candidates.count).map { Array(flat[($0 * references.count)..<(($0 + 1) * references.count)]) }
     }
 
-    /// A candidate's work on a group of prompts: its teacher-forced comparison, its free-running
-    /// one, or both. A candidate that runs both does them as two jobs (`parts` 2), so two workers
-    /// can share a long candidate and the queue ends on short pieces.
+    /// A candidate's work on a group of prompts: its free-running comparison, or its
+    /// teacher-forced one. A candidate that runs both does them as two jobs (`parts` 2), so two
+    /// workers can share a long candidate and the queue ends on short pieces.
     struct Job: Equatable {
         let candidate: Int
         let group: Int
-        let teacher: Bool
+        /// Free-running (else teacher-forced).
         let free: Bool
         /// Jobs the candidate's results on this group come from (1 or 2).
         let parts: Int
@@ -364,9 +364,9 @@ public final class LockstepEngine: @unchecked Sendable {
             let runsTeacher = mode.teacherForced || cand.role != .main
             let parts = (runsFree ? 1 : 0) + (runsTeacher ? 1 : 0)
             for g in 0..<groups {
-                if runsFree { free.append(Job(candidate: c, group: g, teacher: false, free: true, parts: parts, first: true)) }
+                if runsFree { free.append(Job(candidate: c, group: g, free: true, parts: parts, first: true)) }
                 if runsTeacher {
-                    teacher.append(Job(candidate: c, group: g, teacher: true, free: false, parts: parts, first: !runsFree))
+                    teacher.append(Job(candidate: c, group: g, free: false, parts: parts, first: !runsFree))
                 }
             }
         }
