@@ -111,10 +111,10 @@ struct CompareCLITests {
         try p.run()
         // Interrupt once two comparisons are kept.
         let deadline = Date().addingTimeInterval(600)
-        func kept() -> Int {
+        func kept(_ suffix: String = ".bin") -> Int {
             let dirs = (try? FileManager.default.contentsOfDirectory(atPath: cut.path + "/.partial")) ?? []
             return dirs.map { ((try? FileManager.default.contentsOfDirectory(atPath: cut.path + "/.partial/" + $0)) ?? [])
-                .filter { $0.hasSuffix(".bin") }.count }.reduce(0, +)
+                .filter { $0.hasSuffix(suffix) }.count }.reduce(0, +)
         }
         while kept() < 2 && p.isRunning && Date() < deadline { usleep(50_000) }
         kill(p.processIdentifier, SIGINT)
@@ -125,6 +125,9 @@ struct CompareCLITests {
         #expect(!FileManager.default.fileExists(atPath: cut.appendingPathComponent("report.json").path))
         let keptBefore = kept()
         #expect(keptBefore >= 2 && keptBefore < 6)
+        // Free-running parts run first and are kept on their own (a scheme's two parts are two
+        // jobs): the resumed run reuses them too.
+        #expect(kept(".free.half") > keptBefore, "free-running parts kept: \(kept(".free.half"))")
 
         let resumed = try CLIRunner.run(args + ["--out", cut.path, "--resume"])
         #expect(resumed.status == 0, "\(resumed.stderr)")

@@ -27,20 +27,22 @@ public final class TrackerCheckpoint: @unchecked Sendable {
         return SHA256.hex(Array(parts.joined(separator: "\n").utf8))
     }
 
-    func url(_ candidate: TrackerCandidate, prompt: Int) -> URL {
+    /// A whole result's file, or with `part` ("free", "teacher") the file of one part of a
+    /// candidate that runs as two jobs, kept until the other part finishes (not counted in `count`).
+    func url(_ candidate: TrackerCandidate, prompt: Int, part: String? = nil) -> URL {
         var h = SHA256()
         h.update(Array((candidate.name + "\n" + candidate.scheme.spec).utf8))
-        return folder.appendingPathComponent(String(h.finalizeHex().prefix(16)) + "-\(prompt).bin")
+        return folder.appendingPathComponent(String(h.finalizeHex().prefix(16)) + "-\(prompt)" + (part.map { ".\($0).half" } ?? ".bin"))
     }
 
     /// A kept result, or nil (absent, or unreadable: then it is simply computed again).
-    public func load(_ candidate: TrackerCandidate, prompt: Int) -> PromptResult? {
-        guard let data = try? Data(contentsOf: url(candidate, prompt: prompt)) else { return nil }
+    public func load(_ candidate: TrackerCandidate, prompt: Int, part: String? = nil) -> PromptResult? {
+        guard let data = try? Data(contentsOf: url(candidate, prompt: prompt, part: part)) else { return nil }
         return try? PromptResultCodec.decode(data)
     }
 
-    public func save(_ r: PromptResult, _ candidate: TrackerCandidate, prompt: Int) throws {
-        try AtomicFile.write(PromptResultCodec.encode(r), to: url(candidate, prompt: prompt))
+    public func save(_ r: PromptResult, _ candidate: TrackerCandidate, prompt: Int, part: String? = nil) throws {
+        try AtomicFile.write(PromptResultCodec.encode(r), to: url(candidate, prompt: prompt, part: part))
     }
 
     /// How many results are kept.

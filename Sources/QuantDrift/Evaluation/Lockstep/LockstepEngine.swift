@@ -280,23 +280,18 @@ public final class LockstepEngine: @unchecked Sendable {
         let halves = HalfResults()
         let sequences = groups.map(\.count).max() ?? 1
         let cores = coresPerWorker(items: jobs.count)
-        // Workers keep the transformer they ran last (a candidate's free-running part decodes a
-        // group together, its teacher-forced part uses one slot), and one reference to score free text.
-        struct WorkerState {
-            var transformerFor: (candidate: Int, free: Bool)?
-            var transformer: Transformer?
-            var reference: Transformer?
-            /// The candidate's static activation ranges (main candidates), watched during teacher-forced passes.
-            var staticRanges: [SiteID: SiteCalibration] = [:]
-        }
         try parallel(jobs.count, makeState: { WorkerState() }) { state, index in
             let job = jobs[index]
             let c = job.candidate, group = groups[job.group]
             let cand = candidates[c]
-            let kept = group.compactMap { p in
-                checkpoint?.load(cand, prompt: firstPrompt + p).flatMap { $0.promptIndex == firstPrompt + p ? $0 : nil }
+            /// Results kept from an interrupted run: whole, or of this job's part.
+            func keptResults(part: String? = nil) -> [PromptResult]? {
+                let r = group.compactMap { p in
+                    checkpoint?.load(cand, prompt: firstPrompt + p, part: part).flatMap { $0.promptIndex == firstPrompt + p ? $0 : nil }
+                }
+                return r.count == group.count ? r : nil
             }
-            if kept.count == group.count {
+            if let kept = keptResults() {
                 guard job.first else { return }  // the candidate's other part reports them
                 for (j, p) in group.enumerated() {
                     box.set(c * references.count + p, kept[j])
@@ -304,27 +299,20 @@ public final class LockstepEngine: @unchecked Sendable {
                 }
                 return
             }
-            if state.transformerFor?.candidate != c || state.transformerFor?.free != job.free {
-                state.transformer = nil
-                let runtime = try cand.runtime ?? SchemeRuntime(model: model, scheme: cand.scheme, calibration: calibration)
-                state.staticRanges = cand.role == .main && cand.scheme.activations?.outlierThreshold == nil ? runtime.staticRanges : [:]
-                // Only free-running decodes a group together: teacher-forced passes use one slot.
-                state.transformer = try runtime.transformer(model: model, contextLength: contextLength,
-                                                            maxBatch: options.chunk, allLogits: true,
-                                                            sequences: job.free ? sequences : 1)
-                state.transformer!.cores = cores
-                state.transformer!.rowKernelsOnly = cand.role == .noiseFloor
-                state.transformerFor = (c, job.free)
+            // A part of a two-job candidate is saved on its own, so an interrupted run keeps it.
+            let part = job.parts == 2 ? (job.free ? "free" : "teacher") : nil
+            var results: [PromptResult]
+            if let part, let kept = keptResults(part: part) {
+                results = kept
+            } else {
+                results = try self.compareGroup(job, cand, group: group, references: references, firstPrompt: firstPrompt,
+                                                sequences: sequences, cores: cores, contextLength: contextLength, state: &state)
+                if let part {
+                    for (j, p) in group.enumerated() { try checkpoint?.save(results[j], cand, prompt: firstPrompt + p, part: part) }
+                }
             }
-            if job.free && state.reference == nil {
-                state.reference = try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
-                state.reference!.cores = cores
-            }
-            var results = try self.compare(state.transformer!, Array(references[group]), firstPromptIndex: firstPrompt + group.lowerBound,
-                                           teacher: !job.free, free: job.free, scorer: state.reference,
-                                           staticRanges: state.staticRanges)
             // A candidate run in two parts is whole when the second of them finishes.
-            if job.parts == 2 {
+            if part != nil {
                 guard let other = halves.exchange(candidate: c, group: job.group, results) else { return }
                 results = job.free ? zip(other, results).map { $0.merged(freeRunning: $1) }
                     : zip(results, other).map { $0.merged(freeRunning: $1) }
@@ -337,6 +325,42 @@ public final class LockstepEngine: @unchecked Sendable {
         }
         let flat = box.values()
         return (0..<candidates.count).map { Array(flat[($0 * references.count)..<(($0 + 1) * references.count)]) }
+    }
+
+    /// What a worker keeps between jobs: the transformer it ran last (a candidate's free-running
+    /// part decodes a group together, its teacher-forced part uses one slot), and one reference
+    /// to score free text.
+    struct WorkerState {
+        var transformerFor: (candidate: Int, free: Bool)?
+        var transformer: Transformer?
+        var reference: Transformer?
+        /// The candidate's static activation ranges (main candidates), watched during teacher-forced passes.
+        var staticRanges: [SiteID: SiteCalibration] = [:]
+    }
+
+    /// One job's comparison of candidate `cand` on the prompts `group` of `references`, on the
+    /// worker's transformer for it (built when the worker last ran something else).
+    func compareGroup(_ job: Job, _ cand: TrackerCandidate, group: Range<Int>, references: [ReferenceRun], firstPrompt: Int,
+                      sequences: Int, cores: Int, contextLength: Int, state: inout WorkerState) throws -> [PromptResult] {
+        let c = job.candidate
+        if state.transformerFor?.candidate != c || state.transformerFor?.free != job.free {
+            state.transformer = nil
+            let runtime = try cand.runtime ?? SchemeRuntime(model: model, scheme: cand.scheme, calibration: calibration)
+            state.staticRanges = cand.role == .main && cand.scheme.activations?.outlierThreshold == nil ? runtime.staticRanges : [:]
+            // Only free-running decodes a group together: teacher-forced passes use one slot.
+            state.transformer = try runtime.transformer(model: model, contextLength: contextLength,
+                                                        maxBatch: options.chunk, allLogits: true,
+                                                        sequences: job.free ? sequences : 1)
+            state.transformer!.cores = cores
+            state.transformer!.rowKernelsOnly = cand.role == .noiseFloor
+            state.transformerFor = (c, job.free)
+        }
+        if job.free && state.reference == nil {
+            state.reference = try Transformer(model: model, contextLength: contextLength, maxBatch: options.chunk, allLogits: true)
+            state.reference!.cores = cores
+        }
+        return try compare(state.transformer!, Array(references[group]), firstPromptIndex: firstPrompt + group.lowerBound,
+                           teacher: !job.free, free: job.free, scorer: state.reference, staticRanges: state.staticRanges)
     }
 
     /// A candidate's work on a group of prompts: its free-running comparison, or its
