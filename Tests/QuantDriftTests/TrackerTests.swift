@@ -50,7 +50,9 @@ struct WorkloadTests {
         let main = TrackerCandidate(name: "w8", scheme: Scheme(preset: "w8"))
         let part = TrackerCandidate(name: "w8/kv", scheme: Scheme(preset: "fp32"), role: .part("kv", parent: 0))
         func job(_ c: Int, _ g: Int, free: Bool, parts: Int, first: Bool) -> LockstepEngine.Job {
-            LockstepEngine.Job(candidate: c, group: g, free: free, parts: parts, first: first)
+            let j = LockstepEngine.Job(candidate: c, group: g, free: free, parts: parts)
+            #expect(j.first == first, "job \(c).\(g) free \(free): first")
+            return j
         }
         #expect(LockstepEngine.jobs([main, part, .noiseFloor], groups: 2, mode: .both) == [
             job(0, 0, free: true, parts: 2, first: true), job(0, 1, free: true, parts: 2, first: true),

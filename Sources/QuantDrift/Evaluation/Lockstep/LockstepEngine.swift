@@ -360,7 +360,7 @@ public final class LockstepEngine: @unchecked Sendable {
             state.reference!.cores = cores
         }
         return try compare(state.transformer!, Array(references[group]), firstPromptIndex: firstPrompt + group.lowerBound,
-                           teacher: !job.free, free: job.free, scorer: state.reference, staticRanges: state.staticRanges)
+                           free: job.free, scorer: state.reference, staticRanges: state.staticRanges)
     }
 
     /// A candidate's work on a group of prompts: its free-running comparison, or its
@@ -373,8 +373,9 @@ public final class LockstepEngine: @unchecked Sendable {
         let free: Bool
         /// Jobs the candidate's results on this group come from (1 or 2).
         let parts: Int
-        /// The first of them in the queue (the one that reports results kept from a checkpoint).
-        let first: Bool
+        /// The first of them in the queue (the one that reports results kept from a checkpoint):
+        /// free-running parts are queued before teacher-forced ones.
+        var first: Bool { free || parts == 1 }
     }
 
     /// The jobs of a run, in the order workers take them: every free-running part first (they are
@@ -388,18 +389,16 @@ public final class LockstepEngine: @unchecked Sendable {
             let runsTeacher = mode.teacherForced || cand.role != .main
             let parts = (runsFree ? 1 : 0) + (runsTeacher ? 1 : 0)
             for g in 0..<groups {
-                if runsFree { free.append(Job(candidate: c, group: g, free: true, parts: parts, first: true)) }
-                if runsTeacher {
-                    teacher.append(Job(candidate: c, group: g, free: false, parts: parts, first: !runsFree))
-                }
+                if runsFree { free.append(Job(candidate: c, group: g, free: true, parts: parts)) }
+                if runsTeacher { teacher.append(Job(candidate: c, group: g, free: false, parts: parts)) }
             }
         }
         return free + teacher
     }
 
-    /// One candidate on a group of prompts: the teacher-forced comparison prompt by prompt, then
-    /// the free-running continuations decoded together, each scored by the reference.
-    func compare(_ m: Transformer, _ refs: [ReferenceRun], firstPromptIndex: Int, teacher: Bool, free: Bool,
+    /// One candidate on a group of prompts: the teacher-forced comparison prompt by prompt, or
+    /// (`free`) the free-running continuations decoded together, each scored by the reference.
+    func compare(_ m: Transformer, _ refs: [ReferenceRun], firstPromptIndex: Int, free: Bool,
                  scorer: Transformer?, staticRanges: [SiteID: SiteCalibration] = [:]) throws -> [PromptResult] {
         var results = refs.indices.map { PromptResult(promptIndex: firstPromptIndex + $0) }
         let sampling = options.sampling
@@ -411,7 +410,7 @@ public final class LockstepEngine: @unchecked Sendable {
         defer { scratch.deallocate() }
         let refRow = UnsafeMutableBufferPointer<Float>.allocate(capacity: vocab)
         defer { refRow.deallocate() }
-        if teacher {
+        if !free {
             // Static ranges: clipping by position, watched along the teacher-forced pass.
             let recorder = staticRanges.isEmpty ? nil : ClippingRecorder(ranges: staticRanges, contextLength: m.contextLength)
             recorder?.firstPosition = { [unowned m] in m.position }
