@@ -136,10 +136,17 @@ public final class Transformer: @unchecked Sendable {
         positions[0] = newPosition
     }
 
+    /// `forward`, copied into an array that outlives the transformer.
+    public func copiedLogits(_ tokens: some Collection<Int>, logits rows: LogitsRows = .last, slot: Int = 0) throws -> [Float] {
+        try withExtendedLifetime(self) { Array(try forward(tokens, logits: rows, slot: slot)) }
+    }
+
     /// Runs `tokens` at the next positions and returns the logits of the requested rows:
     /// `.last` gives (1, vocab) for the final token; `.all` gives (tokens.count, vocab) and
-    /// `.from(f)` (tokens.count - f, vocab) when the batch fits one chunk. The buffer is valid
-    /// until the next call.
+    /// `.from(f)` (tokens.count - f, vocab) when the batch fits one chunk. The buffer is the
+    /// transformer's: valid until the next call and only while the transformer lives. A temporary
+    /// (`Transformer(…).forward(…)`) may be freed as soon as the call returns, before the buffer is
+    /// read; use `copiedLogits` there.
     @discardableResult
     public func forward(_ tokens: some Collection<Int>, logits rows: LogitsRows = .last, slot: Int = 0) throws
         -> UnsafeBufferPointer<Float> {
