@@ -119,7 +119,7 @@ public final class Transformer: @unchecked Sendable {
         scratch = LinearScratch(maxRows: b, maxInDim: max(c.dim, c.qDim, c.hiddenDim))
         let shape = KVCacheShape(layerCount: c.layerCount, contextLength: ctx, kvDim: c.kvDim,
                                  windows: (0..<c.layerCount).map { c.isLocal($0) ? c.slidingWindow : nil },
-                                 maxBatch: self.maxBatch)
+                                 maxBatch: self.maxBatch, headDim: c.headDim)
         caches = try (0..<sequences).map { _ in try makeCache?(shape) ?? FP32KVCache(shape: shape) }
         rope = RotaryEmbedding(config: c, contextLength: ctx)
         for cache in caches { cache.attach(rope: rope) }
@@ -365,8 +365,8 @@ public final class Transformer: @unchecked Sendable {
         // Keys first0 ..< pos0 + n are visible to some row; a window hides the older ones.
         let window = c.isLocal(l) ? c.slidingWindow : nil
         let first0 = window.map { max(0, pos0 - $0 + 1) } ?? 0
-        let layerK = cache.keys(layer: l, from: first0, count: pos0 + n)
-        let layerV = cache.values(layer: l, from: first0, count: pos0 + n)
+        let layerK = cache.keyHeads(layer: l, from: first0, count: pos0 + n, headDim: c.headDim)
+        let layerV = cache.valueHeads(layer: l, from: first0, count: pos0 + n, headDim: c.headDim)
         let out = attOut.pointer + seg.firstRow * qDim
         // Values were stored rotated: so is their weighted sum; rotate it back (H is its own inverse).
         defer { if cache.valueRotation > 0 { hadamardInPlace(out, count: n * qDim, order: cache.valueRotation) } }
@@ -390,24 +390,24 @@ public final class Transformer: @unchecked Sendable {
 
     /// Attention of the heads in `heads`, with `s` as the (rows, keys) score scratch.
     private func attention(heads: Range<Int>, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
-                           layerK: UnsafePointer<Float>, layerV: UnsafePointer<Float>, rows n: Int,
+                           layerK: KVHeads, layerV: KVHeads, rows n: Int,
                            pos0: Int, first0: Int, window: Int?, scores s: UnsafeMutablePointer<Float>) {
         let c = config
-        let hd = c.headDim, qDim = c.qDim, kvDim = c.kvDim
+        let hd = c.headDim, qDim = c.qDim
         let group = c.headCount / c.kvHeadCount
         let keys = pos0 + n - first0
         let scale = c.attentionScale
         for h in heads {
             let kvh = h / group
             let qh = q + h * hd
-            let kh = layerK + kvh * hd
-            let vh = layerV + kvh * hd
+            let kh = layerK.head(kvh), ldk = Int32(layerK.rowStride)
+            let vh = layerV.head(kvh), ldv = Int32(layerV.rowStride)
             // scores(n, keys) = scale · Q_h · K_hᵀ
             if n == 1 {
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(keys), Int32(hd), scale, kh, Int32(kvDim), qh, 1, 0, s, 1)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(keys), Int32(hd), scale, kh, ldk, qh, 1, 0, s, 1)
             } else {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(keys), Int32(hd),
-                            scale, qh, Int32(qDim), kh, Int32(kvDim), 0, s, Int32(keys))
+                            scale, qh, Int32(qDim), kh, ldk, 0, s, Int32(keys))
             }
             // Causal softmax per row: row r sees keys first…pos0+r (first > first0 only inside a window).
             for r in 0..<n {
@@ -420,10 +420,10 @@ public final class Transformer: @unchecked Sendable {
             // out(n, hd) = P · V_h
             let oh = out + h * hd
             if n == 1 {
-                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(keys), Int32(hd), 1, vh, Int32(kvDim), s, 1, 0, oh, 1)
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(keys), Int32(hd), 1, vh, ldv, s, 1, 0, oh, 1)
             } else {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(hd), Int32(keys),
-                            1, s, Int32(keys), vh, Int32(kvDim), 0, oh, Int32(qDim))
+                            1, s, Int32(keys), vh, ldv, 0, oh, Int32(qDim))
             }
         }
     }
@@ -437,8 +437,8 @@ public final class Transformer: @unchecked Sendable {
 /// The cache's key and value rows of one layer and a segment's queries and output, read by both
 /// cores of a split attention.
 private struct SharedKV: @unchecked Sendable {
-    let keys: UnsafePointer<Float>
-    let values: UnsafePointer<Float>
+    let keys: KVHeads
+    let values: KVHeads
     let q: UnsafeMutablePointer<Float>
     let out: UnsafeMutablePointer<Float>
 }
