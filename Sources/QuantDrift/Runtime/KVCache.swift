@@ -121,8 +121,10 @@ public final class FP32KVCache: KVCache, @unchecked Sendable {
     private let capacity: [Int]
     private let window: [Int?]
     private var base: [Int]
-    /// Row-major copies handed out by `keys`/`values` (only when asked: attention reads heads in place).
-    private var rowMajor: (k: FloatBuffer, v: FloatBuffer)?
+    /// Plain-row copies handed out by `keys`/`values` of head-major storage, made when first asked
+    /// (attention reads the heads in place).
+    private lazy var keyRows = FloatBuffer(count: capacity.max()! * kvDim)
+    private lazy var valueRows = FloatBuffer(count: capacity.max()! * kvDim)
 
     /// - Parameters:
     ///   - windows: per layer, the sliding window (nil or absent: the layer sees the whole context).
@@ -163,7 +165,6 @@ public final class FP32KVCache: KVCache, @unchecked Sendable {
     }
 
     public func store(layer: Int, position: Int, rows: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
-        let blocks = kvDim / blockWidth
         if let w = window[layer] {
             // Keep what the oldest of these rows can see, [position − w + 1, position), then append.
             let keep = max(0, position - w + 1)
@@ -171,7 +172,7 @@ public final class FP32KVCache: KVCache, @unchecked Sendable {
             precondition(keep >= base[layer], "sliding-window cache: position \(position) needs keys already dropped (rewound too far)")
             if position + rows - base[layer] > capacity[layer] {
                 let held = position - keep
-                for b in 0..<blocks {
+                for b in 0..<(kvDim / blockWidth) {
                     let from = at(layer, block: b, row: keep - base[layer]), to = at(layer, block: b, row: 0)
                     (k.pointer + to).update(from: k.pointer + from, count: held * blockWidth)
                     (v.pointer + to).update(from: v.pointer + from, count: held * blockWidth)
@@ -180,19 +181,30 @@ public final class FP32KVCache: KVCache, @unchecked Sendable {
             }
             precondition(position + rows - base[layer] <= capacity[layer], "sliding-window cache: \(rows) rows exceed the chunk size it was made for")
         }
-        let first = position - base[layer]
-        if blocks == 1 {
-            (k.pointer + at(layer, block: 0, row: first)).update(from: keys, count: rows * kvDim)
-            (v.pointer + at(layer, block: 0, row: first)).update(from: values, count: rows * kvDim)
-            return
+        pieces(layer, rows: (position - base[layer])..<(position - base[layer] + rows)) { o, i in
+            (k.pointer + o).update(from: keys + i, count: blockWidth)
+            (v.pointer + o).update(from: values + i, count: blockWidth)
         }
-        for r in 0..<rows {
-            for b in 0..<blocks {
-                let o = at(layer, block: b, row: first + r), i = r * kvDim + b * blockWidth
-                (k.pointer + o).update(from: keys + i, count: blockWidth)
-                (v.pointer + o).update(from: values + i, count: blockWidth)
-            }
+    }
+
+    /// Every head-wide piece of held rows `rows` of layer `l`: `body(index in storage, index in
+    /// (rows.count, kvDim) plain rows)`. Stores scatter rows with it; `keys`/`values` gather them.
+    @inline(__always)
+    private func pieces(_ l: Int, rows: Range<Int>, _ body: (Int, Int) -> Void) {
+        for r in rows {
+            for b in 0..<(kvDim / blockWidth) { body(at(l, block: b, row: r), (r - rows.lowerBound) * kvDim + b * blockWidth) }
         }
+    }
+
+    /// The held row of position `from` of layer `l`.
+    private func heldRow(_ l: Int, _ from: Int) -> Int {
+        precondition(from >= base[l], "sliding-window cache: position \(from) was dropped")
+        return from - base[l]
+    }
+
+    /// Where position `from` of layer `l` starts in `x` (its first head's row).
+    private func start(_ x: FloatBuffer, layer l: Int, from: Int) -> UnsafePointer<Float> {
+        UnsafePointer(x.pointer + at(l, block: 0, row: heldRow(l, from)))
     }
 
     public func keyHeads(layer: Int, from: Int, count: Int, headDim: Int) -> KVHeads {
@@ -204,45 +216,31 @@ public final class FP32KVCache: KVCache, @unchecked Sendable {
     }
 
     private func heads(_ x: FloatBuffer, layer l: Int, from: Int, headDim: Int) -> KVHeads {
-        precondition(from >= base[l], "sliding-window cache: position \(from) was dropped")
-        let row = from - base[l]
         if blockWidth == kvDim {  // plain rows
-            return KVHeads(base: UnsafePointer(x.pointer + at(l, block: 0, row: row)), headStride: headDim, rowStride: kvDim)
+            return KVHeads(base: start(x, layer: l, from: from), headStride: headDim, rowStride: kvDim)
         }
         precondition(headDim == blockWidth, "FP32 cache stored in \(blockWidth)-wide heads, read as \(headDim)")
-        return KVHeads(base: UnsafePointer(x.pointer + at(l, block: 0, row: row)), headStride: capacity[l] * blockWidth,
-                       rowStride: blockWidth)
+        return KVHeads(base: start(x, layer: l, from: from), headStride: capacity[l] * blockWidth, rowStride: blockWidth)
     }
 
     public func keys(layer: Int, count: Int) -> UnsafePointer<Float> { keys(layer: layer, from: 0, count: count) }
     public func values(layer: Int, count: Int) -> UnsafePointer<Float> { values(layer: layer, from: 0, count: count) }
 
     public func keys(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> {
-        rows(k, copy: \.k, layer: layer, from: from, count: count)
+        blockWidth == kvDim ? start(k, layer: layer, from: from) : gather(k, into: keyRows, layer: layer, from: from, count: count)
     }
 
     public func values(layer: Int, from: Int, count: Int) -> UnsafePointer<Float> {
-        rows(v, copy: \.v, layer: layer, from: from, count: count)
+        blockWidth == kvDim ? start(v, layer: layer, from: from) : gather(v, into: valueRows, layer: layer, from: from, count: count)
     }
 
-    /// Positions from..<count as (count − from, kvDim) rows: the storage itself when it is plain
-    /// rows, else gathered into a copy.
-    private func rows(_ x: FloatBuffer, copy: KeyPath<(k: FloatBuffer, v: FloatBuffer), FloatBuffer>, layer l: Int,
-                      from: Int, count: Int) -> UnsafePointer<Float> {
-        precondition(from >= base[l], "sliding-window cache: position \(from) was dropped")
-        let row = from - base[l]
-        if blockWidth == kvDim { return UnsafePointer(x.pointer + at(l, block: 0, row: row)) }
-        if rowMajor == nil {
-            let n = capacity.max()! * kvDim
-            rowMajor = (FloatBuffer(count: n), FloatBuffer(count: n))
+    /// Positions from..<count of head-major storage copied out as (count − from, kvDim) rows.
+    private func gather(_ x: FloatBuffer, into out: FloatBuffer, layer l: Int, from: Int, count: Int) -> UnsafePointer<Float> {
+        let row = heldRow(l, from)
+        pieces(l, rows: row..<(row + count - from)) { o, i in
+            (out.pointer + i).update(from: x.pointer + o, count: blockWidth)
         }
-        let out = rowMajor![keyPath: copy].pointer
-        for r in 0..<(count - from) {
-            for b in 0..<(kvDim / blockWidth) {
-                (out + r * kvDim + b * blockWidth).update(from: x.pointer + at(l, block: b, row: row + r), count: blockWidth)
-            }
-        }
-        return UnsafePointer(out)
+        return UnsafePointer(out.pointer)
     }
 }
 
