@@ -9,6 +9,7 @@
 //   actquant.c      activation quantization: absmax, codes, 32-block sums
 //   decode.c        weight rows decoded to FP32
 //   kv_decode.c     quantized KV-cache entries decoded to FP32 (attention reads)
+//   attention.c     a decode step's attention per KV group, in OpenBLAS sgemv's arithmetic
 //   ggml_decode.c   GGUF tensor data (F16 … Q6_K) decoded to FP32 (FP32 reference tiles)
 //   pool.c          persistent worker threads that split one product across cores
 //   stream.c        the prefetched read loop bench measures memory bandwidth with

@@ -147,4 +147,13 @@ void qd_gelu_tanh_mul(float *gate, const float *up, int n);
 // entries from `visible` to `keys` set to 0. The same values as that scalar loop.
 void qd_softmax_row(float *row, int visible, int keys);
 
+// One decode step's attention for `heads` query heads sharing a KV head (head width hd, a
+// multiple of 16; else nothing is done and 0 returned): the same bits as OpenBLAS 0.3.21's
+// single-thread cblas_sgemv on this machine kind (see attention.c), reading each row once.
+// Scores: s[h·lds + j] = scale · K_j·q_h for keys j < keys (K rows ldk apart, q: heads × hd).
+int qd_attention_scores(const float *k, int ldk, int keys, int hd, const float *q, int heads, float scale, float *s,
+                        int lds);
+// Values: out[h·hd + e] = Σ_j p[h·lds + j] · V_je (V rows ldv apart); out is overwritten.
+int qd_attention_values(const float *v, int ldv, int keys, int hd, const float *p, int lds, int heads, float *out);
+
 #endif

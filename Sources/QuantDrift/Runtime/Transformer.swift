@@ -41,7 +41,7 @@ public final class Transformer: @unchecked Sendable {
         didSet {
             cores = min(max(cores, 1), 2)
             scratch.cores = cores
-            if cores == 2 && secondScores == nil { secondScores = FloatBuffer(count: maxBatch * contextLength) }
+            if cores == 2 && secondScores == nil { secondScores = FloatBuffer(count: scoreRows * contextLength) }
         }
     }
 
@@ -62,7 +62,10 @@ public final class Transformer: @unchecked Sendable {
     let proj: FloatBuffer     // (maxBatch, dim) output of wo / w_down
     let hb: FloatBuffer       // (maxBatch, hiddenDim) gate, then SwiGLU
     let hb2: FloatBuffer      // (maxBatch, hiddenDim) up
-    let scores: FloatBuffer   // (maxBatch, contextLength) attention scores of one head
+    let scores: FloatBuffer   // (scoreRows, contextLength) attention scores of one head's rows, or of a step's query group
+    /// Rows of a score buffer: a chunk's rows for one head, or one row for each query head of a
+    /// KV group in a decode step.
+    var scoreRows: Int { max(maxBatch, config.headCount / config.kvHeadCount) }
     var secondScores: FloatBuffer?  // the same for the second core's heads (when cores == 2)
     let rope: RotaryEmbedding
     let logitsBuffer: FloatBuffer  // (maxBatch, vocab) when all rows are requested, else (1, vocab)
@@ -113,7 +116,7 @@ public final class Transformer: @unchecked Sendable {
         proj = FloatBuffer(count: b * c.dim)
         hb = FloatBuffer(count: b * c.hiddenDim)
         hb2 = FloatBuffer(count: b * c.hiddenDim)
-        scores = FloatBuffer(count: self.maxBatch * ctx)  // one segment's rows: a chunk, or 1 in a step
+        scores = FloatBuffer(count: max(self.maxBatch, c.headCount / c.kvHeadCount) * ctx)  // as scoreRows
         logitsCapacityRows = allLogits ? b : sequences
         logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
         scratch = LinearScratch(maxRows: b, maxInDim: max(c.dim, c.qDim, c.hiddenDim))
@@ -397,6 +400,9 @@ public final class Transformer: @unchecked Sendable {
         let group = c.headCount / c.kvHeadCount
         let keys = pos0 + n - first0
         let scale = c.attentionScale
+        if n == 1 && hd % 16 == 0 {
+            return decodeAttention(heads: heads, q: q, out: out, layerK: layerK, layerV: layerV, keys: keys, scores: s)
+        }
         for h in heads {
             let kvh = h / group
             let qh = q + h * hd
@@ -425,6 +431,28 @@ public final class Transformer: @unchecked Sendable {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(hd), Int32(keys),
                             1, s, Int32(keys), vh, ldv, 0, oh, Int32(qDim))
             }
+        }
+    }
+
+    /// One row's attention (a decode step, every key visible) with the query heads that share a KV
+    /// head together: `qd_attention_scores` and `qd_attention_values` read each key and value row
+    /// once for the group instead of once per head, with the arithmetic of the per-head sgemv
+    /// calls above, so the values are the same bits. `s` holds the group's score rows.
+    private func decodeAttention(heads: Range<Int>, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
+                                 layerK: KVHeads, layerV: KVHeads, keys: Int, scores s: UnsafeMutablePointer<Float>) {
+        let c = config
+        let hd = c.headDim, group = c.headCount / c.kvHeadCount
+        var h = heads.lowerBound
+        while h < heads.upperBound {
+            let kvh = h / group
+            let end = min(heads.upperBound, (kvh + 1) * group)
+            let g = Int32(end - h)
+            qd_attention_scores(layerK.head(kvh), Int32(layerK.rowStride), Int32(keys), Int32(hd), q + h * hd, g,
+                                c.attentionScale, s, Int32(keys))
+            for r in 0..<(end - h) { qd_softmax_row(s + r * keys, Int32(keys), Int32(keys)) }
+            qd_attention_values(layerV.head(kvh), Int32(layerV.rowStride), Int32(keys), Int32(hd), s, Int32(keys), g,
+                                out + h * hd)
+            h = end
         }
     }
 
