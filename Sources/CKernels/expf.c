@@ -111,24 +111,64 @@ void qd_silu_mul(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-// One causal softmax row: the first `visible` of `keys` scores become probabilities, the rest 0.
-// The sum runs left to right in float, as the Swift loop it replaces, so the values are the same.
-void qd_softmax_row(float *row, int visible, int keys) {
-    float mx = -INFINITY;
-    for (int j = 0; j < visible; j++)
-        if (row[j] > mx) mx = row[j];
-    if (qd_has_avx2()) {
-        for (int j = 0; j < visible; j++) row[j] -= mx;
-        expf_avx2(row, visible, row);
-    } else {
-        for (int j = 0; j < visible; j++) row[j] = expf(row[j] - mx);
-    }
-    float sum = 0;
-    for (int j = 0; j < visible; j++) sum += row[j];
-    const float inv = 1 / sum;
-    for (int j = 0; j < visible; j++) row[j] *= inv;
-    for (int j = visible; j < keys; j++) row[j] = 0;
+// The largest of n floats, NaNs passed over, as the loop `if (x[j] > mx) mx = x[j]` from -inf
+// finds it. Vectorized, a tie of -0 and +0 may come out with the other sign; the only use is
+// x - max inside exp, where that changes no value (exp(±0) = 1).
+ATTR_AVX2 static float max_avx2(const float *x, int n) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) m = _mm256_max_ps(_mm256_loadu_ps(x + j), m);  // a NaN lane keeps m
+    float lanes[8], mx = -INFINITY;
+    _mm256_storeu_ps(lanes, m);
+    for (int i = 0; i < 8; i++)
+        if (lanes[i] > mx) mx = lanes[i];
+    for (; j < n; j++)
+        if (x[j] > mx) mx = x[j];
+    return mx;
 }
+
+// `rows` causal softmax rows (`ld` apart) at once: each row's values are those of the one-row
+// loop (max, exp(x - max), a left-to-right float sum, scale; entries from `visible` to `keys` set
+// to 0). The rows' sums are independent chains run side by side: one row's sum is a chain of
+// float adds, latency-bound, and a decode step has a row per query head.
+void qd_softmax_rows(float *s, int rows, int ld, int visible, int keys) {
+    const int avx2 = qd_has_avx2();
+    float inv[4];
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+        const int nr = rows - r0 < 4 ? rows - r0 : 4;
+        for (int r = 0; r < nr; r++) {
+            float *row = s + (size_t)(r0 + r) * ld;
+            if (avx2) {
+                const float mx = max_avx2(row, visible);
+                for (int j = 0; j < visible; j++) row[j] -= mx;
+                expf_avx2(row, visible, row);
+            } else {
+                float mx = -INFINITY;
+                for (int j = 0; j < visible; j++)
+                    if (row[j] > mx) mx = row[j];
+                for (int j = 0; j < visible; j++) row[j] = expf(row[j] - mx);
+            }
+        }
+        // The sums, left to right, one chain per row.
+        float sum[4] = {0, 0, 0, 0};
+        const float *a = s + (size_t)r0 * ld;
+        const float *b = nr > 1 ? a + ld : a, *c = nr > 2 ? a + 2 * (size_t)ld : a, *d = nr > 3 ? a + 3 * (size_t)ld : a;
+        for (int j = 0; j < visible; j++) {
+            sum[0] += a[j];
+            sum[1] += b[j];
+            sum[2] += c[j];
+            sum[3] += d[j];
+        }
+        for (int r = 0; r < nr; r++) inv[r] = 1 / sum[r];
+        for (int r = 0; r < nr; r++) {
+            float *row = s + (size_t)(r0 + r) * ld;
+            for (int j = 0; j < visible; j++) row[j] *= inv[r];
+            for (int j = visible; j < keys; j++) row[j] = 0;
+        }
+    }
+}
+
+void qd_softmax_row(float *row, int visible, int keys) { qd_softmax_rows(row, 1, keys, visible, keys); }
 
 // GeGLU with the tanh form of GELU (Gemma's gelu_pytorch_tanh), computed exactly in float:
 // llama.cpp rounds the gate to binary16 and reads a GELU table there, which this does not copy.

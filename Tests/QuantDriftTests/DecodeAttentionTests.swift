@@ -1,5 +1,6 @@
 import CKernels
 import COpenBLAS
+import Foundation
 import Testing
 @testable import QuantDrift
 
@@ -95,6 +96,44 @@ struct DecodeAttentionTests {
                         .map { abs($0 - $1) / max(abs($1), 1e-3) }.max() ?? 0
                     #expect(worst < 1e-4, "OpenBLAS core \(core): \(path) differs from sgemv by \(worst) (bits are only promised for Haswell/Zen)")
                 }
+            }
+        }
+    }
+
+    /// The group's softmax rows side by side (`qd_softmax_rows`, sums as parallel chains) give each
+    /// row the bits of the scalar loop it replaced: max, exp(x - max), a left-to-right float sum,
+    /// scale, zeros past the visible entries. Rows include ties of the maximum and of ±0.
+    @Test(arguments: KernelPath.allCases, [1, 7, 31, 33, 577])
+    func softmaxRowsMatchTheScalarLoop(path: KernelPath, keys: Int) {
+        for rows in [1, 3, 4, 5, 9] {
+            let ld = keys + 3
+            var s = KernelTests.random(rows * ld, seed: UInt64(keys * 13 + rows), scale: 30)
+            if keys > 4 {
+                s[1] = s[3]  // a tie for the maximum in some row
+                s[2] = -0.0
+                s[ld - 1] = 0.0
+            }
+            var expected = s
+            for r in 0..<rows {
+                let visible = keys
+                let base = r * ld
+                var mx = -Float.infinity
+                for j in 0..<visible where expected[base + j] > mx { mx = expected[base + j] }
+                var sum: Float = 0
+                for j in 0..<visible {
+                    expected[base + j] = exp(expected[base + j] - mx)
+                    sum += expected[base + j]
+                }
+                let inv = 1 / sum
+                for j in 0..<visible { expected[base + j] *= inv }
+            }
+            path.run { qd_softmax_rows(&s, Int32(rows), Int32(ld), Int32(keys), Int32(keys)) }
+            #expect(s.map(\.bitPattern) == expected.map(\.bitPattern), "\(path): \(rows) rows of \(keys)")
+            // Fewer visible than keys: the rest become 0.
+            var t = KernelTests.random(rows * ld, seed: UInt64(keys + rows), scale: 5)
+            path.run { qd_softmax_rows(&t, Int32(rows), Int32(ld), Int32(max(1, keys / 2)), Int32(keys)) }
+            for r in 0..<rows {
+                #expect(t[(r * ld + max(1, keys / 2))..<(r * ld + keys)].allSatisfy { $0 == 0 }, "\(path): row \(r)")
             }
         }
     }

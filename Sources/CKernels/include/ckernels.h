@@ -146,6 +146,9 @@ void qd_gelu_tanh_mul(float *gate, const float *up, int n);
 // One causal softmax row in place: max, exp(x - max), a left-to-right float sum, scale; the
 // entries from `visible` to `keys` set to 0. The same values as that scalar loop.
 void qd_softmax_row(float *row, int visible, int keys);
+// `rows` such rows, `ld` apart, each with the values qd_softmax_row gives it (the rows' sums run
+// side by side).
+void qd_softmax_rows(float *s, int rows, int ld, int visible, int keys);
 
 // One decode step's attention for `heads` query heads sharing a KV head (head width hd, a
 // multiple of 16; else nothing is done and 0 returned): the same bits as OpenBLAS 0.3.21's

@@ -449,7 +449,7 @@ public final class Transformer: @unchecked Sendable {
             let g = Int32(end - h)
             qd_attention_scores(layerK.head(kvh), Int32(layerK.rowStride), Int32(keys), Int32(hd), q + h * hd, g,
                                 c.attentionScale, s, Int32(keys))
-            for r in 0..<(end - h) { qd_softmax_row(s + r * keys, Int32(keys), Int32(keys)) }
+            qd_softmax_rows(s, g, Int32(keys), Int32(keys), Int32(keys))
             qd_attention_values(layerV.head(kvh), Int32(layerV.rowStride), Int32(keys), Int32(hd), s, Int32(keys), g,
                                 out + h * hd)
             h = end
