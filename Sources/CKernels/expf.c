@@ -127,44 +127,81 @@ ATTR_AVX2 static float max_avx2(const float *x, int n) {
     return mx;
 }
 
-// `rows` causal softmax rows (`ld` apart) at once: each row's values are those of the one-row
-// loop (max, exp(x - max), a left-to-right float sum, scale; entries from `visible` to `keys` set
-// to 0). The rows' sums are independent chains run side by side: one row's sum is a chain of
-// float adds, latency-bound, and a decode step has a row per query head.
-void qd_softmax_rows(float *s, int rows, int ld, int visible, int keys) {
+// Up to 4 softmax rows at once: row i's first visible[i] entries become probabilities and the
+// rest up to width[i] become 0, each with the values of the one-row loop (max, exp(x - max), a
+// left-to-right float sum, scale). The rows' sums run side by side: one row's sum is a chain of
+// float adds, bound by add latency, and attention has many rows (a query head's, or a chunk's).
+static void softmax4(float *const row[4], const int visible[4], const int width[4], int nr) {
     const int avx2 = qd_has_avx2();
-    float inv[4];
+    int common = visible[0];
+    for (int r = 0; r < nr; r++) {
+        float *x = row[r];
+        const int n = visible[r];
+        if (n < common) common = n;
+        if (avx2) {
+            const float mx = max_avx2(x, n);
+            for (int j = 0; j < n; j++) x[j] -= mx;
+            expf_avx2(x, n, x);
+        } else {
+            float mx = -INFINITY;
+            for (int j = 0; j < n; j++)
+                if (x[j] > mx) mx = x[j];
+            for (int j = 0; j < n; j++) x[j] = expf(x[j] - mx);
+        }
+    }
+    // The sums, left to right: side by side over the entries every row has, then each row's rest.
+    float sum[4] = {0, 0, 0, 0};
+    const float *a = row[0], *b = row[nr > 1 ? 1 : 0], *c = row[nr > 2 ? 2 : 0], *d = row[nr > 3 ? 3 : 0];
+    for (int j = 0; j < common; j++) {
+        sum[0] += a[j];
+        sum[1] += b[j];
+        sum[2] += c[j];
+        sum[3] += d[j];
+    }
+    for (int r = 0; r < nr; r++) {
+        float *x = row[r];
+        float t = sum[r];
+        for (int j = common; j < visible[r]; j++) t += x[j];
+        const float inv = 1 / t;
+        for (int j = 0; j < visible[r]; j++) x[j] *= inv;
+        for (int j = visible[r]; j < width[r]; j++) x[j] = 0;
+    }
+}
+
+void qd_softmax_rows(float *s, int rows, int ld, int visible, int keys) {
     for (int r0 = 0; r0 < rows; r0 += 4) {
         const int nr = rows - r0 < 4 ? rows - r0 : 4;
+        float *row[4];
+        int vis[4], width[4];
         for (int r = 0; r < nr; r++) {
-            float *row = s + (size_t)(r0 + r) * ld;
-            if (avx2) {
-                const float mx = max_avx2(row, visible);
-                for (int j = 0; j < visible; j++) row[j] -= mx;
-                expf_avx2(row, visible, row);
-            } else {
-                float mx = -INFINITY;
-                for (int j = 0; j < visible; j++)
-                    if (row[j] > mx) mx = row[j];
-                for (int j = 0; j < visible; j++) row[j] = expf(row[j] - mx);
+            row[r] = s + (size_t)(r0 + r) * ld;
+            vis[r] = visible;
+            width[r] = keys;
+        }
+        softmax4(row, vis, width, nr);
+    }
+}
+
+void qd_softmax_causal(float *s, int rows, int keys, int pos0, int first0, int window) {
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+        const int nr = rows - r0 < 4 ? rows - r0 : 4;
+        float *row[4];
+        int vis[4], width[4];
+        for (int i = 0; i < nr; i++) {
+            const int r = r0 + i;
+            float *x = s + (size_t)r * keys;
+            const int last = pos0 + r - first0;  // the row's own key
+            int first = 0;
+            if (window > 0) {
+                first = pos0 + r - window + 1;
+                first = (first > 0 ? first : 0) - first0;
             }
+            for (int j = 0; j < first; j++) x[j] = 0;
+            row[i] = x + first;
+            vis[i] = last + 1 - first;
+            width[i] = keys - first;
         }
-        // The sums, left to right, one chain per row.
-        float sum[4] = {0, 0, 0, 0};
-        const float *a = s + (size_t)r0 * ld;
-        const float *b = nr > 1 ? a + ld : a, *c = nr > 2 ? a + 2 * (size_t)ld : a, *d = nr > 3 ? a + 3 * (size_t)ld : a;
-        for (int j = 0; j < visible; j++) {
-            sum[0] += a[j];
-            sum[1] += b[j];
-            sum[2] += c[j];
-            sum[3] += d[j];
-        }
-        for (int r = 0; r < nr; r++) inv[r] = 1 / sum[r];
-        for (int r = 0; r < nr; r++) {
-            float *row = s + (size_t)(r0 + r) * ld;
-            for (int j = 0; j < visible; j++) row[j] *= inv[r];
-            for (int j = visible; j < keys; j++) row[j] = 0;
-        }
+        softmax4(row, vis, width, nr);
     }
 }
 

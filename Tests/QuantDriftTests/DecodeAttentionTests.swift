@@ -138,6 +138,33 @@ struct DecodeAttentionTests {
         }
     }
 
+    /// A chunk's causal rows (`qd_softmax_causal`, four rows' sums side by side) against the loop
+    /// it replaced: per row, zeros before a window's first key, then `qd_softmax_row` on the
+    /// visible span; with and without a window, chunks starting at the cache's first key or later.
+    @Test(arguments: KernelPath.allCases, [1, 2, 5, 7, 33])
+    func causalSoftmaxMatchesTheRowByRowLoop(path: KernelPath, rows: Int) {
+        for (pos0, window) in [(0, 0), (9, 0), (40, 0), (40, 16), (3, 16), (100, 7)] {
+            let first0 = window > 0 ? max(0, pos0 - window + 1) : 0
+            let keys = pos0 + rows - first0
+            let original = KernelTests.random(rows * keys, seed: UInt64(pos0 * 7 + rows + window), scale: 20)
+            var expected = original
+            path.run {
+                expected.withUnsafeMutableBufferPointer { e in
+                    for r in 0..<rows {
+                        let row = e.baseAddress! + r * keys
+                        let last = pos0 + r - first0
+                        let first = window > 0 ? max(0, pos0 + r - window + 1) - first0 : 0
+                        if first > 0 { row.update(repeating: 0, count: first) }
+                        qd_softmax_row(row + first, Int32(last + 1 - first), Int32(keys - first))
+                    }
+                }
+            }
+            var got = original
+            path.run { qd_softmax_causal(&got, Int32(rows), Int32(keys), Int32(pos0), Int32(first0), Int32(window)) }
+            #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(path): \(rows) rows from \(pos0), window \(window)")
+        }
+    }
+
     /// A head width the kernels do not take (not a multiple of 16) is refused, outputs untouched,
     /// and the transformer keeps the per-head sgemv path for it.
     @Test func otherHeadWidthsAreRefused() {

@@ -149,6 +149,10 @@ void qd_softmax_row(float *row, int visible, int keys);
 // `rows` such rows, `ld` apart, each with the values qd_softmax_row gives it (the rows' sums run
 // side by side).
 void qd_softmax_rows(float *s, int rows, int ld, int visible, int keys);
+// A chunk's causal rows (rows × keys, keys first0… of the cache): row r sees keys up to its own,
+// pos0 + r, and within `window` (0: no window) of it; the others become 0. Each row gets the
+// values qd_softmax_row gives its visible span (four rows' sums run side by side).
+void qd_softmax_causal(float *s, int rows, int keys, int pos0, int first0, int window);
 
 // One decode step's attention for `heads` query heads sharing a KV head (head width hd, a
 // multiple of 16; else nothing is done and 0 returned): the same bits as OpenBLAS 0.3.21's

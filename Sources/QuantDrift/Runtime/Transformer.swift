@@ -416,13 +416,7 @@ public final class Transformer: @unchecked Sendable {
                             scale, qh, Int32(qDim), kh, ldk, 0, s, Int32(keys))
             }
             // Causal softmax per row: row r sees keys first…pos0+r (first > first0 only inside a window).
-            for r in 0..<n {
-                let row = s + r * keys
-                let last = pos0 + r - first0  // index of the row's own key
-                let first = window.map { max(0, pos0 + r - $0 + 1) - first0 } ?? 0
-                if first > 0 { row.update(repeating: 0, count: first) }
-                qd_softmax_row(row + first, Int32(last + 1 - first), Int32(keys - first))
-            }
+            qd_softmax_causal(s, Int32(n), Int32(keys), Int32(pos0), Int32(first0), Int32(window ?? 0))
             // out(n, hd) = P · V_h
             let oh = out + h * hd
             if n == 1 {
