@@ -54,24 +54,36 @@ static float score_single_c(const float *k, const float *q, int hd) {
     return (l[0] + l[1]) + (l[2] + l[3]);
 }
 
+// A score as the caller stores it: the dot times the scale, added to the zeroed output (sgemv's
+// beta = 0 and its y += alpha·dot; two statements, so the multiply and add are never fused).
+static inline float scaled(float dot, float scale) {
+    const float t = dot * scale;
+    return 0.0f + t;
+}
+
+// The scores of the 1–3 keys past the last block of 4, on both paths: the pair, then the single key.
+static void tail_scores(const float *k, int ldk, int keys, int hd, const float *q, int heads, float scale, float *s,
+                        int lds) {
+    const int blocks = keys & ~3;
+    for (int h = 0; h < heads; h++)
+        for (int j = blocks; j < keys; j++) {
+            const float *kj = k + (size_t)j * ldk, *qh = q + (size_t)h * hd;
+            const float d = j < blocks + (keys & 2) ? score_pair_c(kj, qh, hd) : score_single_c(kj, qh, hd);
+            s[(size_t)h * lds + j] = scaled(d, scale);
+        }
+}
+
 static void scores_c(const float *k, int ldk, int keys, int hd, const float *q, int heads, float scale, float *s,
                      int lds) {
     const int blocks = keys & ~3;
-    for (int h = 0; h < heads; h++) {
-        const float *qh = q + (size_t)h * hd;
-        float *sh = s + (size_t)h * lds;
-        for (int j = 0; j < keys; j++) {
-            const float *kj = k + (size_t)j * ldk;
-            const float d = j < blocks ? score_block4_c(kj, qh, hd)
-                : (j < blocks + (keys & 2) ? score_pair_c(kj, qh, hd) : score_single_c(kj, qh, hd));
-            const float t = d * scale;
-            sh[j] = 0.0f + t;
-        }
-    }
+    for (int h = 0; h < heads; h++)
+        for (int j = 0; j < blocks; j++)
+            s[(size_t)h * lds + j] = scaled(score_block4_c(k + (size_t)j * ldk, q + (size_t)h * hd, hd), scale);
+    tail_scores(k, ldk, keys, hd, q, heads, scale, s, lds);
 }
 
 static void values_c(const float *v, int ldv, int keys, int hd, const float *p, int lds, int heads, float *out) {
-    const int b8 = keys & ~7, b4 = b8 + (keys & 4), b2 = b4 + (keys & 2);
+    const int b8 = keys & ~7, b4 = b8 + (keys & 4);
     for (int h = 0; h < heads; h++) {
         const float *ph = p + (size_t)h * lds;
         float *y = out + (size_t)h * hd;
@@ -87,7 +99,6 @@ static void values_c(const float *v, int ldv, int keys, int hd, const float *p, 
                 const float prod = v[(size_t)j * ldv + e] * ph[j];
                 acc = acc + prod;
             }
-            (void)b2;
             y[e] = acc;
         }
     }
@@ -151,14 +162,7 @@ ATTR_AVX2 static void scores_avx2(const float *k, int ldk, int keys, int hd, con
         if (heads - h == 2) scores_4keys(kj, ldk, hd, q + (size_t)h * hd, 2, sc, s + (size_t)h * lds + j, lds);
         if (heads - h == 1) scores_4keys(kj, ldk, hd, q + (size_t)h * hd, 1, sc, s + (size_t)h * lds + j, lds);
     }
-    // The tail keys (at most 3) as the portable twin: rounded products, 4-lane chains.
-    for (int h = 0; h < heads; h++)
-        for (int j = blocks; j < keys; j++) {
-            const float *kj = k + (size_t)j * ldk, *qh = q + (size_t)h * hd;
-            const float d = j < blocks + (keys & 2) ? score_pair_c(kj, qh, hd) : score_single_c(kj, qh, hd);
-            const float t = d * scale;
-            s[(size_t)h * lds + j] = 0.0f + t;
-        }
+    tail_scores(k, ldk, keys, hd, q, heads, scale, s, lds);
 }
 
 // Elements e0 ..< e0 + 8·nc of one head's y: the FMA chains of `n` keys (8 or 4), each added to

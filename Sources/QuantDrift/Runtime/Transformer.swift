@@ -65,7 +65,7 @@ public final class Transformer: @unchecked Sendable {
     let scores: FloatBuffer   // (scoreRows, contextLength) attention scores of one head's rows, or of a step's query group
     /// Rows of a score buffer: a chunk's rows for one head, or one row for each query head of a
     /// KV group in a decode step.
-    var scoreRows: Int { max(maxBatch, config.headCount / config.kvHeadCount) }
+    let scoreRows: Int
     var secondScores: FloatBuffer?  // the same for the second core's heads (when cores == 2)
     let rope: RotaryEmbedding
     let logitsBuffer: FloatBuffer  // (maxBatch, vocab) when all rows are requested, else (1, vocab)
@@ -116,7 +116,8 @@ public final class Transformer: @unchecked Sendable {
         proj = FloatBuffer(count: b * c.dim)
         hb = FloatBuffer(count: b * c.hiddenDim)
         hb2 = FloatBuffer(count: b * c.hiddenDim)
-        scores = FloatBuffer(count: max(self.maxBatch, c.headCount / c.kvHeadCount) * ctx)  // as scoreRows
+        scoreRows = max(self.maxBatch, c.headCount / c.kvHeadCount)
+        scores = FloatBuffer(count: scoreRows * ctx)
         logitsCapacityRows = allLogits ? b : sequences
         logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
         scratch = LinearScratch(maxRows: b, maxInDim: max(c.dim, c.qDim, c.hiddenDim))
