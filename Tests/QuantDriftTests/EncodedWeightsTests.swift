@@ -192,6 +192,41 @@ struct LogitRowsTests {
 }
 
 extension EncodedWeightsTests {
+    /// The fused product (`qd_gemm_ggml_rows`: a few rows decoded at a time into a small tile)
+    /// gives the bits of decoding the whole matrix and then `qd_gemm_f32_rows`, on both paths,
+    /// awkward row counts, one to 16 activation rows and tiles from one row up; a type the C
+    /// decoder does not take is refused with nothing written.
+    @Test(arguments: [GGMLType.q4_1, .q8_0, .q4_K], [1, 7, 31, 33, 577])
+    func fusedDecodeProductMatchesDecodeThenProduct(type: GGMLType, out: Int) throws {
+        let cols = type.blockSize * (type.blockSize == 32 ? 18 : 2)
+        let bytes = Self.randomBlocks(type, blocks: out * cols / type.blockSize, seed: UInt64(out * 3 + cols))
+        let rowBytes = cols / type.blockSize * type.typeSize
+        for rows in [1, 2, 3, 5, 16] {
+            let x = KernelTests.random(rows * cols, seed: UInt64(rows + out), scale: 2)
+            for path in KernelPath.allCases {
+                for tileFloats in [cols, 5 * cols, 1 << 16] {
+                    var fused = [Float](repeating: .nan, count: rows * out), expected = fused
+                    var tile = [Float](repeating: 0, count: tileFloats), all = [Float](repeating: 0, count: out * cols)
+                    let taken = path.run {
+                        qd_gemm_ggml_rows(Int32(type.rawValue), bytes, rowBytes, Int32(out), Int32(cols), x, Int32(rows), Int32(cols),
+                                          &fused, Int32(out), &tile, tileFloats)
+                    }
+                    path.run {
+                        _ = qd_decode_ggml(Int32(type.rawValue), bytes, out * cols, &all)
+                        qd_gemm_f32_rows(all, Int32(out), Int32(cols), x, Int32(rows), Int32(cols), &expected, Int32(out), 0)
+                    }
+                    #expect(taken == 1)
+                    #expect(fused.map(\.bitPattern) == expected.map(\.bitPattern),
+                            "\(type.name) \(out)×\(cols), \(rows) rows, tile \(tileFloats) on \(path)")
+                }
+            }
+        }
+        var y: [Float] = [42], tile = [Float](repeating: 0, count: 256)
+        let x = [Float](repeating: 1, count: 256)
+        #expect(qd_gemm_ggml_rows(Int32(GGMLType.q8_K.rawValue), bytes, 292, 1, 256, x, 1, 256, &y, 1, &tile, 256) == 0)
+        #expect(y == [42])
+    }
+
     /// The F16 rows kernel gives the FP32 rows kernel's bits on the converted weights, on both
     /// paths and awkward sizes.
     @Test(arguments: [1, 7, 33, 577], [1, 7, 31, 33, 100])

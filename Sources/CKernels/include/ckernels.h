@@ -38,22 +38,28 @@ void qd_gemv_u4_f32_offset(const uint8_t *packed, const float *scales, float off
 // row's result does not depend on the other rows or on how outputs are divided among cores.
 void qd_gemm_f32_rows(const float *w, int out, int in, const float *x, int rows, int ldx, float *y, int ldy,
                       int accumulate);
-// The three products above for `rows` activation rows x (rows, in) at once, y (rows, ldy): each
-// pair of weight row and activation row gets the one-row kernel's arithmetic, so a row's result
-// is the bits of that row decoded alone (a batched decode step); the weights are read once per call.
 // qd_gemm_f32_rows with binary16 weights, converted exactly as they are read: the same bits as
 // qd_gemm_f32_rows on the converted weights.
 void qd_gemm_f16_rows(const uint16_t *w, int out, int in, const float *x, int rows, int ldx, float *y, int ldy,
                       int accumulate);
+// qd_gemm_f32_rows (accumulate off) on `out` rows of GGUF data of ggml type `type` (`rowBytes` bytes
+// a row, as qd_decode_ggml reads them), decoded a few rows at a time into `tile` (`tileFloats`
+// floats, at least `in`): the same bits as decoding all rows first. Returns 0 before writing
+// anything when qd_decode_ggml does not take the type.
+int qd_gemm_ggml_rows(int type, const uint8_t *src, size_t rowBytes, int out, int in, const float *x, int rows, int ldx,
+                      float *y, int ldy, float *tile, size_t tileFloats);
+// qd_gemv_i8_f32, qd_gemv_u4_f32 and qd_gemv_u4_f32_offset for `rows` activation rows x (rows, in) at once, y (rows, ldy): each
+// pair of weight row and activation row gets the one-row kernel's arithmetic, so a row's result
+// is the bits of that row decoded alone (a batched decode step); the weights are read once per call.
 // `offset` as in qd_gemv_u4_f32_offset when mins is NULL (0: no min term).
 void qd_gemm_i8_f32_rows(const int8_t *codes, const float *scales, const float *mins, int group, int out, int in,
                          const float *x, int rows, float *y, int ldy);
 void qd_gemm_u4_f32_rows(const uint8_t *packed, const float *scales, const float *mins, float offset, int group,
                          int out, int in, const float *x, int rows, float *y, int ldy);
-// Decodes `rows` rows to FP32 (rows, in): scale·code + min, exactly as the products read them.
 // GGUF tensor data of ggml type `type` (F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K…Q6_K;
 // `count` a multiple of the block size) decoded to FP32 exactly as ggml's dequantize_row_* defines it. Returns 0, writing
-// nothing, for any other type (the caller falls back to the Swift dequantizer).
+// nothing, for any other type (the caller falls back to the Swift dequantizer). Count 0 decodes
+// nothing and asks whether the type is taken.
 int qd_decode_ggml(int type, const uint8_t *src, size_t count, float *dst);
 // `count` FP32 values quantized into ggml blocks of type `type` (Q5_0, Q5_1, IQ4_NL, Q2_K…Q6_K;
 // `count` a multiple of the block size) exactly as llama-quantize does without an importance
@@ -64,6 +70,7 @@ int qd_quantize_ggml(int type, const float *src, size_t count, uint8_t *dst);
 int qd_quantize_iq4_nl_row_ref(const float *src, size_t count, uint8_t *dst);
 // IQ4_NL's 16 values (scaled by the block's fp16 scale).
 extern const int8_t qd_iq4nl_values[16];
+// Decodes `rows` rows to FP32 (rows, in): scale·code + min, exactly as the products read them.
 void qd_decode_i8(const int8_t *codes, const float *scales, const float *mins, int group, int rows, int in,
                   float *out);
 void qd_decode_u4(const uint8_t *packed, const float *scales, const float *mins, int group, int rows, int in,

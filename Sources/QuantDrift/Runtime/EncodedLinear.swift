@@ -3,8 +3,9 @@ import CKernels
 /// FP32 weights that the model file stores in a smaller encoding (F16, Q4_1, …), multiplied a tile
 /// of rows at a time: each tile is decoded into FP32 (exactly the dequantized values) and goes
 /// through the product `DenseLinear` would run on it, so the FP32 reference needs no second copy
-/// of the model. One row and a batched decode step (`rowStable`) get `qd_gemm_f32_rows` on ~512 KB
-/// tiles, bit for bit what `DenseLinear` computes. Several rows on OpenBLAS get sgemm on tiles of up to 4 MB: one call
+/// of the model. One row and a batched decode step (`rowStable`) get `qd_gemm_f32_rows` on tiles
+/// of a few rows decoded inside the kernel (`qd_gemm_ggml_rows`; ~512 KB tiles for types without a
+/// C decoder), bit for bit what `DenseLinear` computes. Several rows on OpenBLAS get sgemm on tiles of up to 4 MB: one call
 /// for a layer's matrix, as `DenseLinear`'s; the head (vocabulary rows) takes several, which
 /// may differ from one whole-matrix sgemm in the last bits. Tiles are divided between the cores; results do not
 /// depend on how (OpenBLAS's threads aside, as for `DenseLinear`).
@@ -43,6 +44,21 @@ public struct EncodedLinear: LinearLayer {
             splitOutputs(outDim, parts: scratch.cores, alignment: 4) { r in
                 qd_gemm_f16_rows(w + r.lowerBound * inDim, Int32(r.count), Int32(inDim), x, Int32(rows), Int32(inDim),
                                  y + r.lowerBound, Int32(outDim), 0)
+            }
+            return
+        }
+        if stable, let type = m.encoding, let bytes = m.encodedBytes,
+           qd_decode_ggml(Int32(type.rawValue), bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), 0, scratch.tile.pointer) != 0 {
+            // Decoded a few rows at a time into a tile that stays in L1, inside the kernel: 512 KB
+            // tiles wrote every weight out to L2 and back (fp32 decode of 16 sequences: the decode
+            // took half as long as the product). Each core gets its share of the scratch.
+            let src = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), rowBytes = bytes.count / outDim
+            let span = scratch.tile.count / max(1, scratch.cores)
+            splitOutputParts(outDim, parts: scratch.cores, alignment: 12) { part, r in
+                let taken = qd_gemm_ggml_rows(Int32(type.rawValue), src + r.lowerBound * rowBytes, rowBytes, Int32(r.count), Int32(inDim),
+                                              x, Int32(rows), Int32(inDim), y + r.lowerBound, Int32(outDim),
+                                              scratch.tile.pointer + part * span, span)
+                precondition(taken != 0, "qd_gemm_ggml_rows refused a type qd_decode_ggml takes")
             }
             return
         }
