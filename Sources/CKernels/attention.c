@@ -15,6 +15,11 @@
 //   output element e: from 0, per block of 8 keys in order, an FMA chain p_j·v_je over the block
 //     (from 0), added as y = fma(chain, 1, y); then a block of 4 keys the same way; then a pair,
 //     y = (y + v·p) + v·p; then a single key, y = y + v·p (products rounded on their own).
+//
+// So keys can come in runs (a quantized cache decodes a run at a time into a buffer that stays in
+// cache): scores of a run of whole blocks of 4 are those keys' scores, and values with
+// `accumulate` continue y where the previous run of whole blocks of 8 left it. Only the last run
+// may end in a part block.
 #include "kernels_internal.h"
 #include <math.h>
 
@@ -82,13 +87,14 @@ static void scores_c(const float *k, int ldk, int keys, int hd, const float *q, 
     tail_scores(k, ldk, keys, hd, q, heads, scale, s, lds);
 }
 
-static void values_c(const float *v, int ldv, int keys, int hd, const float *p, int lds, int heads, float *out) {
+static void values_c(const float *v, int ldv, int keys, int hd, const float *p, int lds, int heads, float *out,
+                     int accumulate) {
     const int b8 = keys & ~7, b4 = b8 + (keys & 4);
     for (int h = 0; h < heads; h++) {
         const float *ph = p + (size_t)h * lds;
         float *y = out + (size_t)h * hd;
         for (int e = 0; e < hd; e++) {
-            float acc = 0;
+            float acc = accumulate ? y[e] : 0;
             for (int j0 = 0; j0 < b4; j0 += (j0 < b8 ? 8 : 4)) {
                 const int n = j0 < b8 ? 8 : 4;
                 float chain = 0;
@@ -188,9 +194,9 @@ ALWAYS_INLINE ATTR_AVX2 static inline void values_block(const float *v, int ldv,
 }
 
 ATTR_AVX2 static void values_avx2(const float *v, int ldv, int keys, int hd, const float *p, int lds, int heads,
-                                  float *out) {
+                                  float *out, int accumulate) {
     const int b8 = keys & ~7, b4 = b8 + (keys & 4);
-    memset(out, 0, sizeof(float) * (size_t)heads * (size_t)hd);
+    if (!accumulate) memset(out, 0, sizeof(float) * (size_t)heads * (size_t)hd);
     for (int j = 0; j < b8; j += 8) {
         prefetch_rows(v + (size_t)(j + PREFETCH_ROWS) * ldv, 8, ldv, hd);
         for (int h = 0; h < heads; h++)
@@ -219,9 +225,10 @@ int qd_attention_scores(const float *k, int ldk, int keys, int hd, const float *
     return 1;
 }
 
-int qd_attention_values(const float *v, int ldv, int keys, int hd, const float *p, int lds, int heads, float *out) {
+int qd_attention_values(const float *v, int ldv, int keys, int hd, const float *p, int lds, int heads, float *out,
+                        int accumulate) {
     if (hd <= 0 || hd % 16 || keys < 1 || heads < 1) return 0;
-    if (qd_has_avx2()) values_avx2(v, ldv, keys, hd, p, lds, heads, out);
-    else values_c(v, ldv, keys, hd, p, lds, heads, out);
+    if (qd_has_avx2()) values_avx2(v, ldv, keys, hd, p, lds, heads, out, accumulate);
+    else values_c(v, ldv, keys, hd, p, lds, heads, out, accumulate);
     return 1;
 }

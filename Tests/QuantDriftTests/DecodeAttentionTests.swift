@@ -33,7 +33,7 @@ struct DecodeAttentionTests {
             var s = [Float](repeating: .nan, count: heads * keys)
             var out = [Float](repeating: .nan, count: heads * hd)
             let a = qd_attention_scores(k, Int32(ld), Int32(keys), Int32(hd), q, Int32(heads), scale, &s, Int32(keys))
-            let b = qd_attention_values(v, Int32(ld), Int32(keys), Int32(hd), p, Int32(keys), Int32(heads), &out)
+            let b = qd_attention_values(v, Int32(ld), Int32(keys), Int32(hd), p, Int32(keys), Int32(heads), &out, 0)
             #expect(a == 1 && b == 1, "hd \(hd) is a multiple of 16: the kernels must run")
             return (s, out)
         }
@@ -97,6 +97,40 @@ struct DecodeAttentionTests {
                     #expect(worst < 1e-4, "OpenBLAS core \(core): \(path) differs from sgemv by \(worst) (bits are only promised for Haswell/Zen)")
                 }
             }
+        }
+    }
+
+    /// Keys in runs, as a decode step reads a quantized cache (a run decoded at a time): scores of
+    /// runs of whole blocks and values accumulated run after run (`accumulate`) give the bits of
+    /// one call over all keys, on both paths; the last run may end in a part block.
+    @Test(arguments: KernelPath.allCases, [1, 7, 8, 31, 33, 577])
+    func keysInRunsGiveTheBitsOfOneCall(path: KernelPath, keys: Int) {
+        for (hd, run) in [(64, 8), (16, 16), (128, 256), (64, 24)] {
+            let c = Case(hd: hd, keys: keys, heads: 3)
+            let whole = path.run { c.kernels() }
+            var s = [Float](repeating: .nan, count: c.heads * keys)
+            var out = [Float](repeating: .nan, count: c.heads * hd)
+            path.run {
+                var b0 = 0
+                while b0 < keys {
+                    let b1 = min(keys, b0 + run)
+                    c.k.withUnsafeBufferPointer { k in
+                        s.withUnsafeMutableBufferPointer { sp in
+                            _ = qd_attention_scores(k.baseAddress! + b0 * c.ld, Int32(c.ld), Int32(b1 - b0), Int32(hd), c.q,
+                                                    Int32(c.heads), c.scale, sp.baseAddress! + b0, Int32(keys))
+                        }
+                    }
+                    c.v.withUnsafeBufferPointer { v in
+                        c.p.withUnsafeBufferPointer { p in
+                            _ = qd_attention_values(v.baseAddress! + b0 * c.ld, Int32(c.ld), Int32(b1 - b0), Int32(hd),
+                                                    p.baseAddress! + b0, Int32(keys), Int32(c.heads), &out, b0 > 0 ? 1 : 0)
+                        }
+                    }
+                    b0 = b1
+                }
+            }
+            #expect(s.map(\.bitPattern) == whole.scores.map(\.bitPattern), "\(path): scores in runs of \(run), hd \(hd)")
+            #expect(out.map(\.bitPattern) == whole.out.map(\.bitPattern), "\(path): values in runs of \(run), hd \(hd)")
         }
     }
 
@@ -173,7 +207,7 @@ struct DecodeAttentionTests {
             var s = [Float](repeating: 7, count: 2 * 9)
             var out = [Float](repeating: 7, count: 2 * hd)
             #expect(qd_attention_scores(c.k, Int32(c.ld), 9, Int32(hd), c.q, 2, 1, &s, 9) == 0)
-            #expect(qd_attention_values(c.v, Int32(c.ld), 9, Int32(hd), c.p, 9, 2, &out) == 0)
+            #expect(qd_attention_values(c.v, Int32(c.ld), 9, Int32(hd), c.p, 9, 2, &out, 0) == 0)
             #expect(s.allSatisfy { $0 == 7 } && out.allSatisfy { $0 == 7 }, "hd \(hd)")
         }
     }

@@ -167,7 +167,10 @@ void qd_softmax_causal(float *s, int rows, int keys, int pos0, int first0, int w
 // Scores: s[h·lds + j] = scale · K_j·q_h for keys j < keys (K rows ldk apart, q: heads × hd).
 int qd_attention_scores(const float *k, int ldk, int keys, int hd, const float *q, int heads, float scale, float *s,
                         int lds);
-// Values: out[h·hd + e] = Σ_j p[h·lds + j] · V_je (V rows ldv apart); out is overwritten.
-int qd_attention_values(const float *v, int ldv, int keys, int hd, const float *p, int lds, int heads, float *out);
+// Values: out[h·hd + e] = Σ_j p[h·lds + j] · V_je (V rows ldv apart); out is overwritten, or with
+// `accumulate` the sum continues from it. Keys may come in runs: a run of whole blocks of 8 keys
+// (scores: of 4), then the next run accumulated, gives the bits of one call over all of them.
+int qd_attention_values(const float *v, int ldv, int keys, int hd, const float *p, int lds, int heads, float *out,
+                        int accumulate);
 
 #endif

@@ -62,9 +62,9 @@ public final class Transformer: @unchecked Sendable {
     let proj: FloatBuffer     // (maxBatch, dim) output of wo / w_down
     let hb: FloatBuffer       // (maxBatch, hiddenDim) gate, then SwiGLU
     let hb2: FloatBuffer      // (maxBatch, hiddenDim) up
-    let scores: FloatBuffer   // (scoreRows, contextLength) attention scores of one head's rows, or of a step's query group
-    /// Rows of a score buffer: a chunk's rows for one head, or one row for each query head of a
-    /// KV group in a decode step.
+    let scores: FloatBuffer   // (scoreRows, contextLength) attention scores of one head's rows, or of a decode step's heads
+    /// Rows of a score buffer: a chunk's rows for one head, or one row for each query head in a
+    /// decode step.
     let scoreRows: Int
     var secondScores: FloatBuffer?  // the same for the second core's heads (when cores == 2)
     let rope: RotaryEmbedding
@@ -116,7 +116,7 @@ public final class Transformer: @unchecked Sendable {
         proj = FloatBuffer(count: b * c.dim)
         hb = FloatBuffer(count: b * c.hiddenDim)
         hb2 = FloatBuffer(count: b * c.hiddenDim)
-        scoreRows = max(self.maxBatch, c.headCount / c.kvHeadCount)
+        scoreRows = max(self.maxBatch, c.headCount)
         scores = FloatBuffer(count: scoreRows * ctx)
         logitsCapacityRows = allLogits ? b : sequences
         logitsBuffer = FloatBuffer(count: logitsCapacityRows * c.vocabSize)
@@ -369,11 +369,15 @@ public final class Transformer: @unchecked Sendable {
         // Keys first0 ..< pos0 + n are visible to some row; a window hides the older ones.
         let window = c.isLocal(l) ? c.slidingWindow : nil
         let first0 = window.map { max(0, pos0 - $0 + 1) } ?? 0
-        let layerK = cache.keyHeads(layer: l, from: first0, count: pos0 + n, headDim: c.headDim)
-        let layerV = cache.valueHeads(layer: l, from: first0, count: pos0 + n, headDim: c.headDim)
         let out = attOut.pointer + seg.firstRow * qDim
         // Values were stored rotated: so is their weighted sum; rotate it back (H is its own inverse).
         defer { if cache.valueRotation > 0 { hadamardInPlace(out, count: n * qDim, order: cache.valueRotation) } }
+        if n == 1 && c.headDim % 16 == 0 {
+            return decodeAttention(cache, layer: l, heads: heads ?? 0..<c.headCount, q: qs, out: out, first0: first0,
+                                   keys: pos0 + 1 - first0, scores: scores)
+        }
+        let layerK = cache.keyHeads(layer: l, from: first0, count: pos0 + n, headDim: c.headDim)
+        let layerV = cache.valueHeads(layer: l, from: first0, count: pos0 + n, headDim: c.headDim)
         if let heads {
             return attention(heads: heads, q: qs, out: out, layerK: layerK, layerV: layerV, rows: n, pos0: pos0, first0: first0,
                              window: window, scores: scores)
@@ -401,9 +405,6 @@ public final class Transformer: @unchecked Sendable {
         let group = c.headCount / c.kvHeadCount
         let keys = pos0 + n - first0
         let scale = c.attentionScale
-        if n == 1 && hd % 16 == 0 {
-            return decodeAttention(heads: heads, q: q, out: out, layerK: layerK, layerV: layerV, keys: keys, scores: s)
-        }
         for h in heads {
             let kvh = h / group
             let qh = q + h * hd
@@ -432,24 +433,53 @@ public final class Transformer: @unchecked Sendable {
     /// One row's attention (a decode step, every key visible) with the query heads that share a KV
     /// head together: `qd_attention_scores` and `qd_attention_values` read each key and value row
     /// once for the group instead of once per head, with the arithmetic of the per-head sgemv
-    /// calls above, so the values are the same bits. `s` holds the group's score rows.
-    private func decodeAttention(heads: Range<Int>, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
-                                 layerK: KVHeads, layerV: KVHeads, keys: Int, scores s: UnsafeMutablePointer<Float>) {
+    /// calls above, so the values are the same bits. The cache is read in runs of
+    /// `decodeKeyRun` positions, each run for every head before the next: a quantized cache
+    /// decodes a run into a buffer that stays in L2 while the kernels read it (decoding every
+    /// position first wrote ~1.7 MB per layer at 2,300 positions, out to L3 and back). `s` holds
+    /// the score rows of `heads` (`scoreRows` ≥ the model's heads).
+    private func decodeAttention(_ cache: any KVCache, layer l: Int, heads: Range<Int>, q: UnsafeMutablePointer<Float>,
+                                 out: UnsafeMutablePointer<Float>, first0: Int, keys: Int, scores s: UnsafeMutablePointer<Float>) {
         let c = config
         let hd = c.headDim, group = c.headCount / c.kvHeadCount
-        var h = heads.lowerBound
-        while h < heads.upperBound {
-            let kvh = h / group
-            let end = min(heads.upperBound, (kvh + 1) * group)
-            let g = Int32(end - h)
-            qd_attention_scores(layerK.head(kvh), Int32(layerK.rowStride), Int32(keys), Int32(hd), q + h * hd, g,
-                                c.attentionScale, s, Int32(keys))
-            qd_softmax_rows(s, g, Int32(keys), Int32(keys), Int32(keys))
-            qd_attention_values(layerV.head(kvh), Int32(layerV.rowStride), Int32(keys), Int32(hd), s, Int32(keys), g,
-                                out + h * hd)
-            h = end
+        /// The query groups of `heads`: their first head, KV head and size.
+        func eachGroup(_ body: (_ h: Int, _ kvh: Int, _ g: Int) -> Void) {
+            var h = heads.lowerBound
+            while h < heads.upperBound {
+                let kvh = h / group
+                let end = min(heads.upperBound, (kvh + 1) * group)
+                body(h, kvh, end - h)
+                h = end
+            }
+        }
+        @inline(__always) func rows(_ h: Int) -> UnsafeMutablePointer<Float> { s + (h - heads.lowerBound) * keys }
+        var b0 = 0
+        while b0 < keys {
+            let b1 = min(keys, b0 + Self.decodeKeyRun)
+            let k = cache.keyHeads(layer: l, from: first0 + b0, count: first0 + b1, headDim: hd)
+            eachGroup { h, kvh, g in
+                qd_attention_scores(k.head(kvh), Int32(k.rowStride), Int32(b1 - b0), Int32(hd), q + h * hd, Int32(g),
+                                    c.attentionScale, rows(h) + b0, Int32(keys))
+            }
+            b0 = b1
+        }
+        eachGroup { h, _, g in qd_softmax_rows(rows(h), Int32(g), Int32(keys), Int32(keys), Int32(keys)) }
+        b0 = 0
+        while b0 < keys {
+            let b1 = min(keys, b0 + Self.decodeKeyRun)
+            let v = cache.valueHeads(layer: l, from: first0 + b0, count: first0 + b1, headDim: hd)
+            eachGroup { h, kvh, g in
+                qd_attention_values(v.head(kvh), Int32(v.rowStride), Int32(b1 - b0), Int32(hd), rows(h) + b0, Int32(keys),
+                                    Int32(g), out + h * hd, b0 > 0 ? 1 : 0)
+            }
+            b0 = b1
         }
     }
+
+    /// Positions per run of a decode step's cache reads: a multiple of 8, so every run but the
+    /// last is whole blocks of the kernels (the same bits as one call), and 256 rows of a
+    /// 3 × 64-wide KV layer (192 KB) stay in L2.
+    static let decodeKeyRun = 256
 
     @inline(__always)
     private func addInPlace(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
