@@ -318,21 +318,20 @@ void qd_gemv_u4_f32_offset(const uint8_t *packed, const float *scales, float off
 // The products above for `rows` activation rows x (rows, in) at once, y (rows, ldy). Every
 // (weight row, activation row) pair gets exactly the arithmetic of the one-row kernel (the same
 // chains, group scaling, lane sum, tail and min term), so a row's result is the same bits as a
-// decode of that row alone, whatever rows come with it. Weight rows are taken in chunks of
-// ROWS_CHUNK that stay in cache while every activation row passes over them (the weights are read
-// from memory once per call), and each weight vector is widened once per step for three (int8)
-// or four (4-bit) activation rows. The min terms are added in a second pass, as the one-row kernel adds them last.
+// decode of that row alone, whatever rows come with it. Weight rows are taken in chunks that stay
+// in cache while every activation row passes over them, so the weights are read from memory once
+// per call (int8 chunks converted to an FP32 tile once, 4-bit codes widened as they are read).
+// The min terms are added in a second pass, as the one-row kernel adds them last.
 
-#define ROWS_CHUNK 32
-
-// `no` (1 or 2) int8 weight rows (w, w + in; scales s, s + ng) × `nr` (≤ 3) activation rows: per
-// pair, hsum of the scaled group chains plus the tail. Each step widens the first halves of both
-// weight rows and runs them against every activation row, then the second halves: 12 chains, 2
-// weight vectors and 1 activation vector live (15 registers), and 10 loads per 12 FMAs. (One
-// weight row × 4 activation rows read 10 loads per 8 FMAs: 16 rows on one core, 1536×576 and
-// 576×1536 went from 33-34 to 43-47 GMAC/s, 576×576 stayed at 44-48.)
-ALWAYS_INLINE ATTR_AVX2 static inline void i8_rows_block(const int8_t *w, const float *s, int ng, int group, int fast,
-                                                         int in, const float *x, int no, int nr, float *y, int ldy) {
+// `no` (1 or 2) int8 weight rows (codes w, w + in; their first `fast` values as FP32 in wf,
+// wf + ldf; scales s, s + ng) × `nr` (≤ 3) activation rows: per pair, hsum of the scaled group
+// chains plus the tail. Each step loads the first halves of both weight rows and runs them against
+// every activation row, then the second halves: 12 chains, 2 weight vectors and 1 activation
+// vector live (15 registers). (One weight row × 4 activation rows read 10 loads per 8 FMAs: 16
+// rows on one core, 1536×576 and 576×1536 went from 33-34 to 43-47 GMAC/s, 576×576 stayed at 44-48.)
+ALWAYS_INLINE ATTR_AVX2 static inline void i8_rows_block(const int8_t *w, const float *wf, int ldf, const float *s, int ng,
+                                                         int group, int fast, int in, const float *x, int no, int nr,
+                                                         float *y, int ldy) {
     __m256 a[2][3];
     for (int k = 0; k < no; k++)
         for (int j = 0; j < nr; j++) a[k][j] = _mm256_setzero_ps();
@@ -343,12 +342,12 @@ ALWAYS_INLINE ATTR_AVX2 static inline void i8_rows_block(const int8_t *w, const 
             for (int j = 0; j < nr; j++) d[k][j] = e[k][j] = _mm256_setzero_ps();
         for (int i = lo; i < hi; i += 16) {
             __m256 wv[2];
-            for (int k = 0; k < no; k++) wv[k] = i8x8(w + (size_t)k * in + i);
+            for (int k = 0; k < no; k++) wv[k] = _mm256_loadu_ps(wf + (size_t)k * ldf + i);
             for (int j = 0; j < nr; j++) {
                 const __m256 xv = _mm256_loadu_ps(x + (size_t)j * in + i);
                 for (int k = 0; k < no; k++) d[k][j] = _mm256_fmadd_ps(wv[k], xv, d[k][j]);
             }
-            for (int k = 0; k < no; k++) wv[k] = i8x8(w + (size_t)k * in + i + 8);
+            for (int k = 0; k < no; k++) wv[k] = _mm256_loadu_ps(wf + (size_t)k * ldf + i + 8);
             for (int j = 0; j < nr; j++) {
                 const __m256 xv = _mm256_loadu_ps(x + (size_t)j * in + i + 8);
                 for (int k = 0; k < no; k++) e[k][j] = _mm256_fmadd_ps(wv[k], xv, e[k][j]);
@@ -408,22 +407,40 @@ ATTR_AVX2 static void add_min_terms(const float *mw, float offset, int group, in
     }
 }
 
-// int8: weight rows in chunks of ROWS_CHUNK that stay in cache while every activation row
-// passes, activation rows three at a time and weight rows in pairs (then what is left).
+// Weight rows per chunk: their first `fast` values as FP32 fill about 32 KB (the tile stays in
+// L1 while every activation row passes over it), `multiple` rows at least and a multiple of it.
+static inline int tile_rows(int fast, int multiple) {
+    int n = 8192 / (fast > 0 ? fast : 1) / multiple * multiple;
+    return n < multiple ? multiple : n;
+}
+
+// The codes of `bytes` bytes from p start on their way to L2 while the current chunk multiplies.
+ALWAYS_INLINE static inline void prefetch_l2(const void *p, size_t bytes) {
+    for (size_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T1);
+}
+
+// int8: weight rows in chunks whose codes are converted to FP32 once per call (exactly: the values
+// the one-row kernel widens as it goes; widening them again for every three activation rows was a
+// third of the work), activation rows three at a time and weight rows in pairs (then what is left).
 ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *scales, const float *mins, int group,
                                             int out, int in, const float *x, int rows, float *y, int ldy) {
     const int ng = groups_of(in, group);
     const int fast = (group % 16 == 0 || group >= in) ? in - in % 16 : 0;
-    for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {
-        const int o1 = min_int(out, o0 + ROWS_CHUNK);
+    const int chunk = tile_rows(fast, 2), ldf = fast > 0 ? fast : 1;
+    float tile[(size_t)chunk * ldf];
+    for (int o0 = 0; o0 < out; o0 += chunk) {
+        const int o1 = min_int(out, o0 + chunk);
+        for (int o = o0; o < o1; o++)
+            for (int i = 0; i < fast; i += 8) _mm256_storeu_ps(tile + (size_t)(o - o0) * ldf + i, i8x8(codes + (size_t)o * in + i));
+        prefetch_l2(codes + (size_t)o1 * in, (size_t)(min_int(out, o1 + chunk) - o1) * in);
         for (int r = 0; r < rows; r += 3) {
             const float *xr = x + (size_t)r * in;
             float *yr = y + (size_t)r * ldy;
             const int nr = min_int(3, rows - r);
             for (int o = o0; o < o1; o += 2) {
                 const int8_t *w = codes + (size_t)o * in;
-                const float *s = scales + (size_t)o * ng;
-#define I8_BLOCK(NO, NR) i8_rows_block(w, s, ng, group, fast, in, xr, NO, NR, yr + o, ldy)
+                const float *wf = tile + (size_t)(o - o0) * ldf, *s = scales + (size_t)o * ng;
+#define I8_BLOCK(NO, NR) i8_rows_block(w, wf, ldf, s, ng, group, fast, in, xr, NO, NR, yr + o, ldy)
                 if (o + 2 <= o1) {
                     if (nr == 3) I8_BLOCK(2, 3); else if (nr == 2) I8_BLOCK(2, 2); else I8_BLOCK(2, 1);
                 } else {
@@ -436,9 +453,12 @@ ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *sc
     if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
 }
 
-// The loops of the 4-bit row kernel: weight rows in chunks of ROWS_CHUNK, activation rows four at
-// a time (then the 1–3 left), BLOCK (u4_rows_block) on weight row W(o). (Pairs of weight rows, as
-// for int8, were slower here: 36 → 31 GMAC/s, 576×576 × 16 rows, one core.)
+// 4-bit: weight rows in chunks of ROWS_CHUNK that stay in cache, activation rows four at a time
+// (then the 1–3 left), BLOCK (u4_rows_block) on weight row W(o). The codes are widened as they are
+// read, not converted to an FP32 tile as for int8: with the tile this kernel went from 35.6 to 28.8
+// GMAC/s (12 rows on the model's 210 matrices, one core). (Pairs of weight rows, as for int8, were
+// slower here: 36 → 31 GMAC/s, 576×576 × 16 rows, one core.)
+#define ROWS_CHUNK 32
 #define FOR_ROW_BLOCKS(BLOCK, W)                                                                   \
     for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {                                                 \
         const int o1 = min_int(out, o0 + ROWS_CHUNK);                                              \
