@@ -1,6 +1,7 @@
 // int8 and int4 weights × FP32 activations (the one-token decode path): AVX2+FMA paths and
 // portable twins. See ckernels.h for the layouts.
 #include "kernels_internal.h"
+#include <stdlib.h>
 
 // MARK: - Portable paths
 
@@ -427,7 +428,16 @@ ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *sc
     const int ng = groups_of(in, group);
     const int fast = (group % 16 == 0 || group >= in) ? in - in % 16 : 0;
     const int chunk = tile_rows(fast, 2), ldf = fast > 0 ? fast : 1;
-    float tile[(size_t)chunk * ldf];
+    // On the stack up to 64 KB (rows of up to 8,192 values); wider rows, which no model here has,
+    // take the heap rather than a thread's small stack.
+    float small[16384];
+    const size_t need = (size_t)chunk * ldf;
+    float *tile = need <= 16384 ? small : malloc(sizeof(float) * need);
+    if (!tile) {
+        // No memory for the tile: the same arithmetic straight from the codes, row by row.
+        for (int r = 0; r < rows; r++) gemv_i8_f32_avx2(codes, scales, mins, group, out, in, x + (size_t)r * in, y + (size_t)r * ldy);
+        return;
+    }
     for (int o0 = 0; o0 < out; o0 += chunk) {
         const int o1 = min_int(out, o0 + chunk);
         for (int o = o0; o < o1; o++)
@@ -450,6 +460,7 @@ ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *sc
             }
         }
     }
+    if (tile != small) free(tile);
     if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
 }
 

@@ -93,6 +93,38 @@ struct BatchedDecodeTests {
         }
     }
 
+    /// The batched int8 kernel (`qd_gemm_i8_f32_rows`: weight rows converted to an FP32 tile per
+    /// chunk) against the one-row kernel row by row, bit for bit: awkward widths (a tail after
+    /// the SIMD steps; 8,208 needs more tile than the stack part and takes the heap), row counts
+    /// that leave a single weight row or several chunks, with and without mins and groups.
+    @Test(arguments: [16, 33, 577, 8208], [1, 7, 33])
+    func batchedInt8KernelMatchesTheOneRowKernel(inDim: Int, out: Int) {
+        for (group, withMins) in [(inDim, false), (32, true), (16, false)] {
+            let ng = (inDim + group - 1) / group
+            var r = RandomStream(seed: UInt64(inDim * 7 + out + group))
+            let codes = (0..<(out * inDim)).map { _ in Int8(truncatingIfNeeded: r.next()) }
+            let scales = (0..<(out * ng)).map { _ in Float(r.nextDouble() * 0.02 + 1e-3) }
+            let mins: [Float]? = withMins ? (0..<(out * ng)).map { _ in Float(r.nextDouble() - 0.5) * 0.1 } : nil
+            for rows in [1, 2, 3, 5] {
+                let x = KernelTests.random(rows * inDim, seed: UInt64(rows + inDim), scale: 2)
+                var batched = [Float](repeating: .nan, count: rows * out), single = batched
+                withOptionalPointer(mins) { mp in
+                    qd_gemm_i8_f32_rows(codes, scales, mp, Int32(group), Int32(out), Int32(inDim), x, Int32(rows), &batched, Int32(out))
+                    for j in 0..<rows {
+                        x.withUnsafeBufferPointer { xp in
+                            single.withUnsafeMutableBufferPointer { yp in
+                                qd_gemv_i8_f32(codes, scales, mp, Int32(group), Int32(out), Int32(inDim), xp.baseAddress! + j * inDim,
+                                               yp.baseAddress! + j * out)
+                            }
+                        }
+                    }
+                }
+                #expect(batched.map(\.bitPattern) == single.map(\.bitPattern),
+                        "\(out)×\(inDim), group \(group), mins \(withMins), \(rows) rows")
+            }
+        }
+    }
+
     /// Sequences decoded together give, step for step, the same logits bit for bit as each decoded
     /// alone through `step`; the batch shrinks as sequences stop (different lengths), on a model
     /// with sliding-window layers, for FP32 and for schemes with integer weights and a quantized cache.
