@@ -139,21 +139,15 @@ void qd_gemm_f16_rows(const uint16_t *w, int out, int in, const float *x, int ro
 int qd_gemm_ggml_rows(int type, const uint8_t *src, size_t rowBytes, int out, int in, const float *x, int rows, int ldx,
                       float *y, int ldy, float *tile, size_t tileFloats) {
     if (out <= 0 || in <= 0) return 1;
-    const int block = rows <= 2 ? 4 : 3;
     const size_t fit = tileFloats / (size_t)in;
     if (fit < 1) return 0;
-    size_t chunk = 8192 / (size_t)in / block * block;
-    if (chunk < (size_t)block) chunk = block;
-    if (chunk > fit) chunk = fit;
-    for (int o = 0; o < out; o += (int)chunk) {
-        const int c = out - o < (int)chunk ? out - o : (int)chunk;
+    int chunk = tile_rows(in, rows <= 2 ? 4 : 3);
+    if ((size_t)chunk > fit) chunk = (int)fit;
+    for (int o = 0; o < out; o += chunk) {
+        const int c = min_int(chunk, out - o);
         if (!qd_decode_ggml(type, src + (size_t)o * rowBytes, (size_t)c * in, tile)) return 0;
-        // The next chunk's bytes start on their way to L2 while this chunk's product runs (the
-        // decode's own look-ahead is too short to cover a chunk, and the hardware prefetcher
-        // stops while the product runs).
-        const int next = out - o - c < (int)chunk ? out - o - c : (int)chunk;
-        const char *ahead = (const char *)(src + (size_t)(o + c) * rowBytes);
-        for (size_t b = 0; b < (size_t)(next > 0 ? next : 0) * rowBytes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T1);
+        // The decode's own look-ahead is too short to cover a chunk.
+        prefetch_l2(src + (size_t)(o + c) * rowBytes, (size_t)min_int(chunk, out - o - c) * rowBytes);
         qd_gemm_f32_rows(tile, c, in, x, rows, ldx, y + o, ldy, 0);
     }
     return 1;

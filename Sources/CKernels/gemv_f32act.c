@@ -408,18 +408,6 @@ ATTR_AVX2 static void add_min_terms(const float *mw, float offset, int group, in
     }
 }
 
-// Weight rows per chunk: their first `fast` values as FP32 fill about 32 KB (the tile stays in
-// L1 while every activation row passes over it), `multiple` rows at least and a multiple of it.
-static inline int tile_rows(int fast, int multiple) {
-    int n = 8192 / (fast > 0 ? fast : 1) / multiple * multiple;
-    return n < multiple ? multiple : n;
-}
-
-// The codes of `bytes` bytes from p start on their way to L2 while the current chunk multiplies.
-ALWAYS_INLINE static inline void prefetch_l2(const void *p, size_t bytes) {
-    for (size_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T1);
-}
-
 // int8: weight rows in chunks whose codes are converted to FP32 once per call (exactly: the values
 // the one-row kernel widens as it goes; widening them again for every three activation rows was a
 // third of the work), activation rows three at a time and weight rows in pairs (then what is left).

@@ -49,6 +49,21 @@ static inline int u4_code(const uint8_t *row, int i) {
     return (i & 16) ? (b >> 4) : (b & 15);
 }
 
+// MARK: - Tiles of decoded weight rows (batched products)
+
+// Weight rows per chunk whose first `width` values as FP32 fill about 32 KB (the tile stays in L1
+// while every activation row passes over it): `multiple` rows at least and a multiple of it.
+static inline int tile_rows(int width, int multiple) {
+    int n = 8192 / (width > 0 ? width : 1) / multiple * multiple;
+    return n < multiple ? multiple : n;
+}
+
+// `bytes` bytes from p start on their way to L2 (the next chunk's codes, while the current chunk
+// multiplies: the hardware prefetcher stops while the product runs).
+static inline void prefetch_l2(const void *p, size_t bytes) {
+    for (size_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T1);
+}
+
 // MARK: - AVX2 helpers
 
 ATTR_AVX2 static inline float hsum256(__m256 v) {

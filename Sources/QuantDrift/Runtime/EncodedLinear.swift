@@ -48,11 +48,12 @@ public struct EncodedLinear: LinearLayer {
             return
         }
         if stable, let type = m.encoding, let bytes = m.encodedBytes,
-           qd_decode_ggml(Int32(type.rawValue), bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), 0, scratch.tile.pointer) != 0 {
+           case let src = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self),
+           qd_decode_ggml(Int32(type.rawValue), src, 0, scratch.tile.pointer) != 0 {
             // Decoded a few rows at a time into a tile that stays in L1, inside the kernel: 512 KB
             // tiles wrote every weight out to L2 and back (fp32 decode of 16 sequences: the decode
             // took half as long as the product). Each core gets its share of the scratch.
-            let src = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), rowBytes = bytes.count / outDim
+            let rowBytes = bytes.count / outDim
             let span = scratch.tile.count / max(1, scratch.cores)
             splitOutputParts(outDim, parts: scratch.cores, alignment: 12) { part, r in
                 let taken = qd_gemm_ggml_rows(Int32(type.rawValue), src + r.lowerBound * rowBytes, rowBytes, Int32(r.count), Int32(inDim),

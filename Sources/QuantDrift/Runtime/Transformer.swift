@@ -452,27 +452,26 @@ public final class Transformer: @unchecked Sendable {
                 h = end
             }
         }
+        /// The runs of keys, [b0, b1) of `keys`, in order.
+        func eachRun(_ body: (_ b0: Int, _ b1: Int) -> Void) {
+            for b0 in stride(from: 0, to: keys, by: Self.decodeKeyRun) { body(b0, min(keys, b0 + Self.decodeKeyRun)) }
+        }
         @inline(__always) func rows(_ h: Int) -> UnsafeMutablePointer<Float> { s + (h - heads.lowerBound) * keys }
-        var b0 = 0
-        while b0 < keys {
-            let b1 = min(keys, b0 + Self.decodeKeyRun)
+        eachRun { b0, b1 in
             let k = cache.keyHeads(layer: l, from: first0 + b0, count: first0 + b1, headDim: hd)
             eachGroup { h, kvh, g in
                 qd_attention_scores(k.head(kvh), Int32(k.rowStride), Int32(b1 - b0), Int32(hd), q + h * hd, Int32(g),
                                     c.attentionScale, rows(h) + b0, Int32(keys))
             }
-            b0 = b1
         }
-        eachGroup { h, _, g in qd_softmax_rows(rows(h), Int32(g), Int32(keys), Int32(keys), Int32(keys)) }
-        b0 = 0
-        while b0 < keys {
-            let b1 = min(keys, b0 + Self.decodeKeyRun)
+        // Every head's row is softmaxed on its own (the same bits however rows are grouped).
+        qd_softmax_rows(s, Int32(heads.count), Int32(keys), Int32(keys), Int32(keys))
+        eachRun { b0, b1 in
             let v = cache.valueHeads(layer: l, from: first0 + b0, count: first0 + b1, headDim: hd)
             eachGroup { h, kvh, g in
                 qd_attention_values(v.head(kvh), Int32(v.rowStride), Int32(b1 - b0), Int32(hd), rows(h) + b0, Int32(keys),
                                     Int32(g), out + h * hd, b0 > 0 ? 1 : 0)
             }
-            b0 = b1
         }
     }
 
