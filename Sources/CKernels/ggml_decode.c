@@ -212,7 +212,7 @@ ATTR_AVX2 static inline void store_32_scaled(__m128i first, __m128i second, __m2
 
 // Bytes fetched ahead of the block being decoded. The FP32 reference's decode steps stream every
 // Q4_1/Q8_0 tile from memory, and the loads stalled: a third of the decode's samples sat on the
-// first use of a block's codes. (fp32 bench, one sequence: ~82 → ~105 tok/s.)
+// first use of a block's codes. (fp32 bench, one sequence, this look-ahead alone: ~82 → ~100 tok/s.)
 #define DECODE_AHEAD 512
 ATTR_AVX2 static void decode_avx2(int type, const uint8_t *src, size_t count, float *dst) {
     const size_t blocks = count / 32;
