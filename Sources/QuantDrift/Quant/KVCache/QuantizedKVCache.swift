@@ -519,6 +519,18 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     }
 
     /// Positions `from`..<count of one layer as FP32, (count − from, kvDim).
+    /// Storage rows firstRow..<firstRow+rows of a per-token part decoded to FP32, (rows, kvDim):
+    /// what `dequantize` gives row by row, in one call.
+    @inline(__always)
+    private func dequantizeTokens(_ p: Part, firstRow r: Int, rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let ng = kvDim / p.group
+        let mn: UnsafePointer<Float>? = p.addsMins ? UnsafePointer(p.mins.pointer + r * ng) : nil
+        p.levels.withUnsafeBufferPointer { levels in
+            qd_kv_decode(UnsafePointer(p.codes) + r * p.entryBytes, Int32(p.bits), levels.baseAddress, p.identityLevels ? 1 : 0,
+                         p.scales.pointer + r * ng, mn, Int32(p.group), Int32(rows * kvDim), out)
+        }
+    }
+
     func read(_ p: Part, layer: Int, from: Int, count: Int) -> UnsafePointer<Float> {
         let s = p.slot[layer]
         guard s >= 0 else { return UnsafePointer(p.full.pointer + (p.fullSlot[layer] * contextLength + from) * kvDim) }
@@ -532,7 +544,19 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         let qEnd = min(max(p.quantizedUpTo[layer], sinks), count)
         if qStart < qEnd {
             precondition(qStart >= p.oldestHeld(layer: layer), "sliding-window KV cache: position \(qStart) was dropped")
-            for pos in qStart..<qEnd { dequantize(p, slot: s, position: pos, into: dst(pos)) }
+            if p.q?.axis == .token && p.entryBytes * 8 == kvDim * p.bits {
+                // Per-token codes, scales and mins of consecutive rows lie back to back: one call
+                // decodes every row up to the ring's wrap (the same values, without a call per position).
+                var pos = qStart
+                while pos < qEnd {
+                    let r = p.row(s, pos)
+                    let span = min(qEnd - pos, p.rowOffset[s] + p.rowsHeld[s] - r)
+                    dequantizeTokens(p, firstRow: r, rows: span, into: dst(pos))
+                    pos += span
+                }
+            } else {
+                for pos in qStart..<qEnd { dequantize(p, slot: s, position: pos, into: dst(pos)) }
+            }
         }
         // The rest waits in the ring (past the sinks).
         for pos in max(qStart, qEnd)..<max(qStart, qEnd, count) {
