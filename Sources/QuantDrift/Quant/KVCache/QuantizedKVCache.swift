@@ -518,7 +518,6 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         }
     }
 
-    /// Positions `from`..<count of one layer as FP32, (count − from, kvDim).
     /// Storage rows firstRow..<firstRow+rows of a per-token part decoded to FP32, (rows, kvDim):
     /// what `dequantize` gives row by row, in one call.
     @inline(__always)
@@ -531,6 +530,7 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
         }
     }
 
+    /// Positions `from`..<count of one layer as FP32, (count − from, kvDim).
     func read(_ p: Part, layer: Int, from: Int, count: Int) -> UnsafePointer<Float> {
         let s = p.slot[layer]
         guard s >= 0 else { return UnsafePointer(p.full.pointer + (p.fullSlot[layer] * contextLength + from) * kvDim) }
