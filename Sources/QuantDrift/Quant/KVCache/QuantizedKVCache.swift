@@ -499,22 +499,13 @@ public final class QuantizedKVCache: KVCache, @unchecked Sendable {
     /// One quantized position of a layer (its storage `slot`) decoded to FP32, as attention reads it.
     @inline(__always)
     private func dequantize(_ p: Part, slot s: Int, position pos: Int, into out: UnsafeMutablePointer<Float>) {
-        let entryBytes = p.entryBytes
-        let codes = UnsafePointer(p.codes)
         let r = p.row(s, pos)
-        let hasMins = p.addsMins
-        let scales = p.scales.pointer, mins = p.mins.pointer
-        let mn: UnsafePointer<Float>? = hasMins ? UnsafePointer(mins) : nil
+        guard p.q?.axis != .token else { return dequantizeTokens(p, firstRow: r, rows: 1, into: out) }
+        let sBase = p.groupRow(s, (pos - spec.sinks) / p.group) * kvDim
+        let mn: UnsafePointer<Float>? = p.addsMins ? UnsafePointer(p.mins.pointer + sBase) : nil
         p.levels.withUnsafeBufferPointer { levels in
-            if p.q?.axis == .token {
-                let sBase = r * (kvDim / p.group)
-                qd_kv_decode(codes + r * entryBytes, Int32(p.bits), levels.baseAddress, p.identityLevels ? 1 : 0, scales + sBase,
-                             mn.map { $0 + sBase }, Int32(p.group), Int32(kvDim), out)
-            } else {
-                let sBase = p.groupRow(s, (pos - spec.sinks) / p.group) * kvDim
-                qd_kv_decode(codes + r * entryBytes, Int32(p.bits), levels.baseAddress, p.identityLevels ? 1 : 0, scales + sBase,
-                             mn.map { $0 + sBase }, 0, Int32(kvDim), out)
-            }
+            qd_kv_decode(UnsafePointer(p.codes) + r * p.entryBytes, Int32(p.bits), levels.baseAddress, p.identityLevels ? 1 : 0,
+                         p.scales.pointer + sBase, mn, 0, Int32(kvDim), out)
         }
     }
 
