@@ -1,6 +1,7 @@
 // int8 and int4 weights × FP32 activations (the one-token decode path): AVX2+FMA paths and
 // portable twins. See ckernels.h for the layouts.
 #include "kernels_internal.h"
+#include <pthread.h>
 #include <stdlib.h>
 
 // MARK: - Portable paths
@@ -408,6 +409,116 @@ ATTR_AVX2 static void add_min_terms(const float *mw, float offset, int group, in
     }
 }
 
+// Per-channel int8 (one group a row): the one-row kernel's two chains a pair (the first and the
+// second halves of every step of 16) are independent sums, so they can run one after the other.
+// Activation rows and decoded weight rows are laid out "halves apart" (the first halves of all
+// steps, then the second halves), so each chain is one contiguous 8-lane FMA chain and a block
+// of 3 weight rows × 4 activation rows keeps 12 chains with 3 weight and 1 activation vector live,
+// as in qd_gemm_f32_rows (the two-chain block above fits only 6 pairs: 10 loads per 12 FMAs
+// instead of 7). Same values in the same order, so the same bits.
+
+// The first `fast` values of a row (a multiple of 16) halves apart: value 16s + l (l < 8) to 8s + l,
+// value 16s + 8 + l to fast/2 + 8s + l.
+ALWAYS_INLINE ATTR_AVX2 static inline void halves_apart_f32(const float *src, int fast, float *dst) {
+    const int half = fast / 2;
+    for (int i = 0, j = 0; i < fast; i += 16, j += 8) {
+        _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + i));
+        _mm256_storeu_ps(dst + half + j, _mm256_loadu_ps(src + i + 8));
+    }
+}
+
+ALWAYS_INLINE ATTR_AVX2 static inline void halves_apart_i8(const int8_t *src, int fast, float *dst) {
+    const int half = fast / 2;
+    for (int i = 0, j = 0; i < fast; i += 16, j += 8) {
+        _mm256_storeu_ps(dst + j, i8x8(src + i));
+        _mm256_storeu_ps(dst + half + j, i8x8(src + i + 8));
+    }
+}
+
+// 12 chains over [from, to) of rows laid out halves apart: acc[k][j] += w_k · x_j, 8 lanes a step.
+ALWAYS_INLINE ATTR_AVX2 static inline void halves_chains(const float *wt, int ldw, const float *xp, int ldx, int no, int nr,
+                                                         int from, int to, __m256 acc[3][4]) {
+    for (int k = 0; k < no; k++)
+        for (int j = 0; j < nr; j++) acc[k][j] = _mm256_setzero_ps();
+    for (int i = from; i < to; i += 8) {
+        __m256 wv[3];
+        for (int k = 0; k < no; k++) wv[k] = _mm256_loadu_ps(wt + (size_t)k * ldw + i);
+        for (int j = 0; j < nr; j++) {
+            const __m256 xv = _mm256_loadu_ps(xp + (size_t)j * ldx + i);
+            for (int k = 0; k < no; k++) acc[k][j] = _mm256_fmadd_ps(wv[k], xv, acc[k][j]);
+        }
+    }
+}
+
+// `no` (≤ 3) weight rows × `nr` (≤ 4) activation rows: the first-half chains, kept in memory while
+// the second-half chains run, then per pair the one-row kernel's scaling, lane sum and tail.
+ALWAYS_INLINE ATTR_AVX2 static inline void i8_halves_block(const int8_t *w, int in, const float *wt, int ldw, const float *s,
+                                                           int fast, const float *x, const float *xp, int ldx, int no,
+                                                           int nr, float *y, int ldy) {
+    __m256 acc[3][4];
+    float first[3][4][8];
+    halves_chains(wt, ldw, xp, ldx, no, nr, 0, fast / 2, acc);
+    for (int k = 0; k < no; k++)
+        for (int j = 0; j < nr; j++) _mm256_storeu_ps(first[k][j], acc[k][j]);
+    halves_chains(wt, ldw, xp, ldx, no, nr, fast / 2, fast, acc);
+    for (int k = 0; k < no; k++) {
+        const __m256 sv = _mm256_set1_ps(s[k]);
+        for (int j = 0; j < nr; j++) {
+            const __m256 a = _mm256_fmadd_ps(sv, _mm256_add_ps(_mm256_loadu_ps(first[k][j]), acc[k][j]), _mm256_setzero_ps());
+            y[(size_t)j * ldy + k] = hsum256(a) + i8_tail(w + (size_t)k * in, s + k, in, fast, in, x + (size_t)j * in);
+        }
+    }
+}
+
+// Per-thread space for the activation rows laid out halves apart and one block of decoded weight
+// rows (grown, never shrunk: rows × row length floats, a few hundred KB at most). 64-byte aligned:
+// with 32-byte loads straddling cache lines the kernel ran at 20-23 GMAC/s in some runs and 32-34
+// in others, as the buffers happened to fall; aligned, 34 in every run.
+static _Thread_local float *halves_space;
+static _Thread_local size_t halves_capacity;
+// Frees a thread's space when the thread ends.
+static pthread_key_t halves_key;
+static pthread_once_t halves_key_once = PTHREAD_ONCE_INIT;
+static void make_halves_key(void) { pthread_key_create(&halves_key, free); }
+
+// Returns 0 (nothing written) when the space cannot be had.
+ATTR_AVX2 static int gemm_i8_f32_rows_channel_avx2(const int8_t *codes, const float *scales, int out, int in, int fast,
+                                                   const float *x, int rows, float *y, int ldy) {
+    const size_t need = (size_t)(rows + 3) * fast;
+    if (need > halves_capacity) {
+        float *p = aligned_alloc(64, (sizeof(float) * need + 63) / 64 * 64);
+        if (!p) return 0;
+        free(halves_space);
+        halves_space = p;
+        halves_capacity = need;
+        pthread_once(&halves_key_once, make_halves_key);
+        pthread_setspecific(halves_key, p);
+    }
+    float *tile = halves_space, *xp = halves_space + (size_t)3 * fast;
+    for (int r = 0; r < rows; r++) halves_apart_f32(x + (size_t)r * in, fast, xp + (size_t)r * fast);
+    // One block of 3 weight rows at a time, decoded into the tile, which stays in L1 while every
+    // activation row streams past it (Zen 3, 16 rows, the model's shapes: 34 GMAC/s; tiles of 6 or
+    // 12 rows, 32 KB as the other kernels use, fell out of L1 with the activation rows: 22-32).
+    for (int o = 0; o < out; o += 3) {
+        const int no = min_int(3, out - o);
+        for (int k = 0; k < no; k++) halves_apart_i8(codes + (size_t)(o + k) * in, fast, tile + (size_t)k * fast);
+        prefetch_l2(codes + (size_t)(o + no) * in, (size_t)min_int(3, out - o - no) * in);
+        const int8_t *w = codes + (size_t)o * in;
+        const float *s = scales + o;
+        for (int r = 0; r < rows; r += 4) {
+            const int nr = min_int(4, rows - r);
+            const float *xr = x + (size_t)r * in, *xpr = xp + (size_t)r * fast;
+            float *yr = y + (size_t)r * ldy + o;
+#define HB(NO, NR) i8_halves_block(w, in, tile, fast, s, fast, xr, xpr, fast, NO, NR, yr, ldy)
+#define HB_ROWS(NO) switch (nr) { case 4: HB(NO, 4); break; case 3: HB(NO, 3); break; case 2: HB(NO, 2); break; default: HB(NO, 1); }
+            if (no == 3) { HB_ROWS(3) } else if (no == 2) { HB_ROWS(2) } else { HB_ROWS(1) }
+#undef HB_ROWS
+#undef HB
+        }
+    }
+    return 1;
+}
+
 // int8: weight rows in chunks whose codes are converted to FP32 once per call (exactly: the values
 // the one-row kernel widens as it goes; widening them again for every three activation rows was a
 // third of the work), activation rows three at a time and weight rows in pairs (then what is left).
@@ -415,10 +526,14 @@ ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *sc
                                             int out, int in, const float *x, int rows, float *y, int ldy) {
     const int ng = groups_of(in, group);
     const int fast = (group % 16 == 0 || group >= in) ? in - in % 16 : 0;
+    if (ng == 1 && fast > 0 && rows > 1 && gemm_i8_f32_rows_channel_avx2(codes, scales, out, in, fast, x, rows, y, ldy)) {
+        if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
+        return;
+    }
     const int chunk = tile_rows(fast, 2), ldf = fast > 0 ? fast : 1;
     // On the stack up to 64 KB (rows of up to 8,192 values); wider rows, which no model here has,
     // take the heap rather than a thread's small stack.
-    float small[16384];
+    float small[16384] __attribute__((aligned(64)));
     const size_t need = (size_t)chunk * ldf;
     float *tile = need <= 16384 ? small : malloc(sizeof(float) * need);
     if (!tile) {

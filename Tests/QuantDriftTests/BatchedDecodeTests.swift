@@ -94,10 +94,12 @@ struct BatchedDecodeTests {
     }
 
     /// The batched int8 kernel (`qd_gemm_i8_f32_rows`: weight rows converted to an FP32 tile per
-    /// chunk) against the one-row kernel row by row, bit for bit: awkward widths (a tail after
-    /// the SIMD steps; 8,208 needs more tile than the stack part and takes the heap), row counts
-    /// that leave a single weight row or several chunks, with and without mins and groups.
-    @Test(arguments: [16, 33, 577, 8208], [1, 7, 33])
+    /// chunk; one group a row, blocks of 3 weight rows × 4 activation rows laid out halves apart)
+    /// against the one-row kernel row by row, bit for bit: awkward widths (a tail after the SIMD
+    /// steps; 8,208 needs more tile than the stack part and takes the heap), weight-row counts
+    /// that leave 1 or 2 rows after the blocks of 3, activation-row counts that leave 1 to 3 after
+    /// blocks of 4, with and without mins and groups.
+    @Test(arguments: [16, 33, 577, 8208], [1, 7, 8, 33])
     func batchedInt8KernelMatchesTheOneRowKernel(inDim: Int, out: Int) {
         for (group, withMins) in [(inDim, false), (32, true), (16, false)] {
             let ng = (inDim + group - 1) / group
@@ -105,7 +107,7 @@ struct BatchedDecodeTests {
             let codes = (0..<(out * inDim)).map { _ in Int8(truncatingIfNeeded: r.next()) }
             let scales = (0..<(out * ng)).map { _ in Float(r.nextDouble() * 0.02 + 1e-3) }
             let mins: [Float]? = withMins ? (0..<(out * ng)).map { _ in Float(r.nextDouble() - 0.5) * 0.1 } : nil
-            for rows in [1, 2, 3, 5] {
+            for rows in [1, 2, 3, 5, 8, 17] {
                 let x = KernelTests.random(rows * inDim, seed: UInt64(rows + inDim), scale: 2)
                 var batched = [Float](repeating: .nan, count: rows * out), single = batched
                 withOptionalPointer(mins) { mp in
