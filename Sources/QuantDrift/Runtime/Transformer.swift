@@ -8,6 +8,10 @@ public enum LogitsRows: Sendable, Equatable {
     /// Rows `first` ..< tokens.count of the call: only the positions that are scored (as
     /// llama.cpp's perplexity asks for the second half of a chunk), so the head runs on those alone.
     case from(Int)
+    /// No logits, but every row's head input (the final norm's output) is shown to the observer:
+    /// calibration needs the head's input statistics, not its product (a fifth of a small model's
+    /// multiply-adds).
+    case headInputOnly
 
     /// The first row with logits when rows are asked from a point on (`.all` is `.from(0)`).
     var firstRow: Int { if case .from(let f) = self { f } else { 0 } }
@@ -161,7 +165,7 @@ public final class Transformer: @unchecked Sendable {
             throw QuantDriftError.invalidInput("context full: \(positions[slot]) + \(n) tokens exceed the context length \(contextLength)")
         }
         try checkIDs(tokens)
-        if rows != .last && rows != .none {
+        if rows != .last && rows != .none && rows != .headInputOnly {
             guard logitsCapacityRows >= n, n <= maxBatch else {
                 throw QuantDriftError.internalError("all-row logits need a Transformer made with allLogits and a batch ≤ maxBatch")
             }
@@ -177,12 +181,12 @@ public final class Transformer: @unchecked Sendable {
             let isLast = remaining == chunk
             segments.removeAll(keepingCapacity: true)
             segments.append(Segment(slot: slot, firstRow: 0, rows: chunk))
-            runChunk(tokens[start..<end], logits: isLast ? rows : .none)
+            runChunk(tokens[start..<end], logits: isLast || rows == .headInputOnly ? rows : .none)
             start = end
             remaining -= chunk
         }
         switch rows {
-        case .none: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: 0)
+        case .none, .headInputOnly: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: 0)
         case .last: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: config.vocabSize)
         case .all, .from: return UnsafeBufferPointer(start: logitsBuffer.pointer, count: (n - rows.firstRow) * config.vocabSize)
         }
@@ -285,6 +289,9 @@ public final class Transformer: @unchecked Sendable {
 
         switch rows {
         case .none: return
+        case .headInputOnly:
+            rmsNorm(x.pointer, weights.outputNorm, rows: n, into: xb.pointer)
+            observer?.observe(layer: c.layerCount, site: .headInput, x: xb.pointer, rows: n, width: dim)
         case .last:
             rmsNorm(x.pointer + (n - 1) * dim, weights.outputNorm, rows: 1, into: xb.pointer)
             observer?.observe(layer: c.layerCount, site: .headInput, x: xb.pointer, rows: 1, width: dim)

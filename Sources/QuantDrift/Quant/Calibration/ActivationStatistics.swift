@@ -102,12 +102,12 @@ public struct ActivationStatistics: Sendable {
             throw QuantDriftError.invalidInput("\(data.source): calibration sequences of \(longest) tokens exceed the context length \(c.contextLength)")
         }
         let collector = StatisticsCollector(config: c, histograms: histograms, bins: bins)
-        let t = try Transformer(model: model, contextLength: longest, maxBatch: longest, allLogits: true, weights: weights)
+        let t = try Transformer(model: model, contextLength: longest, maxBatch: longest, weights: weights)
         t.observer = collector
         for (i, seq) in data.sequences.enumerated() {
             t.reset()
-            // All rows' logits so that the head input is observed at every position.
-            try t.forward(seq, logits: .all)
+            // The head input at every position, without the head's product.
+            try t.forward(seq, logits: .headInputOnly)
             progress?(i + 1, data.sequences.count)
         }
         t.observer = nil
