@@ -92,8 +92,10 @@ struct CompareCLITests {
         let whole = base.appendingPathComponent("whole"), cut = base.appendingPathComponent("cut")
         try? FileManager.default.removeItem(at: cut)
         // Resume covers every kind of kept result: KV error by age and position (kv4), static ranges'
-        // clipping by position (w8a8-static), the noise floor (every run).
-        let args = ["compare", "--schemes", "w8,kv4,w4g32,w8a8-static", "--prompts", w.path, "--workers", "1"]
+        // clipping by position (w8a8-static), the noise floor (every run). One named calibration
+        // set (a third of the default texts): the three runs calibrate w8a8-static three times.
+        let args = ["compare", "--schemes", "w8,kv4,w4g32,w8a8-static", "--prompts", w.path, "--workers", "1",
+                    "--calibration", "Prompts/calibration/prose"]
         let full = try CLIRunner.run(args + ["--out", whole.path])
         #expect(full.status == 0, "\(full.stderr)")
         let schemes = try #require(Self.report(whole)["schemes"] as? [[String: Any]])
