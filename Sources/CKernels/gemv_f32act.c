@@ -470,31 +470,36 @@ ALWAYS_INLINE ATTR_AVX2 static inline void i8_halves_block(const int8_t *w, int 
     }
 }
 
-// Per-thread space for the activation rows laid out halves apart and one block of decoded weight
-// rows (grown, never shrunk: rows × row length floats, a few hundred KB at most). 64-byte aligned:
-// with 32-byte loads straddling cache lines the kernel ran at 20-23 GMAC/s in some runs and 32-34
-// in others, as the buffers happened to fall; aligned, 34 in every run.
-static _Thread_local float *halves_space;
-static _Thread_local size_t halves_capacity;
-// Frees a thread's space when the thread ends.
-static pthread_key_t halves_key;
-static pthread_once_t halves_key_once = PTHREAD_ONCE_INIT;
-static void make_halves_key(void) { pthread_key_create(&halves_key, free); }
+// Per-thread space for the batched kernels' decoded weight rows and rearranged activation rows
+// (grown, never shrunk: rows × row length floats, a few hundred KB at most; freed when the thread
+// ends). 64-byte aligned: with 32-byte loads straddling cache lines the int8 kernel below ran at
+// 20-23 GMAC/s in some runs and 32-34 in others, as its buffers happened to fall; aligned, 34 in
+// every run. Returns NULL when the space cannot be had.
+static _Thread_local float *rows_space;
+static _Thread_local size_t rows_capacity;
+static pthread_key_t rows_key;
+static pthread_once_t rows_key_once = PTHREAD_ONCE_INIT;
+static void make_rows_key(void) { pthread_key_create(&rows_key, free); }
+
+static float *batched_space(size_t floats) {
+    if (floats > rows_capacity) {
+        float *p = aligned_alloc(64, (sizeof(float) * floats + 63) / 64 * 64);
+        if (!p) return NULL;
+        free(rows_space);
+        rows_space = p;
+        rows_capacity = floats;
+        pthread_once(&rows_key_once, make_rows_key);
+        pthread_setspecific(rows_key, p);
+    }
+    return rows_space;
+}
 
 // Returns 0 (nothing written) when the space cannot be had.
 ATTR_AVX2 static int gemm_i8_f32_rows_channel_avx2(const int8_t *codes, const float *scales, int out, int in, int fast,
                                                    const float *x, int rows, float *y, int ldy) {
-    const size_t need = (size_t)(rows + 3) * fast;
-    if (need > halves_capacity) {
-        float *p = aligned_alloc(64, (sizeof(float) * need + 63) / 64 * 64);
-        if (!p) return 0;
-        free(halves_space);
-        halves_space = p;
-        halves_capacity = need;
-        pthread_once(&halves_key_once, make_halves_key);
-        pthread_setspecific(halves_key, p);
-    }
-    float *tile = halves_space, *xp = halves_space + (size_t)3 * fast;
+    float *tile = batched_space((size_t)(rows + 3) * fast);
+    if (!tile) return 0;
+    float *xp = tile + (size_t)3 * fast;
     for (int r = 0; r < rows; r++) halves_apart_f32(x + (size_t)r * in, fast, xp + (size_t)r * fast);
     // One block of 3 weight rows at a time, decoded into the tile, which stays in L1 while every
     // activation row streams past it (Zen 3, 16 rows, the model's shapes: 34 GMAC/s; tiles of 6 or
@@ -567,11 +572,11 @@ ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *sc
     if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
 }
 
-// 4-bit: weight rows in chunks of ROWS_CHUNK that stay in cache, activation rows four at a time
-// (then the 1–3 left), BLOCK (u4_rows_block) on weight row W(o). The codes are widened as they are
-// read, not converted to an FP32 tile as for int8: with the tile this kernel went from 35.6 to 28.8
-// GMAC/s (12 rows on the model's 210 matrices, one core). (Pairs of weight rows, as for int8, were
-// slower here: 36 → 31 GMAC/s, 576×576 × 16 rows, one core.)
+// 4-bit, other group sizes: weight rows in chunks of ROWS_CHUNK that stay in cache, activation
+// rows four at a time (then the 1–3 left), BLOCK (u4_rows_block) on weight row W(o). The codes are
+// widened as they are read: with a 32 KB FP32 tile this kernel went from 35.6 to 28.8 GMAC/s (12
+// rows on the model's 210 matrices, one core, Zen 5). Groups of 32 take the 2-row tile above
+// (Zen 3, 16 rows, the model's shapes: 20-25 → 26-28 GMAC/s).
 #define ROWS_CHUNK 32
 #define FOR_ROW_BLOCKS(BLOCK, W)                                                                   \
     for (int o0 = 0; o0 < out; o0 += ROWS_CHUNK) {                                                 \
@@ -591,14 +596,94 @@ ATTR_AVX2 static void gemm_i8_f32_rows_avx2(const int8_t *codes, const float *sc
         }                                                                                          \
     }
 
+// 4-bit, groups of 32 (w4g32): blocks of 2 weight rows, their codes decoded once into an FP32
+// tile in element order (which the packed layout is not: a byte holds elements j and j + 16), × 3
+// activation rows at a time: per pair the one-row kernel's chain per group (4 FMAs from zero) and
+// its scale FMA, 6 pairs × 2 registers + 2 weight vectors + 1 activation vector (15 registers).
+// The one-weight-row block above widens the codes again for every 4 activation rows and reads
+// an activation vector for every FMA.
+ALWAYS_INLINE ATTR_AVX2 static inline void u4g32_tile_row(const uint8_t *w, int nb, float *dst) {
+    const __m256i m15 = _mm256_set1_epi32(15);
+    for (int g = 0; g < nb; g++) {
+        const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w + g * 16)));
+        const __m256i f = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w + g * 16 + 8)));
+        _mm256_store_ps(dst + g * 32, _mm256_cvtepi32_ps(_mm256_and_si256(e, m15)));
+        _mm256_store_ps(dst + g * 32 + 8, _mm256_cvtepi32_ps(_mm256_and_si256(f, m15)));
+        _mm256_store_ps(dst + g * 32 + 16, _mm256_cvtepi32_ps(_mm256_srli_epi32(e, 4)));
+        _mm256_store_ps(dst + g * 32 + 24, _mm256_cvtepi32_ps(_mm256_srli_epi32(f, 4)));
+    }
+}
+
+ALWAYS_INLINE ATTR_AVX2 static inline void u4g32_block(const uint8_t *w, size_t rowBytes, const float *wt, int ldw,
+                                                       const float *s, int ng, int nb, int in, const float *x,
+                                                       const float *xa, int ldx, int no, int nr, float *y, int ldy) {
+    __m256 acc[2][3];
+    for (int k = 0; k < no; k++)
+        for (int j = 0; j < nr; j++) acc[k][j] = _mm256_setzero_ps();
+    for (int g = 0; g < nb; g++) {
+        __m256 p[2][3];
+        for (int q = 0; q < 4; q++) {
+            const int i = g * 32 + q * 8;
+            __m256 wv[2];
+            for (int k = 0; k < no; k++) wv[k] = _mm256_load_ps(wt + (size_t)k * ldw + i);
+            for (int j = 0; j < nr; j++) {
+                const __m256 xv = _mm256_load_ps(xa + (size_t)j * ldx + i);
+                for (int k = 0; k < no; k++) p[k][j] = _mm256_fmadd_ps(wv[k], xv, q == 0 ? _mm256_setzero_ps() : p[k][j]);
+            }
+        }
+        for (int k = 0; k < no; k++) {
+            const __m256 sv = _mm256_broadcast_ss(s + (size_t)k * ng + g);
+            for (int j = 0; j < nr; j++) acc[k][j] = _mm256_fmadd_ps(sv, p[k][j], acc[k][j]);
+        }
+    }
+    const int fast = nb * 32;
+    for (int k = 0; k < no; k++)
+        for (int j = 0; j < nr; j++)
+            y[(size_t)j * ldy + k] = hsum256(acc[k][j]) + u4_tail(w + (size_t)k * rowBytes, s + (size_t)k * ng, 32, fast, in,
+                                                                  x + (size_t)j * in);
+}
+
+// Returns 0 (nothing written) when the space cannot be had.
+ATTR_AVX2 static int gemm_u4g32_f32_rows_avx2(const uint8_t *packed, const float *scales, int out, int in, const float *x,
+                                              int rows, float *y, int ldy) {
+    const int ng = groups_of(in, 32), nb = in / 32, fast = nb * 32;
+    const size_t rowBytes = u4_row_bytes(in);
+    float *tile = batched_space((size_t)(rows + 2) * fast);
+    if (!tile) return 0;
+    float *xa = tile + (size_t)2 * fast;
+    for (int r = 0; r < rows; r++) memcpy(xa + (size_t)r * fast, x + (size_t)r * in, sizeof(float) * fast);
+    for (int o = 0; o < out; o += 2) {
+        const int no = min_int(2, out - o);
+        for (int k = 0; k < no; k++) u4g32_tile_row(packed + (size_t)(o + k) * rowBytes, nb, tile + (size_t)k * fast);
+        prefetch_l2(packed + (size_t)(o + no) * rowBytes, (size_t)min_int(2, out - o - no) * rowBytes);
+        const uint8_t *w = packed + (size_t)o * rowBytes;
+        const float *s = scales + (size_t)o * ng;
+        for (int r = 0; r < rows; r += 3) {
+            const int nr = min_int(3, rows - r);
+            const float *xr = x + (size_t)r * in, *xar = xa + (size_t)r * fast;
+            float *yr = y + (size_t)r * ldy + o;
+#define UB(NO, NR) u4g32_block(w, rowBytes, tile, fast, s, ng, nb, in, xr, xar, fast, NO, NR, yr, ldy)
+#define UB_ROWS(NO) switch (nr) { case 3: UB(NO, 3); break; case 2: UB(NO, 2); break; default: UB(NO, 1); }
+            if (no == 2) { UB_ROWS(2) } else { UB_ROWS(1) }
+#undef UB_ROWS
+#undef UB
+        }
+    }
+    return 1;
+}
+
 ATTR_AVX2 static void gemm_u4_f32_rows_avx2(const uint8_t *packed, const float *scales, const float *mins, float offset,
                                             int group, int out, int in, const float *x, int rows, float *y, int ldy) {
     const int ng = groups_of(in, group);
     const size_t rowBytes = u4_row_bytes(in);
     const int fast = (group % 32 == 0 || group >= in) ? in - in % 32 : 0;
+    if (group == 32 && in >= 32 && rows > 1 && gemm_u4g32_f32_rows_avx2(packed, scales, out, in, x, rows, y, ldy)) {
+        // done: the min terms below
+    } else {
 #define U4_ROW(o) (packed + (size_t)(o) * rowBytes)
-    FOR_ROW_BLOCKS(u4_rows_block, U4_ROW)
+        FOR_ROW_BLOCKS(u4_rows_block, U4_ROW)
 #undef U4_ROW
+    }
     if (mins) add_min_terms(mins, 0, group, out, in, x, rows, y, ldy);
     else if (offset != 0) add_min_terms(scales, offset, group, out, in, x, rows, y, ldy);
 }

@@ -127,6 +127,46 @@ struct BatchedDecodeTests {
         }
     }
 
+    /// The batched 4-bit kernel (`qd_gemm_u4_f32_rows`; groups of 32 decode blocks of 2 weight
+    /// rows into an FP32 tile, × 3 activation rows) against the one-row kernels row by row, bit
+    /// for bit: widths with a tail after the whole groups, weight-row counts that leave 1 after
+    /// the blocks of 2, activation-row counts that leave 1 or 2 after blocks of 3; mins, the
+    /// symmetric offset or neither; groups of 32 and (the other path) 64.
+    @Test(arguments: [33, 96, 577, 1551], [1, 7, 8])
+    func batchedNibbleKernelMatchesTheOneRowKernel(inDim: Int, out: Int) {
+        for group in [32, 64] {
+            let ng = (inDim + group - 1) / group, rowBytes = (inDim + 31) / 32 * 16
+            var r = RandomStream(seed: UInt64(inDim * 5 + out + group))
+            let packed = (0..<(out * rowBytes)).map { _ in UInt8(truncatingIfNeeded: r.next()) }
+            let scales = (0..<(out * ng)).map { _ in Float(r.nextDouble() * 0.02 + 1e-3) }
+            let mins = (0..<(out * ng)).map { _ in Float(r.nextDouble() - 0.5) * 0.1 }
+            for (useMins, offset) in [(true, Float(0)), (false, Float(-8)), (false, Float(0))] {
+                for rows in [2, 3, 4, 5, 16] {
+                    let x = KernelTests.random(rows * inDim, seed: UInt64(rows * 3 + inDim), scale: 2)
+                    var batched = [Float](repeating: .nan, count: rows * out), single = batched
+                    withOptionalPointer(useMins ? mins : nil) { mp in
+                        qd_gemm_u4_f32_rows(packed, scales, mp, offset, Int32(group), Int32(out), Int32(inDim), x, Int32(rows),
+                                            &batched, Int32(out))
+                        x.withUnsafeBufferPointer { xp in
+                            single.withUnsafeMutableBufferPointer { yp in
+                                for j in 0..<rows {
+                                    let xj = xp.baseAddress! + j * inDim, yj = yp.baseAddress! + j * out
+                                    if offset != 0 {
+                                        qd_gemv_u4_f32_offset(packed, scales, offset, Int32(group), Int32(out), Int32(inDim), xj, yj)
+                                    } else {
+                                        qd_gemv_u4_f32(packed, scales, mp, Int32(group), Int32(out), Int32(inDim), xj, yj)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    #expect(batched.map(\.bitPattern) == single.map(\.bitPattern),
+                            "\(out)×\(inDim), group \(group), mins \(useMins), offset \(offset), \(rows) rows")
+                }
+            }
+        }
+    }
+
     /// Sequences decoded together give, step for step, the same logits bit for bit as each decoded
     /// alone through `step`; the batch shrinks as sequences stop (different lengths), on a model
     /// with sliding-window layers, for FP32 and for schemes with integer weights and a quantized cache.
