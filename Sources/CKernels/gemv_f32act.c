@@ -677,9 +677,10 @@ ATTR_AVX2 static void gemm_u4_f32_rows_avx2(const uint8_t *packed, const float *
     const int ng = groups_of(in, group);
     const size_t rowBytes = u4_row_bytes(in);
     const int fast = (group % 32 == 0 || group >= in) ? in - in % 32 : 0;
-    if (group == 32 && in >= 32 && rows > 1 && gemm_u4g32_f32_rows_avx2(packed, scales, out, in, x, rows, y, ldy)) {
-        // done: the min terms below
-    } else {
+    // Groups of 32 over several rows take the batched kernel; the rest (or its allocation
+    // failing) the row blocks below. Either way the min terms come after.
+    const int batched = group == 32 && in >= 32 && rows > 1 && gemm_u4g32_f32_rows_avx2(packed, scales, out, in, x, rows, y, ldy);
+    if (!batched) {
 #define U4_ROW(o) (packed + (size_t)(o) * rowBytes)
         FOR_ROW_BLOCKS(u4_rows_block, U4_ROW)
 #undef U4_ROW
