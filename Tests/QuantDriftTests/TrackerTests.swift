@@ -43,6 +43,56 @@ struct WorkloadTests {
         #expect(throws: QuantDriftError.self) { try Workload.parse(Data([0x7B, 0xFF, 0xFE, 0x7D]), file: "w.jsonl") }
     }
 
+    /// A candidate run as two jobs is whole once `merged(freeRunning:)` has copied the free-running
+    /// part's fields into the teacher-forced part's result. Every stored property of PromptResult
+    /// must belong to one of the two parts here, so a field added later fails this test until
+    /// someone decides which part fills it (and, for a free-running one, merges it).
+    @Test func mergedKeepsEachPartsFields() {
+        let teacherFields: Set<String> = ["promptIndex", "positions", "samplingTV", "clipping", "teacherSeconds"]
+        let freeFields: Set<String> = ["freeTokens", "firstDivergence", "firstDivergenceMargin", "reconverged",
+                                       "candidateTextNLL", "kvErrorByAge", "kvErrorByPosition", "freeSeconds"]
+        let row: [Float] = [0.5, -1, 2]
+        func divergence(_ scale: Float) -> TokenDivergence {
+            let q = row.map { $0 * scale }
+            return row.withUnsafeBufferPointer { p in q.withUnsafeBufferPointer { TokenDivergence.compare(reference: p, candidate: $0, target: 1) } }
+        }
+        func bins(_ values: Int) -> [ClippingBin] {
+            var b = ClippingBin()
+            b.values = values
+            return [b]
+        }
+        // Both parts fill every field, each with its own values, as if a bug had crossed them.
+        func filled(_ k: Double) -> PromptResult {
+            var r = PromptResult(promptIndex: 4)
+            r.positions = [divergence(Float(k))]
+            r.samplingTV = [k]
+            r.clipping = bins(Int(k))
+            r.teacherSeconds = k
+            r.freeTokens = [Int(k)]
+            r.firstDivergence = Int(k)
+            r.firstDivergenceMargin = k
+            r.reconverged = k > 2
+            r.candidateTextNLL = k
+            r.kvErrorByAge = [(k, Int(k))]
+            r.kvErrorByPosition = [(k + 1, Int(k))]
+            r.freeSeconds = k
+            return r
+        }
+        let teacher = filled(1), free = filled(3)
+        let merged = teacher.merged(freeRunning: free)
+        func fields(_ r: PromptResult) -> [String: String] {
+            Dictionary(uniqueKeysWithValues: Mirror(reflecting: r).children.map { ($0.label ?? "?", String(describing: $0.value)) })
+        }
+        let t = fields(teacher), f = fields(free), m = fields(merged)
+        #expect(Set(m.keys) == teacherFields.union(freeFields),
+                "PromptResult's fields changed: put each new one in teacherFields or freeFields (and merge the free ones)")
+        for name in freeFields { #expect(m[name] == f[name], "merged did not take \(name) from the free-running part") }
+        for name in teacherFields { #expect(m[name] == t[name], "merged changed the teacher-forced part's \(name)") }
+        for name in teacherFields.union(freeFields).subtracting(["promptIndex"]) {
+            #expect(t[name] != f[name], "the two parts' \(name) must differ for this test to see which one was kept")
+        }
+    }
+
     /// A candidate that runs both comparisons is two jobs; every free-running part is queued
     /// before any teacher-forced one (they are the long ones), so the queue ends on short pieces.
     /// Teacher-only candidates (a scheme's parts, its layers) are one job.
